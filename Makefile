@@ -1,0 +1,34 @@
+# The README's two commands live here: `make run` and `make test`.
+# torch is installed first and pinned: on a CPU-only box pip takes the CPU wheel, on a CUDA box the
+# matching CUDA build; left unpinned, another package could pull a multi-GB build we did not pick.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: run test bench install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: $(VENV)/.installed
+	$(PY) app.py
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) bench/image_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,135 @@
+"""Command line: `studio serve`, `studio generate image ...`, `studio models list`.
+
+Every command goes through the same Studio services as the UI; `generate` submits a TaskSpec to the
+job queue like the Generate button does, and exits non-zero with the reason when the job fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any, Sequence
+
+from .errors import StudioError
+from .settings import Settings
+from .zoo.cards import parse_size
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--home", help="data folder (history, outputs); env STUDIO_HOME")
+    parser.add_argument("--outputs", dest="outputs_dir", help="outputs folder; env STUDIO_OUTPUTS")
+    parser.add_argument("--model-cache", help="Hugging Face cache to load models from; env STUDIO_MODEL_CACHE")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps; env STUDIO_DEVICE")
+    parser.add_argument("--dtype", help="auto, float32, float16 or bfloat16; env STUDIO_DTYPE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="studio", description="A local generative studio.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the studio does")
+    commands = parser.add_subparsers(dest="command")
+
+    serve = commands.add_parser("serve", help="start the web UI")
+    _add_settings_flags(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1); env STUDIO_HOST")
+    serve.add_argument("--port", type=int, help="port (default 7860); env STUDIO_PORT")
+    serve.add_argument("--auth", help="USER:PASSWORD required to open the studio")
+
+    generate = commands.add_parser("generate", help="run one job headless and print its outputs")
+    kinds = generate.add_subparsers(dest="task", required=True)
+    image = kinds.add_parser("image", help="text to image")
+    _add_settings_flags(image)
+    image.add_argument("--model", required=True, help="model card id (see `studio models list`)")
+    image.add_argument("--prompt", required=True)
+    image.add_argument("--negative", dest="negative_prompt", default="", help="negative prompt")
+    image.add_argument("--size", type=_size, help="WIDTHxHEIGHT (default: the model's)")
+    image.add_argument("--steps", type=int)
+    image.add_argument("--cfg", type=float, help="classifier-free guidance scale")
+    image.add_argument("--shift", type=float, help="flow-matching time shift")
+    image.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (printed)")
+    image.add_argument("--num-images", type=int, default=1)
+
+    models = commands.add_parser("models", help="list the model cards")
+    _add_settings_flags(models)
+    models.add_argument("action", choices=["list"])
+    return parser
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    keys = ("home", "outputs_dir", "model_cache", "device", "dtype")
+    return Settings.load(**{k: getattr(args, k, None) for k in keys}, **extra)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from .services import Studio
+
+    params: dict[str, Any] = {
+        "model": args.model,
+        "prompt": args.prompt,
+        "negative_prompt": args.negative_prompt,
+        "steps": args.steps,
+        "cfg": args.cfg,
+        "shift": args.shift,
+        "seed": args.seed,
+        "num_images": args.num_images,
+    }
+    if args.size:
+        params["width"], params["height"] = args.size
+    with Studio(_settings(args)) as studio:
+        job = studio.run(args.task, params)
+    print(f"job {job.id}: {job.status.value}")
+    if job.error:
+        print(f"error: {job.error}", file=sys.stderr)
+        return 1
+    print(f"seed {job.spec.seed}")
+    for saved in job.outputs:
+        print(saved.path)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .zoo.cards import CardRegistry
+
+    settings = _settings(args)
+    registry = CardRegistry.load([settings.model_zoo_dir, settings.user_cards_dir])
+    for card in sorted(registry.cards.values(), key=lambda c: c.id):
+        state = "" if card.runnable else "  [not yet runnable]"
+        print(f"{card.id:28} {','.join(card.tasks):10} {card.title}{state}")
+    for problem in registry.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .ui.launch import serve
+
+    settings = _settings(args, host=getattr(args, "host", None), port=getattr(args, "port", None))
+    serve(settings, auth=getattr(args, "auth", None))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    command = args.command or "serve"
+    try:
+        if command == "generate":
+            return _generate(args)
+        if command == "models":
+            return _models(args)
+        return _serve(args)
+    except StudioError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Engine and schema upkeep for the history database: SQLite in WAL mode, migrated by Alembic.
+
+`make_engine` opens the file with the pragmas the app relies on; `migrate` brings the schema to the
+newest revision (it runs at every start-up, a no-op when already there). Nothing here depends on
+the process's working directory or on an `alembic.ini`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, Engine, create_engine, event
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# Execution option read by the `begin` hook: a writer's transaction takes SQLite's write lock at
+# BEGIN (BEGIN IMMEDIATE). A deferred transaction that reads first and writes later cannot wait
+# for the lock in WAL mode (it fails at once with "database is locked" when another writer got in
+# between), while BEGIN IMMEDIATE waits politely for busy_timeout.
+_BEGIN_OPTION = "studio_sqlite_begin"
+
+
+def _json_dumps(value: Any) -> str:
+    # Keep non-ASCII prompt text readable when someone opens the database by hand.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def make_engine(db_path: Path) -> Engine:
+    """An engine on the SQLite file `db_path` (its folder is created), with WAL and foreign keys on."""
+    db_path = Path(db_path).expanduser().resolve()
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{db_path.as_posix()}", json_serializer=_json_dumps)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # SQLAlchemy emits BEGIN itself (see _on_begin); stop the sqlite3 module from doing it its
+        # own way (lazily, only before DML), which breaks transactional reads and DDL.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            # busy_timeout first, so that switching the journal mode waits for other processes.
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite, per connection
+            cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, far fewer fsyncs
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine (same pool), but its transactions take the write lock at BEGIN."""
+    return engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+
+
+def _config(connection: Connection) -> Config:
+    """A programmatic Alembic config that runs the packaged migrations on `connection`."""
+    cfg = Config()
+    cfg.set_main_option("script_location", MIGRATIONS_DIR.as_posix())
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _run(engine: Engine, action: str, revision: str) -> None:
+    """Run an Alembic upgrade/downgrade in one write transaction with foreign keys suspended."""
+    with writer(engine).connect() as conn:
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        # Batch migrations on SQLite copy a table, drop the old one and rename the copy; with
+        # foreign keys on, dropping `jobs` would cascade-delete every asset. The pragma cannot be
+        # changed inside a transaction, so it is switched on the raw connection, before BEGIN.
+        dbapi.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with conn.begin():
+                getattr(command, action)(_config(conn), revision)
+                broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"history migration left dangling references: {broken[:5]}")
+        finally:
+            dbapi.execute("PRAGMA foreign_keys=ON")
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the schema to `revision` (the newest by default); a no-op when already there.
+
+    The whole upgrade is one transaction (SQLite has transactional DDL), so a failed migration
+    leaves the previous schema intact, and two processes starting at once take turns.
+    """
+    _run(engine, "upgrade", revision)
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    """Downgrade the schema to `revision` ("base" drops every history table)."""
+    _run(engine, "downgrade", revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema revision the database is at, or None for an empty (never migrated) one."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()

@@ -1,0 +1,296 @@
+"""HistoryStore: the one interface the app uses to record jobs and their outputs, and to read them.
+
+Every method is its own short transaction on a fresh `Session`, so the worker thread and the UI
+thread can call the same store at once; what comes back are frozen records, never ORM objects
+bound to a session. Status changes follow the job's life and refuse impossible jumps:
+
+    pending -> running -> done
+    pending | running -> failed | cancelled;  running -> interrupted (the app stopped mid-job)
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy import literal_column, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from .db import make_engine, migrate, writer
+from .tables import Asset, Job, utcnow
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is in its life; stored as the value string."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class AssetRecord:
+    """One output file of a job; `path` is POSIX and relative to the outputs dir."""
+
+    id: int
+    job_id: str
+    index: int
+    kind: str
+    path: str
+    mime: str
+    width: int | None
+    height: int | None
+    duration_s: float | None
+    bytes: int
+    sha256: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as the history holds it, with its assets in output order. Timestamps are UTC."""
+
+    id: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    status: JobStatus
+    task: str
+    model_id: str
+    prompt: str
+    negative_prompt: str
+    params: dict[str, Any]
+    seed: int | None
+    error: str | None
+    duration_s: float | None
+    assets: tuple[AssetRecord, ...]
+
+
+def _asset_record(a: Asset) -> AssetRecord:
+    return AssetRecord(
+        id=a.id,
+        job_id=a.job_id,
+        index=a.index,
+        kind=a.kind,
+        path=a.path,
+        mime=a.mime,
+        width=a.width,
+        height=a.height,
+        duration_s=a.duration_s,
+        bytes=a.bytes,
+        sha256=a.sha256,
+        created_at=a.created_at,
+    )
+
+
+def _job_record(j: Job) -> JobRecord:
+    return JobRecord(
+        id=j.id,
+        created_at=j.created_at,
+        started_at=j.started_at,
+        finished_at=j.finished_at,
+        status=JobStatus(j.status),
+        task=j.task,
+        model_id=j.model_id,
+        prompt=j.prompt,
+        negative_prompt=j.negative_prompt,
+        params=dict(j.params or {}),
+        seed=j.seed,
+        error=j.error,
+        duration_s=j.duration_s,
+        assets=tuple(_asset_record(a) for a in sorted(j.assets, key=lambda a: a.index)),
+    )
+
+
+def _check_relative_path(path: str) -> str:
+    """Asset paths must stay inside the outputs dir, whatever machine the database moves to."""
+    p = PurePosixPath(path)
+    if "\\" in path or p.is_absolute() or ".." in p.parts or not p.parts:
+        raise ValueError(f"asset path must be a POSIX path relative to the outputs dir: {path!r}")
+    return p.as_posix()
+
+
+class HistoryStore:
+    """Records jobs and their output files in the history database, and reads them back."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.engine = make_engine(Path(db_path))
+        # Opening the store always brings the schema to the newest revision.
+        migrate(self.engine)
+        self._writer = writer(self.engine)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _write(self) -> Session:
+        return Session(self._writer, expire_on_commit=False)
+
+    @staticmethod
+    def _job(s: Session, job_id: str, allowed: Iterable[JobStatus], action: str) -> Job:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise KeyError(f"no job with id {job_id!r} in the history")
+        allowed = tuple(allowed)
+        if JobStatus(job.status) not in allowed:
+            wanted = " or ".join(a.value for a in allowed)
+            raise ValueError(f"job {job_id} is {job.status}; it can only {action} when {wanted}")
+        return job
+
+    def create_job(
+        self,
+        *,
+        task: str,
+        model_id: str,
+        prompt: str,
+        negative_prompt: str = "",
+        params: dict[str, Any],
+        seed: int | None,
+    ) -> str:
+        """Record a new pending job and return its id (a uuid4 hex string)."""
+        job_id = uuid.uuid4().hex
+        with self._write() as s, s.begin():
+            s.add(
+                Job(
+                    id=job_id,
+                    created_at=utcnow(),
+                    status=JobStatus.PENDING.value,
+                    task=task,
+                    model_id=model_id,
+                    prompt=prompt,
+                    negative_prompt=negative_prompt,
+                    params=params,
+                    seed=seed,
+                )
+            )
+        return job_id
+
+    def mark_running(self, job_id: str) -> None:
+        """A worker picked the job up: status running, started_at now."""
+        with self._write() as s, s.begin():
+            job = self._job(s, job_id, [JobStatus.PENDING], "start")
+            job.status = JobStatus.RUNNING.value
+            job.started_at = utcnow()
+
+    def add_asset(
+        self,
+        job_id: str,
+        *,
+        index: int,
+        kind: str,
+        path: str,
+        mime: str,
+        bytes: int,
+        sha256: str,
+        width: int | None = None,
+        height: int | None = None,
+        duration_s: float | None = None,
+    ) -> None:
+        """Record an output file of a running (or just finished) job. Paths are unique."""
+        path = _check_relative_path(path)
+        with self._write() as s, s.begin():
+            self._job(s, job_id, [JobStatus.RUNNING, JobStatus.DONE], "get outputs")
+            s.add(
+                Asset(
+                    job_id=job_id,
+                    index=index,
+                    kind=kind,
+                    path=path,
+                    mime=mime,
+                    width=width,
+                    height=height,
+                    duration_s=duration_s,
+                    bytes=bytes,
+                    sha256=sha256,
+                    created_at=utcnow(),
+                )
+            )
+            try:
+                s.flush()
+            except IntegrityError as err:
+                raise ValueError(f"an asset with path {path!r} is already recorded") from err
+
+    def _finish(self, job: Job, status: JobStatus, error: str | None = None) -> None:
+        job.status = status.value
+        job.finished_at = utcnow()
+        job.error = error
+        if job.started_at is not None:
+            # Wall clocks can step backwards (NTP); a negative duration would only confuse.
+            job.duration_s = max(0.0, (job.finished_at - job.started_at).total_seconds())
+
+    def mark_done(self, job_id: str) -> None:
+        """The running job finished: status done, finished_at now, duration_s measured."""
+        with self._write() as s, s.begin():
+            self._finish(self._job(s, job_id, [JobStatus.RUNNING], "finish"), JobStatus.DONE)
+
+    def mark_failed(self, job_id: str, error: str) -> None:
+        """The job failed (before or while running); `error` is kept for the user to read."""
+        with self._write() as s, s.begin():
+            job = self._job(s, job_id, [JobStatus.PENDING, JobStatus.RUNNING], "fail")
+            self._finish(job, JobStatus.FAILED, error)
+
+    def mark_cancelled(self, job_id: str) -> None:
+        """The user cancelled the job, queued or running."""
+        with self._write() as s, s.begin():
+            job = self._job(s, job_id, [JobStatus.PENDING, JobStatus.RUNNING], "be cancelled")
+            self._finish(job, JobStatus.CANCELLED)
+
+    def interrupt_running(self) -> list[str]:
+        """Mark every job still 'running' as interrupted; for start-up after a crash or kill.
+
+        Returns the ids it changed. Pending jobs are left as they are (the queue decides).
+        """
+        with self._write() as s, s.begin():
+            jobs = s.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value)).all()
+            for job in jobs:
+                self._finish(job, JobStatus.INTERRUPTED, "the studio stopped while this job ran")
+            return [job.id for job in jobs]
+
+    def delete_job(self, job_id: str) -> JobRecord:
+        """Remove a job and its asset rows; returns what was removed so the caller can delete files."""
+        with self._write() as s, s.begin():
+            job = s.get(Job, job_id, options=[selectinload(Job.assets)])
+            if job is None:
+                raise KeyError(f"no job with id {job_id!r} in the history")
+            record = _job_record(job)
+            s.delete(job)
+        return record
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> JobRecord | None:
+        """The job with this id and its assets (ordered by index), or None."""
+        with Session(self.engine) as s, s.begin():
+            job = s.get(Job, job_id, options=[selectinload(Job.assets)])
+            return None if job is None else _job_record(job)
+
+    def list_jobs(
+        self,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        task: str | None = None,
+        status: JobStatus | str | None = None,
+    ) -> list[JobRecord]:
+        """Jobs newest first, optionally only one task kind and/or one status."""
+        query = select(Job).options(selectinload(Job.assets))
+        if task is not None:
+            query = query.where(Job.task == task)
+        if status is not None:
+            query = query.where(Job.status == JobStatus(status).value)
+        # rowid breaks ties between jobs created within the same microsecond.
+        query = query.order_by(Job.created_at.desc(), literal_column("jobs.rowid").desc())
+        query = query.limit(max(0, limit)).offset(max(0, offset))
+        with Session(self.engine) as s, s.begin():
+            return [_job_record(j) for j in s.scalars(query)]
+
+    def close(self) -> None:
+        """Close every pooled connection (the store is not usable afterwards)."""
+        self.engine.dispose()

@@ -1,0 +1,228 @@
+"""Write outputs atomically with embedded metadata that other tools read, and read it back.
+
+Every PNG carries two text chunks: `parameters`, the A1111 "infotext" that A1111, Civitai, InvokeAI
+and ComfyUI readers understand, and `studio_job`, our full job as JSON so a job can be re-run
+exactly. Files appear under the outputs dir only once complete: a crash or a full disk never leaves
+a half-written image that the gallery or another tool could pick up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+from studio.errors import MediaError
+
+PARAMETERS_KEY = "parameters"  # A1111's PNG text key, read by A1111, Civitai, InvokeAI, ComfyUI readers
+JOB_KEY = "studio_job"  # our full job JSON
+
+_NEGATIVE = "Negative prompt:"
+# A1111's own pattern (modules/infotext_utils.py); matching it exactly keeps us readable by its parsers.
+_RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+_RE_KEY = re.compile(r"\w[\w \-/]+")
+_RE_TASK = re.compile(r"[a-z0-9_]+")
+_RE_JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+
+@dataclass(frozen=True)
+class Infotext:
+    prompt: str
+    negative_prompt: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SavedFile:
+    path: Path  # absolute path of the written file
+    relpath: str  # POSIX path relative to the outputs dir (what the DB stores)
+    kind: str
+    mime: str
+    width: int
+    height: int
+    bytes: int
+    sha256: str  # hex digest of the file's bytes as written
+
+
+@dataclass(frozen=True)
+class PngMetadata:
+    infotext: Infotext | None  # parsed `parameters` chunk, None if absent
+    job: dict[str, Any] | None  # parsed `studio_job` JSON, None if absent or not valid JSON
+    raw: dict[str, str]  # every text chunk (other tools' keys, e.g. ComfyUI "prompt"/"workflow")
+
+
+def _quote(value: object) -> str:
+    s = str(value)
+    # A1111 quotes on , \n and : only; a leading quote or edge whitespace would not survive parsing either.
+    if any(c in s for c in ",\n:") or s.startswith('"') or s != s.strip():
+        return json.dumps(s, ensure_ascii=False)
+    return s
+
+
+def format_infotext(prompt: str, negative_prompt: str, fields: Mapping[str, object]) -> str:
+    """A1111 infotext: prompt, optional `Negative prompt:` line, then `Key: value, ...`."""
+    parts = []
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if not _RE_KEY.fullmatch(key):
+            raise ValueError(f"infotext field name {key!r} would not parse back; use letters, digits, spaces, - or /")
+        parts.append(f"{key}: {_quote(value)}")
+    lines = [prompt]
+    if negative_prompt:
+        lines.append(f"{_NEGATIVE} {negative_prompt}")
+    if parts:
+        lines.append(", ".join(parts))
+    return "\n".join(lines)
+
+
+def parse_infotext(text: str) -> Infotext:
+    """Reverse of `format_infotext`; also reads infotext written by A1111 itself. Never raises."""
+    *lines, last = text.replace("\r\n", "\n").rstrip("\n").split("\n")
+    matches = _RE_PARAM.findall(last)
+    # Like A1111: fewer than 3 `key: value` pairs means the last line is still prompt text.
+    if len(matches) < 3:
+        lines.append(last)
+        matches = []
+    prompt: list[str] = []
+    negative: list[str] | None = None
+    for line in lines:
+        if negative is None and line.startswith(_NEGATIVE):
+            rest = line[len(_NEGATIVE):]
+            negative = [rest[1:] if rest.startswith(" ") else rest]
+        elif negative is not None:
+            negative.append(line)
+        else:
+            prompt.append(line)
+    fields: dict[str, str] = {}
+    for key, value in matches:
+        if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
+            try:
+                value = str(json.loads(value))
+            except ValueError:
+                pass  # keep it verbatim, as A1111 does
+        fields[key] = value
+    return Infotext("\n".join(prompt), "\n".join(negative or []), fields)
+
+
+def output_relpath(task: str, job_id: str, index: int, ext: str, when: datetime) -> str:
+    """`task/YYYY-MM-DD/job-NN.ext`; built only from ids so prompt text never reaches the filesystem."""
+    for what, value, pattern in (("task name", task, _RE_TASK), ("job id", job_id, _RE_JOB_ID),
+                                 ("file extension", ext, _RE_TASK)):
+        if not pattern.fullmatch(value):
+            raise ValueError(f"{what} {value!r} must match {pattern.pattern}")
+    if index < 0:
+        raise ValueError(f"output index must be >= 0, got {index}")
+    return f"{task}/{when:%Y-%m-%d}/{job_id}-{index:02d}.{ext}"
+
+
+def _resolve_target(outputs_dir: Path, relpath: str) -> Path:
+    pure = PurePosixPath(relpath)
+    if (not relpath or "\\" in relpath or pure.is_absolute() or ".." in pure.parts
+            or re.match(r"^[A-Za-z]:", relpath) or relpath.endswith("/")):
+        raise MediaError(f"output path {relpath!r} must be a relative POSIX file path without '..'")
+    root = outputs_dir.resolve()
+    target = (root / pure).resolve()
+    # resolve() follows symlinks, so a linked folder pointing elsewhere is caught here too.
+    if target == root or not target.is_relative_to(root):
+        raise MediaError(f"output path {relpath!r} points outside the outputs folder {root}")
+    return target
+
+
+def _fsync_dir(path: Path) -> None:
+    try:  # makes the rename itself durable; not possible on every OS/filesystem, so best effort
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def save_png(image: Image.Image, outputs_dir: Path, relpath: str, *,
+             infotext: str, job: Mapping[str, Any]) -> SavedFile:
+    """Write `image` to outputs_dir/relpath with metadata; the file appears complete or not at all."""
+    target = _resolve_target(Path(outputs_dir), relpath)
+    if target.exists():
+        raise MediaError(f"output file {target} already exists; refusing to overwrite it")
+    try:
+        job_json = json.dumps(dict(job), ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise MediaError(f"job metadata for {relpath} cannot be stored as JSON: {exc}") from exc
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PARAMETERS_KEY, infotext)  # Pillow switches to iTXt (UTF-8) when not latin-1
+    info.add_text(JOB_KEY, job_json)
+
+    tmp: str | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "w+b") as f:
+            image.save(f, format="PNG", pnginfo=info)
+            f.flush()
+            os.fsync(f.fileno())
+            f.seek(0)  # hash what actually reached the file, not what we meant to write
+            size = 0
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        try:  # link() fails if the name exists, so a racing writer can never be overwritten
+            os.link(tmp, target)
+        except OSError as exc:
+            if isinstance(exc, FileExistsError) or target.exists():
+                raise MediaError(f"output file {target} already exists; refusing to overwrite it") from None
+            os.replace(tmp, target)  # filesystem without hard links
+        else:
+            with contextlib.suppress(OSError):  # the final file is complete; a stray link is harmless
+                os.unlink(tmp)
+        tmp = None
+        _fsync_dir(target.parent)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, MediaError) or not isinstance(exc, Exception):
+            raise
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise MediaError(f"disk full while writing {target}; free some space and retry") from exc
+        raise MediaError(f"could not write image {target}: {exc}") from exc
+
+    width, height = image.size
+    return SavedFile(path=target, relpath=PurePosixPath(relpath).as_posix(), kind="image",
+                     mime="image/png", width=width, height=height, bytes=size, sha256=digest.hexdigest())
+
+
+def read_png_metadata(path: Path) -> PngMetadata:
+    """All text chunks of a PNG, with our two keys parsed."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"image file {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            if im.format != "PNG":
+                raise MediaError(f"{path} is a {im.format} file, not a PNG; only PNG metadata can be read")
+            text = getattr(im, "text", {})  # includes chunks after the image data
+            raw = {str(k): str(v) for k, v in text.items()}
+    except MediaError:
+        raise
+    except Exception as exc:  # Pillow raises many types for corrupt/unknown files
+        raise MediaError(f"{path} could not be read as a PNG image: {exc}") from exc
+    infotext = parse_infotext(raw[PARAMETERS_KEY]) if PARAMETERS_KEY in raw else None
+    try:
+        job = json.loads(raw[JOB_KEY]) if JOB_KEY in raw else None
+    except ValueError:
+        job = None
+    return PngMetadata(infotext=infotext, job=job if isinstance(job, dict) else None, raw=raw)

@@ -1,0 +1,117 @@
+"""Every knob of the studio in one place: paths, network, device and dtype.
+
+Values come from (highest first) explicit overrides (CLI flags), environment variables, defaults.
+Nothing else in the code base reads the environment for these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import platformdirs
+
+from .errors import InvalidInput
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+_DTYPES = {"auto", "float32", "float16", "bfloat16"}
+_DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def _default_hf_cache() -> Path:
+    # huggingface_hub resolves HF_HOME / HF_HUB_CACHE for us; models that diffusers or
+    # transformers already downloaded there are reused as they are.
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    outputs_dir: Path
+    model_cache: Path
+    model_zoo_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 7860
+    device: str = "auto"
+    dtype: str = "auto"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "studio.db"
+
+    @property
+    def user_cards_dir(self) -> Path:
+        return self.home / "model_cards"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Settings from the environment (`STUDIO_*`), then `overrides` where they are not None."""
+        env = os.environ if env is None else env
+        # Paths under the data folder follow an overridden home, not the environment's.
+        home = Path(overrides.get("home") or env.get("STUDIO_HOME")
+                    or platformdirs.user_data_dir("studio", appauthor=False))
+        values: dict[str, Any] = {
+            "home": home,
+            "outputs_dir": Path(env["STUDIO_OUTPUTS"]) if env.get("STUDIO_OUTPUTS") else home / "outputs",
+            "model_cache": Path(env["STUDIO_MODEL_CACHE"]) if env.get("STUDIO_MODEL_CACHE") else _default_hf_cache(),
+            "model_zoo_dir": Path(env.get("STUDIO_MODEL_ZOO") or REPO_ROOT / "model_zoo"),
+            "host": env.get("STUDIO_HOST", cls.host),
+            "port": env.get("STUDIO_PORT", cls.port),
+            "device": env.get("STUDIO_DEVICE", cls.device),
+            "dtype": env.get("STUDIO_DTYPE", cls.dtype),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls._validated(values)
+
+    @classmethod
+    def _validated(cls, values: dict[str, Any]) -> "Settings":
+        try:
+            port = int(values["port"])
+        except (TypeError, ValueError):
+            raise InvalidInput(f"port must be a number, got {values['port']!r}") from None
+        if not 1 <= port <= 65535:
+            raise InvalidInput(f"port must be between 1 and 65535, got {port}")
+        device = str(values["device"])
+        if device.split(":")[0] not in _DEVICES:
+            raise InvalidInput(f"device must be one of {', '.join(_DEVICES)} (or cuda:N), got {device!r}")
+        if values["dtype"] not in _DTYPES:
+            raise InvalidInput(f"dtype must be one of {', '.join(sorted(_DTYPES))}, got {values['dtype']!r}")
+        paths = {k: Path(values[k]).expanduser().resolve() for k in ("home", "outputs_dir", "model_cache", "model_zoo_dir")}
+        return cls(**{**values, **paths, "port": port, "device": device})
+
+    def replace(self, **changes: Any) -> "Settings":
+        return self._validated({**dataclasses.asdict(self), **changes})
+
+    def ensure_dirs(self) -> None:
+        for path in (self.home, self.outputs_dir, self.model_cache, self.user_cards_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+    def torch_device(self) -> str:
+        """The device jobs run on: the setting, or the best one present when it is "auto"."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+
+    def torch_dtype(self, preferred: str):
+        """The dtype to load a model in: the setting, else the card's preference on an accelerator.
+
+        On the CPU half precision is slow and some ops lack kernels, so "auto" means float32 there.
+        """
+        import torch
+
+        name = self.dtype
+        if name == "auto":
+            name = "float32" if self.torch_device() == "cpu" else preferred
+        return getattr(torch, name)

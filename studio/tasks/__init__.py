@@ -1,0 +1,24 @@
+"""The tasks the studio runs, one module per modality, looked up by name."""
+
+from __future__ import annotations
+
+from ..errors import InvalidInput
+from .base import Task, TaskSpec
+from .image import ImageTask
+
+TASKS: dict[str, Task] = {task.name: task for task in (ImageTask(),)}
+
+# Tabs that exist in the UI but whose tasks land in later releases.
+PLANNED_TASKS = ("video", "audio", "music", "compose", "anagram")
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        if name in PLANNED_TASKS:
+            raise InvalidInput(f"{name} generation is not available yet in this version of the studio") from None
+        raise InvalidInput(f"Unknown task {name!r}; available: {', '.join(TASKS)}") from None
+
+
+__all__ = ["TASKS", "Task", "TaskSpec", "get_task"]

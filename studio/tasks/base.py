@@ -1,0 +1,121 @@
+"""What every task shares: the TaskSpec base, input validation messages, and the Task interface.
+
+A TaskSpec is the validated, complete description of one job. Fields left as None take their
+default from the model card (or, failing that, from the task's `FALLBACKS`) when the spec is
+resolved against its card; the resolved spec is what the job row records, so a re-run is exact.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import InvalidInput
+from ..media import SavedFile
+from ..zoo.cards import ModelCard
+
+MAX_SEED = 2**32 - 1
+MAX_PROMPT_CHARS = 10_000
+
+# on_step(step_done, total_steps): progress from inside a pipeline run.
+StepCallback = Callable[[int, int], None]
+
+
+class TaskSpec(BaseModel):
+    """Fields every task has. Subclasses add theirs and set `task`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: ClassVar[str]
+    # Task-wide defaults, used when the card does not set one.
+    FALLBACKS: ClassVar[dict[str, Any]] = {}
+
+    model: str = Field(min_length=1)
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = Field(default=-1, ge=-1, le=MAX_SEED)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_present(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the prompt is empty: describe what you want to generate")
+        if len(value) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
+        return value
+
+    @classmethod
+    def defaults_for(cls, card: ModelCard) -> dict[str, Any]:
+        """The value each optional field takes with this card when left unset (the form's initial values)."""
+        return {name: card.defaults.get(name, cls.FALLBACKS.get(name)) for name in cls.FALLBACKS.keys() | card.defaults.keys()
+                if name in cls.model_fields}
+
+    def resolved(self, card: ModelCard) -> "TaskSpec":
+        """This spec with every None filled from the card or the fallbacks, and a concrete seed."""
+        defaults = self.defaults_for(card)
+        filled = {name: value for name, value in defaults.items() if getattr(self, name) is None}
+        if self.seed == -1:
+            filled["seed"] = random.SystemRandom().randint(0, MAX_SEED)
+        spec = type(self).model_validate({**self.model_dump(), **filled})
+        spec.check_against(card)
+        return spec
+
+    def check_against(self, card: ModelCard) -> None:
+        """Raise InvalidInput if this model cannot take these values. Subclasses extend."""
+        if self.task not in card.tasks:
+            raise InvalidInput(f"{card.title} cannot do {self.task} generation (it does: {', '.join(card.tasks)})")
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any]) -> "TaskSpec":
+        """Validate raw parameters (from a form, flags or an API call) into a spec, or raise InvalidInput."""
+        try:
+            return cls.model_validate(dict(params))
+        except ValidationError as err:
+            raise InvalidInput(describe_validation_error(err)) from None
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """pydantic's errors as one line a person can act on: 'steps: must be ≥ 1 (got 0)'."""
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "input"
+        msg = e["msg"].removeprefix("Value error, ")
+        got = e.get("input")
+        if e["type"] == "extra_forbidden":
+            parts.append(f"{field}: not a parameter of this task")
+        elif isinstance(got, (int, float, str)) and e["type"] != "value_error":
+            parts.append(f"{field}: {msg} (got {got!r})")
+        else:
+            parts.append(f"{field}: {msg}")
+    return "Invalid input — " + "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class TaskOutput:
+    """What a run produced, plus facts about how it ran that the spec does not hold (e.g. the sampler)."""
+
+    items: list[Any]
+    used: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a task needs to know about the job it runs in, to name and tag its outputs."""
+
+    job_id: str
+    outputs_dir: Any  # Path
+    created_at: Any  # datetime
+
+
+class Task(Protocol):
+    """One modality: its spec type, how to run it on a loaded pipeline, and how to save the result."""
+
+    name: str
+    spec_type: type[TaskSpec]
+
+    def run(self, pipeline: Any, spec: Any, card: ModelCard, on_step: StepCallback) -> TaskOutput: ...
+
+    def save(self, output: TaskOutput, spec: Any, card: ModelCard, ctx: JobContext) -> list[SavedFile]: ...

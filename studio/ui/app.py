@@ -1,0 +1,23 @@
+"""Builds the studio's Gradio Blocks: header and one tab per capability."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..services import Studio
+from . import image_tab, placeholder_tabs
+
+TITLE = "Studio"
+
+
+def build_app(studio: Studio) -> gr.Blocks:
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        gr.Markdown(f"# {TITLE}\nLocal generation with Lumina and friends — everything runs on this machine.",
+                    elem_id="header")
+        with gr.Tabs():
+            with gr.Tab("Image", id="image"):
+                image_tab.build(studio)
+            for name in placeholder_tabs.PLANNED:
+                with gr.Tab(name, id=name.lower()):
+                    placeholder_tabs.build(name)
+    return demo

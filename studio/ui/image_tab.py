@@ -1,0 +1,75 @@
+"""The Image tab: builds the form and turns it into an image TaskSpec; nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from ..services import Studio
+from ..tasks.image import ImageSpec
+from ..zoo.cards import parse_size
+from .common import Timer, card_note, default_model, job_summary, model_choices, run_job
+
+
+def _form_values(studio: Studio, model_id: str | None) -> dict[str, Any]:
+    """The form's values for a model: its card's defaults (the one place defaults live)."""
+    if not model_id or model_id not in studio.cards.cards:
+        return {}
+    card = studio.cards.get(model_id)
+    values = ImageSpec.defaults_for(card)
+    size = f"{values['width']}x{values['height']}"
+    sizes = list(dict.fromkeys([*card.resolutions, size]))
+    return {"card": card, "size": size, "sizes": sizes, **values}
+
+
+def build(studio: Studio) -> None:
+    model_id = default_model(studio, "image")
+    initial = _form_values(studio, model_id)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            model = gr.Dropdown(model_choices(studio, "image"), value=model_id, label="Model")
+            note = gr.Markdown(card_note(initial["card"]) if initial else "No image model is installed.")
+            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Describe the picture…", elem_id="image-prompt")
+            negative = gr.Textbox(label="Negative prompt", lines=1)
+            size = gr.Dropdown(initial.get("sizes", []), value=initial.get("size"), label="Size (width x height)",
+                               allow_custom_value=True)
+            with gr.Row():
+                steps = gr.Slider(1, 200, value=initial.get("steps", 30), step=1, label="Steps")
+                cfg = gr.Slider(1.0, 20.0, value=initial.get("cfg", 4.0), step=0.5, label="CFG scale")
+            with gr.Accordion("Advanced", open=False):
+                shift = gr.Slider(1.0, 20.0, value=initial.get("shift") or 1.0, step=0.5, label="Time shift")
+                with gr.Row():
+                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+                    num_images = gr.Slider(1, 8, value=1, step=1, label="Images")
+            run = gr.Button("Generate", variant="primary", elem_id="image-generate")
+        with gr.Column(scale=3, min_width=320):
+            gallery = gr.Gallery(label="Result", columns=2, height=560, elem_id="image-result")
+            status = gr.Markdown(elem_id="image-status")
+
+    def on_model(model_id: str) -> tuple:
+        values = _form_values(studio, model_id)
+        if not values:
+            return (gr.update(),) * 6
+        return (card_note(values["card"]), gr.update(choices=values["sizes"], value=values["size"]),
+                values["steps"], values["cfg"], values.get("shift") or 1.0, -1)
+
+    def on_generate(model_id, prompt_text, negative_text, size_text, steps_v, cfg_v, shift_v, seed_v, count,
+                    progress=gr.Progress()):
+        try:
+            width, height = parse_size(size_text or "")
+        except ValueError as err:
+            gr.Warning(str(err))
+            return [], f"❌ {err}"
+        params = {"model": model_id or "", "prompt": prompt_text or "", "negative_prompt": negative_text or "",
+                  "width": width, "height": height, "steps": steps_v, "cfg": cfg_v, "shift": shift_v,
+                  "seed": -1 if seed_v is None else seed_v, "num_images": count}
+        with Timer() as timer:
+            job = run_job(studio, "image", params, progress)
+        if job.error:
+            gr.Warning(job.error)
+        return [str(saved.path) for saved in job.outputs], job_summary(job, timer.seconds)
+
+    model.change(on_model, model, [note, size, steps, cfg, shift, seed], api_visibility="private")
+    inputs = [model, prompt, negative, size, steps, cfg, shift, seed, num_images]
+    run.click(on_generate, inputs, [gallery, status], api_name="generate_image")

@@ -1,0 +1,21 @@
+"""Tabs whose features are not built yet: each says plainly what it will do and that it is not here."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+PLANNED = {
+    "Video": "Text-to-video and image-to-video with Wan 2.1 and CogVideoX.",
+    "Audio": "Sound effects from text with Stable Audio Open and AudioLDM2.",
+    "Music": "Music from text (and a melody) with MusicGen and AudioLDM2-music.",
+    "Compositional": "One picture from a grid of region captions, with Lumina-Next's regional cross-attention.",
+    "Anagrams": "Visual anagrams: one picture that reads as another prompt when flipped or rotated.",
+    "Gallery": "Every past output, searchable and filterable, with exact re-runs. Until then, outputs are in "
+               "the outputs folder and every job is recorded in the history database.",
+    "Models": "One-click downloads with progress and resume, the memory panel, and adding your own models.",
+}
+
+
+def build(name: str) -> None:
+    gr.Markdown(f"### Not available yet\n{PLANNED[name]}\n\nThis tab arrives in a later version of the studio; "
+                "the Image tab works today.", elem_classes=["placeholder"])

@@ -1,0 +1,1 @@
+"""What models exist (cards), how to get them (hub downloads, built-in tiny models)."""

@@ -1,0 +1,149 @@
+"""Model cards: what a model is, where its weights come from, and its default parameters.
+
+Cards are YAML files, one per model: the shipped ones in `model_zoo/`, the user's own in the data
+dir. A malformed card is reported by file and reason; the others still load.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import UnknownModel
+
+log = logging.getLogger(__name__)
+
+CARD_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+
+class CardSource(BaseModel):
+    """Where the weights come from: a Hugging Face repo, or a built-in builder (offline tiny models)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    repo: str | None = Field(default=None, pattern=r"^[\w.-]+/[\w.-]+$")
+    revision: str = "main"
+    builtin: str | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "CardSource":
+        if (self.repo is None) == (self.builtin is None):
+            raise ValueError("source needs exactly one of 'repo' (a Hugging Face repo id) or 'builtin'")
+        return self
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=CARD_ID_PATTERN)
+    title: str = Field(min_length=1)
+    family: str
+    tasks: list[str] = Field(min_length=1)
+    source: CardSource
+    pipeline: str
+    dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
+    memory_gb: float = Field(gt=0)
+    license: str
+    gated: bool = False
+    tiny: bool = False
+    runnable: bool = True
+    description: str = ""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    resolutions: list[str] = Field(default_factory=list)
+    size_multiple: int = Field(default=16, gt=0)
+    min_size: int = Field(default=64, gt=0)
+    max_size: int = Field(default=4096, gt=0)
+
+    @model_validator(mode="after")
+    def _check_resolutions(self) -> "ModelCard":
+        for res in self.resolutions:
+            width, height = parse_size(res)
+            problem = self.size_problem(width, height)
+            if problem:
+                raise ValueError(f"resolution preset {res}: {problem}")
+        return self
+
+    def size_problem(self, width: int, height: int) -> str | None:
+        """Why this model cannot make a width x height output, or None if it can."""
+        m = self.size_multiple
+        if width % m or height % m:
+            return f"width and height must be multiples of {m} for {self.title}"
+        for side in (width, height):
+            if not self.min_size <= side <= self.max_size:
+                return f"each side must be between {self.min_size} and {self.max_size} pixels for {self.title}"
+        return None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1024x768' -> (1024, 768). Raises ValueError on anything else."""
+    parts = str(text).lower().replace(" ", "").split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"size must look like WIDTHxHEIGHT, e.g. 1024x1024, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+@dataclass(frozen=True)
+class CardProblem:
+    file: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.reason}"
+
+
+def _describe(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'card'}: {e['msg']}" for e in err.errors())
+
+
+@dataclass
+class CardRegistry:
+    cards: dict[str, ModelCard] = field(default_factory=dict)
+    problems: list[CardProblem] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, dirs: Iterable[Path]) -> "CardRegistry":
+        registry = cls()
+        for directory in dirs:
+            if directory.is_dir():
+                for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
+                    registry._load_file(path)
+        for problem in registry.problems:
+            log.warning("model card skipped: %s", problem)
+        return registry
+
+    def _load_file(self, path: Path) -> None:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("a card must be a YAML mapping")
+            card = ModelCard.model_validate(data)
+        except yaml.YAMLError as err:
+            self.problems.append(CardProblem(path, f"not valid YAML ({err})"))
+            return
+        except ValidationError as err:
+            self.problems.append(CardProblem(path, _describe(err)))
+            return
+        except (OSError, ValueError) as err:
+            self.problems.append(CardProblem(path, str(err)))
+            return
+        if card.id in self.cards:
+            self.problems.append(CardProblem(path, f"duplicate id {card.id!r} (already defined by another card)"))
+            return
+        self.cards[card.id] = card
+
+    def get(self, card_id: str) -> ModelCard:
+        try:
+            return self.cards[card_id]
+        except KeyError:
+            known = ", ".join(sorted(self.cards)) or "none"
+            raise UnknownModel(f"Unknown model {card_id!r}. Known models: {known}.") from None
+
+    def for_task(self, task: str) -> list[ModelCard]:
+        """Cards that can run `task`, runnable ones first, tiny (offline) ones last."""
+        cards = [c for c in self.cards.values() if task in c.tasks]
+        return sorted(cards, key=lambda c: (not c.runnable, c.tiny, c.title))
