@@ -21,7 +21,7 @@ from filelock import FileLock
 
 BUILTIN_NAMESPACE = "studio-builtin"
 # Bump when a builder changes: a new revision is built next to the old one.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 SEED = 20260101
 
 _SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
@@ -105,6 +105,9 @@ def build_tiny_lumina_next():
         cross_attention_dim=32,
         scaling_factor=1.0,
     )
+    # diffusers allocates `pad_token` with torch.empty (a checkpoint always overwrites it); a
+    # built model must not carry whatever memory held, or its weights differ from build to build.
+    torch.nn.init.normal_(transformer.pad_token, std=0.02)
     torch.manual_seed(SEED + 2)
     vae = AutoencoderKL(
         in_channels=3,

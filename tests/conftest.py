@@ -1,0 +1,36 @@
+"""Shared fixtures: an isolated data folder per test, tiny models built once per session, no network."""
+
+from __future__ import annotations
+
+import os
+
+# Nothing in the test suite may reach a model hub; these make any attempt fail loudly instead.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from studio.services import Studio  # noqa: E402
+from studio.settings import Settings  # noqa: E402
+from studio.zoo.builtin import BUILDERS, ensure_builtin  # noqa: E402
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Hugging Face cache holding the built-in tiny models (built once per test session)."""
+    cache = tmp_path_factory.mktemp("hf-cache")
+    for name in BUILDERS:
+        ensure_builtin(name, cache)
+    return cache
+
+
+@pytest.fixture
+def settings(tmp_path: Path, model_cache: Path) -> Settings:
+    return Settings.load(env={}, home=tmp_path / "home", model_cache=model_cache)
+
+
+@pytest.fixture
+def studio(settings: Settings):
+    with Studio(settings) as running:
+        yield running

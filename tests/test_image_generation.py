@@ -1,0 +1,105 @@
+"""Text-to-image end to end through the one job path: files, embedded metadata, history rows, determinism."""
+
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio.history import JobStatus
+from studio.media import read_png_metadata
+
+from helpers import FAST_STEPS, image_params
+
+MODELS = ["tiny-lumina-next", "tiny-lumina2"]
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_generates_a_png_with_metadata_and_history(studio, model):
+    job = studio.run("image", image_params(model=model, negative_prompt="blurry, low quality", cfg=5.0,
+                                           width=384, height=256))
+    assert job.status is JobStatus.DONE, job.error
+    [saved] = job.outputs
+    assert saved.path.is_file() and saved.path.suffix == ".png"
+    assert saved.path.is_relative_to(studio.settings.outputs_dir)
+    assert job.id in saved.path.name and "lighthouse" not in str(saved.path)  # named by job, never by prompt
+    with Image.open(saved.path) as im:
+        assert im.size == (384, 256)
+
+    meta = read_png_metadata(saved.path)
+    assert meta.infotext.prompt == "a lighthouse at dusk, oil on canvas"
+    assert meta.infotext.negative_prompt == "blurry, low quality"
+    assert meta.infotext.fields["Steps"] == str(FAST_STEPS)
+    assert meta.infotext.fields["CFG scale"] == "5.0"
+    assert meta.infotext.fields["Seed"] == "1234"
+    assert meta.infotext.fields["Size"] == "384x256"
+    assert meta.infotext.fields["Model"] == model
+    assert meta.infotext.fields["Sampler"] == "Euler"
+    assert meta.job["job_id"] == job.id and meta.job["params"]["seed"] == 1234
+
+    record = studio.history.get_job(job.id)
+    assert record.status is JobStatus.DONE and record.model_id == model and record.seed == 1234
+    assert record.params["steps"] == FAST_STEPS and record.params["width"] == 384
+    assert record.duration_s is not None and record.duration_s >= 0
+    [asset] = record.assets
+    assert asset.path == saved.relpath and asset.mime == "image/png"
+    assert (asset.width, asset.height) == (384, 256)
+    assert asset.sha256 == hashlib.sha256(saved.path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_same_seed_same_pixels_and_another_seed_differs(studio, model):
+    first = studio.run("image", image_params(model=model, seed=42))
+    again = studio.run("image", image_params(model=model, seed=42))
+    other = studio.run("image", image_params(model=model, seed=43))
+    assert np.array_equal(pixels(first.outputs[0].path), pixels(again.outputs[0].path))
+    assert not np.array_equal(pixels(first.outputs[0].path), pixels(other.outputs[0].path))
+
+
+def test_random_seed_is_recorded_and_reproduces(studio):
+    job = studio.run("image", image_params(seed=-1))
+    seed = studio.history.get_job(job.id).seed
+    assert 0 <= seed < 2**32 and read_png_metadata(job.outputs[0].path).infotext.fields["Seed"] == str(seed)
+    rerun = studio.run("image", studio.history.get_job(job.id).params)  # a re-run from the recorded params
+    assert np.array_equal(pixels(job.outputs[0].path), pixels(rerun.outputs[0].path))
+
+
+def test_card_defaults_fill_what_the_user_left_out(studio):
+    job = studio.run("image", {"model": "tiny-lumina2", "prompt": "a red kite", "seed": 5})
+    params = studio.history.get_job(job.id).params
+    card = studio.cards.get("tiny-lumina2")
+    assert (params["width"], params["height"]) == (card.defaults["width"], card.defaults["height"])
+    assert params["steps"] == card.defaults["steps"] and params["shift"] == card.defaults["shift"]
+
+
+def test_several_images_per_prompt(studio):
+    job = studio.run("image", image_params(num_images=2))
+    assert [s.path.name for s in job.outputs] == [f"{job.id}-00.png", f"{job.id}-01.png"]
+    assert not np.array_equal(pixels(job.outputs[0].path), pixels(job.outputs[1].path))
+    assert [a.index for a in studio.history.get_job(job.id).assets] == [0, 1]
+
+
+def test_progress_is_reported_per_step(studio):
+    seen = []
+    studio.jobs.add_listener(lambda job: seen.append((job.status, job.step, job.total_steps)))
+    studio.run("image", image_params(steps=4))
+    steps = [step for status, step, total in seen if status is JobStatus.RUNNING and step]
+    assert steps == [1, 2, 3, 4]
+    assert seen[-1][0] is JobStatus.DONE
+
+
+def test_shift_changes_the_picture(studio):
+    a = studio.run("image", image_params(shift=1.0))
+    b = studio.run("image", image_params(shift=8.0))
+    assert not np.array_equal(pixels(a.outputs[0].path), pixels(b.outputs[0].path))
+
+
+def test_unicode_prompts_survive_into_the_file(studio):
+    prompt = "一只在雪地里的狐狸 🦊, «quoted», colon: yes"
+    job = studio.run("image", image_params(prompt=prompt))
+    assert read_png_metadata(job.outputs[0].path).infotext.prompt == prompt
+    assert studio.history.get_job(job.id).prompt == prompt
