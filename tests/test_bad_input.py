@@ -85,3 +85,17 @@ def test_a_task_that_does_not_exist_yet(studio):
     job = studio.jobs.submit("video", {"model": "tiny-lumina-next", "prompt": "waves"})
     assert job.status is JobStatus.FAILED and "not available yet" in job.error
     assert studio.history.get_job(job.id).status is JobStatus.FAILED
+
+
+def test_a_card_with_a_bad_default_fails_the_job_not_the_app(tmp_path, model_cache):
+    from studio.services import Studio
+    from studio.settings import REPO_ROOT, Settings
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    card = (REPO_ROOT / "model_zoo" / "tiny-lumina-next.yaml").read_text()
+    (zoo / "broken.yaml").write_text(card.replace("steps: 30", "steps: many"))
+    settings = Settings.load(env={}, home=tmp_path / "home", model_cache=model_cache, model_zoo_dir=zoo)
+    with Studio(settings) as studio:
+        job = studio.jobs.submit("image", {"model": "tiny-lumina-next", "prompt": "a boat"})
+        assert job.status is JobStatus.FAILED and "bad default" in job.error and "steps" in job.error

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -50,8 +52,8 @@ class TaskSpec(BaseModel):
     @classmethod
     def defaults_for(cls, card: ModelCard) -> dict[str, Any]:
         """The value each optional field takes with this card when left unset (the form's initial values)."""
-        return {name: card.defaults.get(name, cls.FALLBACKS.get(name)) for name in cls.FALLBACKS.keys() | card.defaults.keys()
-                if name in cls.model_fields}
+        names = (cls.FALLBACKS.keys() | card.defaults.keys()) & cls.model_fields.keys()
+        return {name: card.defaults.get(name, cls.FALLBACKS.get(name)) for name in names}
 
     def resolved(self, card: ModelCard) -> "TaskSpec":
         """This spec with every None filled from the card or the fallbacks, and a concrete seed."""
@@ -59,7 +61,10 @@ class TaskSpec(BaseModel):
         filled = {name: value for name, value in defaults.items() if getattr(self, name) is None}
         if self.seed == -1:
             filled["seed"] = random.SystemRandom().randint(0, MAX_SEED)
-        spec = type(self).model_validate({**self.model_dump(), **filled})
+        try:
+            spec = type(self).model_validate({**self.model_dump(), **filled})
+        except ValidationError as err:
+            raise InvalidInput(f"The card of {card.id} has a bad default — {describe_validation_error(err)}") from None
         spec.check_against(card)
         return spec
 
@@ -78,7 +83,7 @@ class TaskSpec(BaseModel):
 
 
 def describe_validation_error(err: ValidationError) -> str:
-    """pydantic's errors as one line a person can act on: 'steps: must be ≥ 1 (got 0)'."""
+    """pydantic's errors as one line a person can act on, e.g. 'steps: Input should be ... (got 0)'."""
     parts = []
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "input"
@@ -106,8 +111,8 @@ class JobContext:
     """What a task needs to know about the job it runs in, to name and tag its outputs."""
 
     job_id: str
-    outputs_dir: Any  # Path
-    created_at: Any  # datetime
+    outputs_dir: Path
+    created_at: datetime
 
 
 class Task(Protocol):

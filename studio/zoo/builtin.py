@@ -79,10 +79,27 @@ def _text_config_kwargs(vocab_size: int) -> dict:
     )
 
 
+def _tiny_vae(**config):
+    """A tiny AutoencoderKL with four blocks: both Lumina pipelines assume an 8x VAE."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        block_out_channels=[8, 16, 16, 16],
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=256,
+        **config,
+    )
+
+
 def build_tiny_lumina_next():
     """Lumina-Next: Next-DiT (GQA, qk-norm, learned sigma) + SDXL-type VAE + Gemma."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, LuminaNextDiT2DModel, LuminaPipeline
+    from diffusers import FlowMatchEulerDiscreteScheduler, LuminaNextDiT2DModel, LuminaPipeline
     from transformers import GemmaConfig, GemmaModel
 
     tokenizer = tiny_gemma_tokenizer()
@@ -109,18 +126,7 @@ def build_tiny_lumina_next():
     # built model must not carry whatever memory held, or its weights differ from build to build.
     torch.nn.init.normal_(transformer.pad_token, std=0.02)
     torch.manual_seed(SEED + 2)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,  # 4 blocks: the pipeline assumes an 8x VAE
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[8, 16, 16, 16],
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=256,
-        scaling_factor=0.13025,  # SDXL VAE's, as Lumina-Next uses
-    )
+    vae = _tiny_vae(latent_channels=4, scaling_factor=0.13025)  # SDXL VAE's scaling, as Lumina-Next uses
     scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)
     return LuminaPipeline(
         transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer
@@ -130,7 +136,7 @@ def build_tiny_lumina_next():
 def build_tiny_lumina2():
     """Lumina-Image 2.0: unified Next-DiT with refiners and 3-axis RoPE + Flux-type 16-ch VAE + Gemma-2."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
     from transformers import Gemma2Config, Gemma2Model
 
     tokenizer = tiny_gemma_tokenizer()
@@ -155,21 +161,9 @@ def build_tiny_lumina2():
         cap_feat_dim=32,
     )
     torch.manual_seed(SEED + 2)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        block_out_channels=[8, 16, 16, 16],
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=8,
-        sample_size=256,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        scaling_factor=0.3611,  # the Flux VAE's, as Lumina-Image 2.0 uses
-        shift_factor=0.1159,
-    )
+    # The Flux VAE's latent layout and scaling, as Lumina-Image 2.0 uses.
+    vae = _tiny_vae(latent_channels=16, scaling_factor=0.3611, shift_factor=0.1159,
+                    use_quant_conv=False, use_post_quant_conv=False)
     scheduler = FlowMatchEulerDiscreteScheduler(shift=6.0)
     return Lumina2Pipeline(
         transformer=transformer, scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer
