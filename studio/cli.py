@@ -56,9 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (printed)")
     image.add_argument("--num-images", type=int, default=1)
 
-    models = commands.add_parser("models", help="list the model cards")
-    _add_settings_flags(models)
-    models.add_argument("action", choices=["list"])
+    models = commands.add_parser("models", help="list, inspect, download and remove models")
+    actions = models.add_subparsers(dest="action", required=True)
+    for name, text in (("list", "every model card with its status"), ("info", "one card in full"),
+                       ("download", "fetch a model into the cache, with progress (Ctrl-C cancels, resumable)"),
+                       ("remove", "delete a model's files from the cache")):
+        action = actions.add_parser(name, help=text)
+        _add_settings_flags(action)
+        if name != "list":
+            action.add_argument("model", help="model card id")
     return parser
 
 
@@ -95,16 +101,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .zoo.cards import CardRegistry
+    from . import model_manager
 
-    settings = _settings(args)
-    registry = CardRegistry.load([settings.model_zoo_dir, settings.user_cards_dir])
-    for card in sorted(registry.cards.values(), key=lambda c: c.id):
-        state = "" if card.runnable else "  [not yet runnable]"
-        print(f"{card.id:28} {','.join(card.tasks):10} {card.title}{state}")
-    for problem in registry.problems:
-        print(f"skipped {problem}", file=sys.stderr)
-    return 0
+    return model_manager.run_cli(args.action, getattr(args, "model", None), _settings(args))
 
 
 def _serve(args: argparse.Namespace) -> int:

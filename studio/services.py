@@ -10,11 +10,13 @@ import logging
 from typing import Any, Mapping
 
 from .history import HistoryStore
+from .history.installed import InstalledModels
 from .jobs import Job, JobQueue
 from .runtime.loader import load_pipeline
 from .runtime.memory import MemoryScheduler
 from .settings import Settings
 from .zoo.cards import CardRegistry
+from .zoo.downloads import DownloadManager
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +27,23 @@ class Studio:
         self.settings = settings
         self.cards = CardRegistry.load([settings.model_zoo_dir, settings.user_cards_dir])
         self.history = HistoryStore(settings.db_path)
-        self.scheduler = MemoryScheduler(lambda card: load_pipeline(card, settings))
+        self.installed = InstalledModels(self.history.engine)
+        self.downloads = DownloadManager(settings, self.cards, self.installed)
+        self.scheduler = MemoryScheduler(self._load)
         self.jobs = JobQueue(self.cards, self.history, self.scheduler, settings.outputs_dir)
+        self._started = False
 
-    def start(self) -> "Studio":
-        self.jobs.start()
+    def _load(self, card):
+        pipeline = load_pipeline(card, self.settings)
+        self.installed.touch(card.id)
+        return pipeline
+
+    def start(self, resume_downloads: bool = True) -> "Studio":
+        """Start the job worker and the download queue (which picks up interrupted downloads). Idempotent."""
+        if not self._started:
+            self._started = True
+            self.jobs.start()
+            self.downloads.start(resume=resume_downloads)
         return self
 
     def run(self, task: str, params: Mapping[str, Any], timeout: float | None = None) -> Job:
@@ -39,6 +53,7 @@ class Studio:
         return job
 
     def close(self) -> None:
+        self.downloads.stop()
         self.jobs.stop()
         self.scheduler.free_all()
         self.history.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -40,6 +40,9 @@ class Settings:
     port: int = 7860
     device: str = "auto"
     dtype: str = "auto"
+    hf_endpoint: str = "https://huggingface.co"
+    # Access token for gated repos; HF_TOKEN, else the token `hf auth login` stored.
+    hf_token: str | None = field(default=None, repr=False)
 
     @property
     def db_path(self) -> Path:
@@ -65,6 +68,8 @@ class Settings:
             "port": env.get("STUDIO_PORT", cls.port),
             "device": env.get("STUDIO_DEVICE", cls.device),
             "dtype": env.get("STUDIO_DTYPE", cls.dtype),
+            "hf_endpoint": (env.get("HF_ENDPOINT") or cls.hf_endpoint).rstrip("/"),
+            "hf_token": env.get("HF_TOKEN") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls._validated(values)

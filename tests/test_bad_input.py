@@ -39,7 +39,7 @@ def test_bad_input_fails_the_job_with_the_reason(studio, change, message):
 def test_model_not_downloaded_says_how_to_get_it(studio):
     job = studio.run("image", image_params(model="lumina-next-sft", width=1024, height=1024))
     assert job.status is JobStatus.FAILED
-    assert "not in the model cache" in job.error and "Alpha-VLLM/Lumina-Next-SFT-diffusers" in job.error
+    assert "not in the model cache" in job.error and "studio models download lumina-next-sft" in job.error
     assert studio.history.get_job(job.id).error == job.error
     assert files_under(studio.settings.outputs_dir) == []
 

@@ -17,7 +17,7 @@ from studio.history import AssetRecord, HistoryStore, JobRecord, JobStatus
 from studio.history.db import current_revision, downgrade, migrate
 from studio.history.tables import Base
 
-HEAD = "0001"
+HEAD = "0002"
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_empty_database_is_migrated_to_head_in_wal_mode(tmp_path: Path) -> None:
     store = HistoryStore(db)
     try:
         assert db.is_file()
-        assert {"jobs", "assets", "alembic_version"} <= _tables(store)
+        assert {"jobs", "assets", "installed_models", "alembic_version"} <= _tables(store)
         assert current_revision(store.engine) == HEAD
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
@@ -106,11 +106,11 @@ def test_migrated_schema_matches_the_orm_tables(store: HistoryStore) -> None:
 def test_downgrade_to_base_and_upgrade_again(store: HistoryStore) -> None:
     _new_job(store)
     downgrade(store.engine, "base")
-    assert not {"jobs", "assets"} & _tables(store)
+    assert not {"jobs", "assets", "installed_models"} & _tables(store)
     assert current_revision(store.engine) is None
 
     migrate(store.engine)
-    assert {"jobs", "assets"} <= _tables(store)
+    assert {"jobs", "assets", "installed_models"} <= _tables(store)
     assert current_revision(store.engine) == HEAD
     assert store.list_jobs() == []  # recreated empty, and usable
     job_id = _new_job(store)

@@ -8,6 +8,8 @@ the process's working directory or on an `alembic.ini`.
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,24 @@ def _json_dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _ensure_wal(cursor: Any) -> None:
+    """Switch the file to WAL unless it already is (the mode is stored in the file).
+
+    Switching needs the file to itself and SQLite does not wait on the busy handler for it, so when
+    another connection is busy (say, migrating a brand-new file) the switch is retried briefly.
+    """
+    if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    for attempt in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == 99:
+                raise
+            time.sleep(0.05)
+
+
 def make_engine(db_path: Path) -> Engine:
     """An engine on the SQLite file `db_path` (its folder is created), with WAL and foreign keys on."""
     db_path = Path(db_path).expanduser().resolve()
@@ -45,7 +65,7 @@ def make_engine(db_path: Path) -> Engine:
         try:
             # busy_timeout first, so that switching the journal mode waits for other processes.
             cursor.execute("PRAGMA busy_timeout=5000")
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            _ensure_wal(cursor)  # readers never block the writer
             cursor.execute("PRAGMA foreign_keys=ON")  # off by default in SQLite, per connection
             cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL, far fewer fsyncs
         finally:

@@ -120,3 +120,21 @@ class Asset(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     job: Mapped[Job] = relationship(back_populates="assets")
+
+
+class InstalledModel(Base):
+    """A model the studio fetched (or is fetching) into the model cache: one row per card."""
+
+    __tablename__ = "installed_models"
+
+    card_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    repo_id: Mapped[str] = mapped_column(String(200))
+    revision: Mapped[str] = mapped_column(String(200))  # what was asked for ("main", a tag, a sha)
+    commit: Mapped[str | None] = mapped_column(String(40))  # what it resolved to
+    local_path: Mapped[str | None] = mapped_column(String(1024))  # the snapshot folder
+    bytes: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    installed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -51,13 +51,14 @@ def is_available(card: ModelCard, settings: Settings) -> bool:
         return True
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(card.source.repo, "model_index.json", cache_dir=str(settings.model_cache),
+    index_file = "model_index.json" if card.library == "diffusers" else "config.json"
+    found = try_to_load_from_cache(card.source.repo, index_file, cache_dir=str(settings.model_cache),
                                    revision=card.source.revision)
     return isinstance(found, str)
 
 
 def load_pipeline(card: ModelCard, settings: Settings) -> Any:
-    if not card.runnable:
+    if not card.runnable or card.library != "diffusers":
         raise ModelNotAvailable(f"{card.title} is listed but the studio cannot run it yet")
     quiet_libraries()
     cls = pipeline_class(card.pipeline)
@@ -71,14 +72,15 @@ def load_pipeline(card: ModelCard, settings: Settings) -> Any:
             local_files_only=True,
             use_safetensors=True,
             dtype=dtype,
+            **({"variant": card.variant} if card.variant else {}),
         )
     except (OSError, ValueError) as err:
         # huggingface_hub's LocalEntryNotFoundError is an OSError; diffusers raises OSError or
         # ValueError when a snapshot is missing or incomplete.
         log.info("loading %s from %s failed: %s", card.id, repo_id, err)
         raise ModelNotAvailable(
-            f"{card.title} is not in the model cache ({settings.model_cache}). "
-            f"Download its weights first, e.g. `hf download {repo_id}` with the same cache, then try again."
+            f"{card.title} is not in the model cache ({settings.model_cache}). Download it first: "
+            f"the Download button in the Models tab, or `studio models download {card.id}`."
         ) from err
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(settings.torch_device())

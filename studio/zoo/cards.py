@@ -45,11 +45,19 @@ class ModelCard(BaseModel):
     family: str
     tasks: list[str] = Field(min_length=1)
     source: CardSource
+    # The class that loads it: a diffusers pipeline, a transformers model, or a native engine's name.
+    library: Literal["diffusers", "transformers", "native"] = "diffusers"
     pipeline: str
+    # Weight variant to fetch when the repo has one (e.g. "fp16": `*.fp16.safetensors`).
+    variant: str | None = None
+    # Which repo files a download fetches; None means the library's usual set (see zoo.hub).
+    allow_patterns: list[str] | None = None
+    ignore_patterns: list[str] | None = None
     dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
     memory_gb: float = Field(gt=0)
     license: str
     gated: bool = False
+    homepage: str = ""
     tiny: bool = False
     runnable: bool = True
     description: str = ""

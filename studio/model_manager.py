@@ -1,0 +1,115 @@
+"""`studio models list | info | download | remove`: the model manager from the terminal.
+
+Uses the same Studio services as the Models tab: cards, the download queue and the install records.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from .errors import StudioError
+from .history.installed import InstallStatus
+from .runtime.loader import is_available
+from .services import Studio
+from .settings import Settings
+from .zoo.cards import ModelCard
+from .zoo.downloads import disk_bytes
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def status_text(studio: Studio, card: ModelCard) -> str:
+    """The one-line status the Models tab and the CLI both show."""
+    if not card.runnable:
+        return "not yet runnable"
+    if card.source.builtin:
+        return "built in"
+    state = studio.downloads.state(card.id)
+    if state is not None and state.status is InstallStatus.DOWNLOADING:
+        return f"downloading {state.fraction:.0%}"
+    record = studio.downloads.record(card.id)
+    if record is not None:
+        if record.status is InstallStatus.FAILED:
+            return f"failed: {record.error}"
+        if record.status is not InstallStatus.READY:
+            return record.status.value
+        return "ready"
+    return "ready" if is_available(card, studio.settings) else "not downloaded"
+
+
+def _list(studio: Studio) -> int:
+    for card in sorted(studio.cards.cards.values(), key=lambda c: c.id):
+        size = disk_bytes(studio.settings, card)
+        print(f"{card.id:30} {','.join(card.tasks):10} {status_text(studio, card)[:28]:28} "
+              f"{human_bytes(size) if size else '':>9}  {card.title}")
+    for problem in studio.cards.problems:
+        print(f"skipped {problem}", file=sys.stderr)
+    return 0
+
+
+def _info(studio: Studio, card: ModelCard) -> int:
+    print(f"{card.title} ({card.id})")
+    source = card.source.repo + f"@{card.source.revision}" if card.source.repo else f"built in ({card.source.builtin})"
+    rows = {"status": status_text(studio, card), "source": source, "loads with": f"{card.library} {card.pipeline}",
+            "tasks": ", ".join(card.tasks), "license": card.license + (" (gated)" if card.gated else ""),
+            "memory": f"about {card.memory_gb:g} GB", "on disk": human_bytes(disk_bytes(studio.settings, card)),
+            "homepage": card.homepage}
+    record = studio.downloads.record(card.id)
+    if record and record.last_used_at:
+        rows["last used"] = record.last_used_at.strftime("%Y-%m-%d %H:%M UTC")
+    for key, value in rows.items():
+        if value:
+            print(f"  {key:11} {value}")
+    if card.description:
+        print(f"\n{card.description.strip()}")
+    return 0
+
+
+def _download(studio: Studio, card: ModelCard) -> int:
+    from tqdm import tqdm
+
+    state = studio.downloads.enqueue(card.id)
+    bar = tqdm(total=0, unit="B", unit_scale=True, desc=card.id, file=sys.stderr)
+    try:
+        while not state.wait(0.2):
+            if state.bytes_total and bar.total != state.bytes_total:
+                bar.total = state.bytes_total
+            bar.n = state.bytes_done
+            bar.refresh()
+    except KeyboardInterrupt:
+        studio.downloads.cancel(card.id)
+        state.wait(30)
+        bar.close()
+        print("cancelled; run the same command again to resume", file=sys.stderr)
+        return 130
+    bar.n = state.bytes_done
+    bar.close()
+    if state.status is not InstallStatus.READY:
+        print(f"error: {state.error or state.status.value}", file=sys.stderr)
+        return 1
+    print(f"{card.id} ready ({human_bytes(state.bytes_total)})")
+    return 0
+
+
+def run_cli(action: str, model_id: str | None, settings: Settings) -> int:
+    # Other interrupted downloads resume when the studio itself starts, not from a one-off command.
+    with Studio(settings).start(resume_downloads=False) as studio:
+        if action == "list":
+            return _list(studio)
+        card = studio.cards.get(model_id or "")
+        if action == "info":
+            return _info(studio, card)
+        if action == "download":
+            return _download(studio, card)
+        if action == "remove":
+            freed = studio.downloads.remove(card.id)
+            print(f"removed {card.id} ({human_bytes(freed)} freed)")
+            return 0
+    raise StudioError(f"unknown action {action!r}")
