@@ -1,6 +1,7 @@
-"""`studio models list | info | download | remove`: the model manager from the terminal.
+"""The model manager as people see it: status lines and sizes shared by the Models tab and the CLI,
+and the `studio models list | info | download | remove` commands.
 
-Uses the same Studio services as the Models tab: cards, the download queue and the install records.
+Everything goes through the same Studio services: cards, the download queue and the install records.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from .runtime.loader import is_available
 from .services import Studio
 from .settings import Settings
 from .zoo.cards import ModelCard
-from .zoo.downloads import disk_bytes
+from .zoo.downloads import DownloadState, disk_bytes
 
 
 def human_bytes(n: float) -> str:
@@ -25,15 +26,27 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def status_text(studio: Studio, card: ModelCard) -> str:
+def progress_text(state: DownloadState) -> str:
+    text = f"downloading {state.fraction:.0%} · {human_bytes(state.bytes_done)} of {human_bytes(state.bytes_total)}"
+    if state.speed > 0:
+        text += f" · {human_bytes(state.speed)}/s"
+    if state.eta_s is not None:
+        text += f" · {state.eta_s:.0f} s left"
+    return text
+
+
+def status_text(studio: Studio, card: ModelCard, detailed: bool = False) -> str:
     """The one-line status the Models tab and the CLI both show."""
-    if not card.runnable:
-        return "not yet runnable"
     if card.source.builtin:
         return "built in"
     state = studio.downloads.state(card.id)
     if state is not None and state.status is InstallStatus.DOWNLOADING:
-        return f"downloading {state.fraction:.0%}"
+        return progress_text(state) if detailed else f"downloading {state.fraction:.0%}"
+    if state is not None and state.status is InstallStatus.QUEUED:
+        return "queued"
+    if not card.runnable:
+        suffix = "downloaded, " if is_available(card, studio.settings) else ""
+        return f"{suffix}not yet runnable"
     record = studio.downloads.record(card.id)
     if record is not None:
         if record.status is InstallStatus.FAILED:

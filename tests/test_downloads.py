@@ -275,3 +275,26 @@ def test_cli_download_list_and_remove(tmp_path, hub):
     removed = cli("remove", "big-model")
     assert removed.returncode == 0 and "freed" in removed.stdout
     assert "not downloaded" in next(line for line in cli("list").stdout.splitlines() if line.startswith("big-model "))
+
+
+def test_models_tab_shows_status_progress_and_size(studio_on_hub, hub):
+    from studio.ui.models_tab import COLUMNS, details, table_rows
+
+    studio = studio_on_hub
+
+    def row(card_id):
+        return dict(zip(COLUMNS, next(r for r in table_rows(studio) if f"· {card_id} ·" in r[0])))
+
+    assert row("lumina-next-sft")["Status"] == "not downloaded" and row("lumina-next-sft")["On disk"] == ""
+    assert row("tiny-lumina2")["Status"] == "built in"
+    assert row("stable-audio-open-1.0")["License"].endswith("gated")
+    assert row("wan2.1-t2v-1.3b")["Status"] == "not yet runnable"
+
+    hub.slow(BIG_REPO, BIG_FILE, 2 * CHUNK_SIZE)
+    state = studio.downloads.enqueue("big-model")
+    wait_for(lambda: state.bytes_done >= CHUNK_SIZE)
+    assert row("big-model")["Status"].startswith("downloading ")
+    assert "MB/s" in details(studio, "big-model") or "KB/s" in details(studio, "big-model")
+    hub.slow(BIG_REPO, BIG_FILE, 0)
+    assert state.wait(60)
+    assert row("big-model")["Status"] == "ready" and row("big-model")["On disk"] == "5.0 MB"

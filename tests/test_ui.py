@@ -39,16 +39,16 @@ def tab_labels(demo: gr.Blocks) -> list[str]:
 
 def test_every_tab_exists_and_unfinished_ones_say_so(studio):
     demo = build_app(studio)
-    assert tab_labels(demo) == ["Image", *PLANNED]
+    assert tab_labels(demo) == ["Image", *PLANNED, "Models"]
     texts = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and isinstance(b.value, str)]
     assert sum("Not available yet" in t for t in texts) == len(PLANNED)
 
 
 def test_image_form_starts_from_the_models_card(studio):
     demo = build_app(studio)
-    dropdowns = {b.label: b for b in demo.blocks.values() if isinstance(b, gr.Dropdown)}
+    dropdowns = {b.elem_id or b.label: b for b in demo.blocks.values() if isinstance(b, gr.Dropdown)}
     # No real model is downloaded here, so the built-in tiny one is preselected and labelled as such.
-    model = dropdowns["Model"]
+    model = dropdowns["image-model"]
     assert model.value in {"tiny-lumina-next", "tiny-lumina2"}
     labels = dict((value, label) for label, value in model.choices)
     assert "(not downloaded)" in labels["lumina-next-sft"] and "random weights" in labels[model.value]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..services import Studio
-from . import image_tab, placeholder_tabs
+from . import image_tab, models_tab, placeholder_tabs
 
 TITLE = "Studio"
 
@@ -14,10 +14,12 @@ def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         gr.Markdown(f"# {TITLE}\nLocal generation with Lumina and friends — everything runs on this machine.",
                     elem_id="header")
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Image", id="image"):
-                image_tab.build(studio)
+                image_model = image_tab.build(studio)
             for name in placeholder_tabs.PLANNED:
                 with gr.Tab(name, id=name.lower()):
                     placeholder_tabs.build(name)
+            with gr.Tab("Models", id="models"):
+                models_tab.build(studio, tabs, image_model)
     return demo

@@ -23,12 +23,13 @@ def _form_values(studio: Studio, model_id: str | None) -> dict[str, Any]:
     return {"card": card, "size": size, "sizes": sizes, **values}
 
 
-def build(studio: Studio) -> None:
+def build(studio: Studio) -> gr.Dropdown:
+    """Build the tab; returns its model picker (the Models tab's "Use" sets it)."""
     model_id = default_model(studio, "image")
     initial = _form_values(studio, model_id)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            model = gr.Dropdown(model_choices(studio, "image"), value=model_id, label="Model")
+            model = gr.Dropdown(model_choices(studio, "image"), value=model_id, label="Model", elem_id="image-model")
             note = gr.Markdown(card_note(initial["card"]) if initial else "No image model is installed.")
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Describe the picture…", elem_id="image-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1)
@@ -38,7 +39,8 @@ def build(studio: Studio) -> None:
                 steps = gr.Slider(1, 200, value=initial.get("steps", 30), step=1, label="Steps")
                 cfg = gr.Slider(1.0, 20.0, value=initial.get("cfg", 4.0), step=0.5, label="CFG scale")
             with gr.Accordion("Advanced", open=False):
-                shift = gr.Slider(1.0, 20.0, value=initial.get("shift") or 1.0, step=0.5, label="Time shift")
+                shift = gr.Slider(1.0, 20.0, value=initial.get("shift") or 1.0, step=0.5, label="Time shift",
+                                  visible="shift" in initial)
                 with gr.Row():
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
                     num_images = gr.Slider(1, 8, value=1, step=1, label="Images")
@@ -52,7 +54,7 @@ def build(studio: Studio) -> None:
         if not values:
             return (gr.update(),) * 6
         return (card_note(values["card"]), gr.update(choices=values["sizes"], value=values["size"]),
-                values["steps"], values["cfg"], values.get("shift") or 1.0, -1)
+                values["steps"], values["cfg"], gr.update(value=values.get("shift") or 1.0, visible="shift" in values), -1)
 
     def on_generate(model_id, prompt_text, negative_text, size_text, steps_v, cfg_v, shift_v, seed_v, count,
                     progress=gr.Progress()):
@@ -61,8 +63,11 @@ def build(studio: Studio) -> None:
         except ValueError as err:
             gr.Warning(str(err))
             return [], f"❌ {err}"
+        card = studio.cards.cards.get(model_id or "")
+        uses_shift = card is not None and "shift" in ImageSpec.defaults_for(card)
         params = {"model": model_id or "", "prompt": prompt_text or "", "negative_prompt": negative_text or "",
-                  "width": width, "height": height, "steps": steps_v, "cfg": cfg_v, "shift": shift_v,
+                  "width": width, "height": height, "steps": steps_v, "cfg": cfg_v,
+                  "shift": shift_v if uses_shift else None,
                   "seed": -1 if seed_v is None else seed_v, "num_images": count}
         with Timer() as timer:
             job = run_job(studio, "image", params, progress)
@@ -73,3 +78,4 @@ def build(studio: Studio) -> None:
     model.change(on_model, model, [note, size, steps, cfg, shift, seed], api_visibility="private")
     inputs = [model, prompt, negative, size, steps, cfg, shift, seed, num_images]
     run.click(on_generate, inputs, [gallery, status], api_name="generate_image")
+    return model

@@ -12,7 +12,6 @@ PLANNED = {
     "Anagrams": "Visual anagrams: one picture that reads as another prompt when flipped or rotated.",
     "Gallery": "Every past output, searchable and filterable, with exact re-runs. Until then, outputs are in "
                "the outputs folder and every job is recorded in the history database.",
-    "Models": "One-click downloads with progress and resume, the memory panel, and adding your own models.",
 }
 
 
