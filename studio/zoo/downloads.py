@@ -216,12 +216,9 @@ class DownloadManager:
 
 
 def disk_bytes(settings: Settings, card: ModelCard) -> int:
-    """Bytes the card's repo takes in the cache (all its revisions and partial files)."""
-    if card.source.builtin:
-        folder = repo_folder(settings.model_cache, f"studio-builtin/{card.source.builtin}")
-    else:
-        folder = repo_folder(settings.model_cache, card.source.repo)
-    if not folder.exists():
-        return 0
-    return sum(p.stat().st_size for p in folder.glob("blobs/*") if p.is_file()) or \
-        sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+    """Bytes the card's files take in the cache (downloads: blobs incl. partial files; built-ins: the snapshot)."""
+    repo_id = card.source.repo or f"studio-builtin/{card.source.builtin}"
+    folder = repo_folder(settings.model_cache, repo_id)
+    # A download's snapshot holds links into blobs/; a built-in model is saved as plain files.
+    files = folder.glob("blobs/*") if card.source.repo else folder.rglob("*")
+    return sum(p.stat().st_size for p in files if p.is_file() and not p.is_symlink())
