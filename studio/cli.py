@@ -29,6 +29,16 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-cache", help="Hugging Face cache to load models from; env STUDIO_MODEL_CACHE")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps; env STUDIO_DEVICE")
     parser.add_argument("--dtype", help="auto, float32, float16 or bfloat16; env STUDIO_DTYPE")
+    parser.add_argument("--vram-budget", dest="vram_budget_gb", type=float,
+                        help="GB of GPU memory the studio may use (default: what is free)")
+    parser.add_argument("--ram-budget", dest="ram_budget_gb", type=float,
+                        help="GB of RAM for models parked off the GPU (default: half the RAM less 2 GB)")
+    parser.add_argument("--placement", help="auto, full, model_offload, group_offload or sequential_offload")
+    parser.add_argument("--fp8", action="store_true", default=None,
+                        help="store transformer weights in fp8 for models that tolerate it")
+    parser.add_argument("--attention", help="sdpa (default) or flash (CUDA, needs the flash extra)")
+    parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the transformer")
+    parser.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
-    keys = ("home", "outputs_dir", "model_cache", "device", "dtype")
+    keys = ("home", "outputs_dir", "model_cache", "device", "dtype", "vram_budget_gb", "ram_budget_gb", "placement",
+            "fp8", "attention", "compile", "channels_last")
     return Settings.load(**{k: getattr(args, k, None) for k in keys}, **extra)
 
 

@@ -17,7 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import torch
+
 from .errors import StudioError
+
 from .history import HistoryStore, JobStatus
 from .media import SavedFile
 from .runtime.memory import MemoryScheduler
@@ -28,6 +31,10 @@ from .zoo.cards import CardRegistry
 log = logging.getLogger(__name__)
 
 ProgressListener = Callable[["Job"], None]
+
+
+class OutOfMemory(StudioError):
+    """The job did not fit the device even with the most frugal placement the scheduler tried."""
 
 
 @dataclass
@@ -153,8 +160,7 @@ class JobQueue:
                 job.step, job.total_steps = step, total
                 self._notify(job)
 
-            with self._scheduler.acquire(card) as pipeline:
-                output = task.run(pipeline, job.spec, card, on_step)
+            output = self._run_with_memory(job, task, card, on_step)
             ctx = JobContext(job_id=job.id, outputs_dir=self._outputs_dir, created_at=datetime.now(timezone.utc))
             saved = task.save(output, job.spec, card, ctx)
             for index, item in enumerate(saved):
@@ -166,6 +172,38 @@ class JobQueue:
         self._history.mark_done(job.id)
         job.outputs = saved
         job.status = JobStatus.DONE
+
+    def _run_with_memory(self, job: Job, task: Any, card: Any, on_step: Callable[[int, int], None]) -> Any:
+        """Run the task on its pipeline; on out-of-memory, free everything else and retry once with
+        the next more frugal placement. The placement that ran is recorded on the job."""
+        spec = job.spec
+        working = task.working_bytes(spec, card)
+        with self._scheduler.acquire(card, working) as lease:
+            try:
+                output = task.run(lease.pipeline, spec, card, on_step)
+                placement = lease.placement
+            except torch.OutOfMemoryError:
+                log.warning("job %s: out of memory with %s", job.id, lease.placement.value)
+                retry = self._scheduler.step_down(card, working)
+                if retry is None:
+                    raise OutOfMemory(self._oom_message(card, spec, lease.placement, working)) from None
+                try:
+                    output = task.run(retry.pipeline, spec, card, on_step)
+                except torch.OutOfMemoryError:
+                    raise OutOfMemory(self._oom_message(card, spec, retry.placement, working)) from None
+                placement = retry.placement
+        self._history.set_placement(job.id, placement.value)
+        output.used["placement"] = placement.value
+        return output
+
+    def _oom_message(self, card: Any, spec: Any, placement: Any, working: int) -> str:
+        need = self._scheduler.need_bytes(card, placement, working)
+        budget = self._scheduler.device_budget()
+        size = f" at {spec.width}x{spec.height}" if getattr(spec, "width", None) else ""
+        have = f"; {budget / 2**30:.1f} GB were available" if budget else ""
+        return (f"Out of memory: {card.title}{size} needs about {need / 2**30:.1f} GB on {self._scheduler.device} "
+                f"even with {placement.value}{have}. Try a smaller size or fewer images, or close other programs "
+                "using the GPU.")
 
     def _fail(self, job: Job, err: Exception, saved: list[SavedFile]) -> None:
         if isinstance(err, StudioError):

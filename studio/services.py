@@ -12,8 +12,10 @@ from typing import Any, Mapping
 from .history import HistoryStore
 from .history.installed import InstalledModels
 from .jobs import Job, JobQueue
-from .runtime.loader import load_pipeline
+from .runtime import budgets
+from .runtime.loader import SharedComponents, load_pipeline
 from .runtime.memory import MemoryScheduler
+from .runtime.placement import Placement
 from .settings import Settings
 from .zoo.cards import CardRegistry
 from .zoo.downloads import DownloadManager
@@ -29,12 +31,25 @@ class Studio:
         self.history = HistoryStore(settings.db_path)
         self.installed = InstalledModels(self.history.engine)
         self.downloads = DownloadManager(settings, self.cards, self.installed)
-        self.scheduler = MemoryScheduler(self._load)
+        self._shared = SharedComponents()
+        self.scheduler = MemoryScheduler(
+            self._load,
+            device=settings.torch_device(),
+            device_budget=budgets.device_budget(settings),
+            ram_budget=budgets.ram_budget(settings),
+            placement_for=self._placement_for,
+        )
         self.jobs = JobQueue(self.cards, self.history, self.scheduler, settings.outputs_dir)
         self._started = False
 
+    def _placement_for(self, card) -> Placement | None:
+        """A placement forced by Settings (for every model) or by the card; None lets the scheduler choose."""
+        if self.settings.placement != "auto":
+            return Placement(self.settings.placement)
+        return Placement(card.placement) if card.placement else None
+
     def _load(self, card):
-        pipeline = load_pipeline(card, self.settings)
+        pipeline = load_pipeline(card, self.settings, self._shared)
         self.installed.touch(card.id)
         return pipeline
 

@@ -19,6 +19,7 @@ from .errors import InvalidInput
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _DTYPES = {"auto", "float32", "float16", "bfloat16"}
+PLACEMENTS = ("auto", "full", "model_offload", "group_offload", "sequential_offload")
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -40,6 +41,14 @@ class Settings:
     port: int = 7860
     device: str = "auto"
     dtype: str = "auto"
+    # Memory: None means measured (free VRAM) or a share of system RAM; see runtime.budgets.
+    vram_budget_gb: float | None = None
+    ram_budget_gb: float | None = None
+    placement: str = "auto"  # or one of runtime.placement.Placement, for every model
+    fp8: bool = False  # store transformer weights in fp8 for models whose card allows it
+    attention: str = "sdpa"  # or "flash" (CUDA + the flash extra)
+    compile: bool = False
+    channels_last: bool = False
     hf_endpoint: str = "https://huggingface.co"
     # Access token for gated repos; HF_TOKEN, else the token `hf auth login` stored.
     hf_token: str | None = field(default=None, repr=False)
@@ -68,6 +77,13 @@ class Settings:
             "port": env.get("STUDIO_PORT", cls.port),
             "device": env.get("STUDIO_DEVICE", cls.device),
             "dtype": env.get("STUDIO_DTYPE", cls.dtype),
+            "vram_budget_gb": env.get("STUDIO_VRAM_BUDGET_GB") or None,
+            "ram_budget_gb": env.get("STUDIO_RAM_BUDGET_GB") or None,
+            "placement": env.get("STUDIO_PLACEMENT", cls.placement),
+            "fp8": env.get("STUDIO_FP8", "0").lower() in ("1", "true", "yes", "on"),
+            "attention": env.get("STUDIO_ATTENTION", cls.attention),
+            "compile": env.get("STUDIO_COMPILE", "0").lower() in ("1", "true", "yes", "on"),
+            "channels_last": env.get("STUDIO_CHANNELS_LAST", "0").lower() in ("1", "true", "yes", "on"),
             "hf_endpoint": (env.get("HF_ENDPOINT") or cls.hf_endpoint).rstrip("/"),
             "hf_token": env.get("HF_TOKEN") or None,
         }
@@ -87,6 +103,18 @@ class Settings:
             raise InvalidInput(f"device must be one of {', '.join(_DEVICES)} (or cuda:N), got {device!r}")
         if values["dtype"] not in _DTYPES:
             raise InvalidInput(f"dtype must be one of {', '.join(sorted(_DTYPES))}, got {values['dtype']!r}")
+        for key in ("vram_budget_gb", "ram_budget_gb"):
+            if values.get(key) is not None:
+                try:
+                    values[key] = float(values[key])
+                except (TypeError, ValueError):
+                    raise InvalidInput(f"{key} must be a number of GB, got {values[key]!r}") from None
+                if values[key] <= 0:
+                    raise InvalidInput(f"{key} must be more than 0 GB")
+        if values["placement"] not in PLACEMENTS:
+            raise InvalidInput(f"placement must be one of {', '.join(PLACEMENTS)}, got {values['placement']!r}")
+        if values["attention"] not in ("sdpa", "flash", "native"):
+            raise InvalidInput(f"attention must be sdpa or flash, got {values['attention']!r}")
         paths = {k: Path(values[k]).expanduser().resolve() for k in ("home", "outputs_dir", "model_cache", "model_zoo_dir")}
         return cls(**{**values, **paths, "port": port, "device": device})
 

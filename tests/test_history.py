@@ -17,7 +17,7 @@ from studio.history import AssetRecord, HistoryStore, JobRecord, JobStatus
 from studio.history.db import current_revision, downgrade, migrate
 from studio.history.tables import Base
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 @pytest.fixture

@@ -73,6 +73,7 @@ class JobRecord:
     error: str | None
     duration_s: float | None
     assets: tuple[AssetRecord, ...]
+    placement: str | None = None
 
 
 def _asset_record(a: Asset) -> AssetRecord:
@@ -108,6 +109,7 @@ def _job_record(j: Job) -> JobRecord:
         error=j.error,
         duration_s=j.duration_s,
         assets=tuple(_asset_record(a) for a in sorted(j.assets, key=lambda a: a.index)),
+        placement=j.placement,
     )
 
 
@@ -224,6 +226,12 @@ class HistoryStore:
         if job.started_at is not None:
             # Wall clocks can step backwards (NTP); a negative duration would only confuse.
             job.duration_s = max(0.0, (job.finished_at - job.started_at).total_seconds())
+
+    def set_placement(self, job_id: str, placement: str) -> None:
+        """The placement the job's model ran under (recorded once it is known, after any retry)."""
+        with self._write() as s, s.begin():
+            job = self._job(s, job_id, [JobStatus.RUNNING], "record a placement")
+            job.placement = placement
 
     def mark_done(self, job_id: str) -> None:
         """The running job finished: status done, finished_at now, duration_s measured."""

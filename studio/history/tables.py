@@ -89,6 +89,7 @@ class Job(Base):
     seed: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
     duration_s: Mapped[float | None] = mapped_column(Float)
+    placement: Mapped[str | None] = mapped_column(String(32))  # how the model's weights were placed
 
     assets: Mapped[list[Asset]] = relationship(
         back_populates="job",

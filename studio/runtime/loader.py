@@ -1,17 +1,23 @@
-"""Card -> pipeline object.
+"""Card -> pipeline object, in RAM; where its weights then go is the MemoryScheduler's decision.
 
 Every model, downloaded or built in, is loaded by the same call: the pipeline class named on the
 card, `from_pretrained(repo_id, revision, cache_dir=<model cache>, local_files_only=True)`. Loading
 never touches the network; fetching weights is the model manager's job. Only safetensors weights
 are accepted (`use_safetensors=True`), so no checkpoint is ever unpickled.
+
+A component whose weight files are the very same blobs as one already loaded (the same Gemma text
+encoder in two repos, say) is passed in instead of loaded again, so it sits in memory once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import weakref
+from pathlib import Path
 from typing import Any
 
-from ..errors import ModelNotAvailable
+from ..errors import InvalidInput, ModelNotAvailable
 from ..settings import Settings
 from ..zoo.builtin import ensure_builtin
 from ..zoo.cards import ModelCard
@@ -57,13 +63,92 @@ def is_available(card: ModelCard, settings: Settings) -> bool:
     return isinstance(found, str)
 
 
-def load_pipeline(card: ModelCard, settings: Settings) -> Any:
+class SharedComponents:
+    """Loaded components by checkpoint identity: the blob names (content hashes) of their weights."""
+
+    def __init__(self) -> None:
+        self._modules: "weakref.WeakValueDictionary[tuple, Any]" = weakref.WeakValueDictionary()
+
+    @staticmethod
+    def identity(folder: Path) -> tuple | None:
+        weights = sorted(folder.glob("*.safetensors"))
+        if not weights or not all(w.is_symlink() for w in weights):
+            return None  # not a hub snapshot: no content hash to go by
+        return tuple(w.resolve().name for w in weights)
+
+    def reusable(self, snapshot: Path) -> tuple[dict[str, Any], dict[str, tuple]]:
+        """(components already loaded, to pass to from_pretrained; identities of all components)."""
+        index = json.loads((snapshot / "model_index.json").read_text())
+        reuse, identities = {}, {}
+        for name in index:
+            if name.startswith("_") or not (snapshot / name).is_dir():
+                continue
+            key = self.identity(snapshot / name)
+            if key is None:
+                continue
+            identities[name] = key
+            module = self._modules.get(key)
+            if module is not None:
+                reuse[name] = module
+        return reuse, identities
+
+    def remember(self, pipeline: Any, identities: dict[str, tuple]) -> None:
+        for name, key in identities.items():
+            module = getattr(pipeline, name, None)
+            if module is not None:
+                self._modules[key] = module
+
+
+def _snapshot_dir(repo_id: str, revision: str, settings: Settings) -> Path:
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id, revision=revision, cache_dir=str(settings.model_cache),
+                                  local_files_only=True))
+
+
+def apply_speed_settings(pipeline: Any, settings: Settings) -> None:
+    """Attention backend, channels_last and torch.compile, as Settings ask."""
+    import torch
+
+    transformer = getattr(pipeline, "transformer", None) or getattr(pipeline, "unet", None)
+    if settings.attention != "sdpa" and transformer is not None:
+        if settings.attention == "flash" and (settings.torch_device() == "cpu" or not _has_flash_attn()):
+            raise InvalidInput("attention 'flash' needs a CUDA GPU and the flash extra (pip install -e '.[flash]'); "
+                               "use 'sdpa'")
+        transformer.set_attention_backend(settings.attention)
+    if settings.channels_last:
+        for module in (transformer, getattr(pipeline, "vae", None)):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+    if settings.compile and transformer is not None:
+        transformer.compile()
+
+
+def _has_flash_attn() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents | None = None) -> Any:
     if not card.runnable or card.library != "diffusers":
         raise ModelNotAvailable(f"{card.title} is listed but the studio cannot run it yet")
     quiet_libraries()
     cls = pipeline_class(card.pipeline)
     repo_id, revision = resolve_source(card, settings)
     dtype = settings.torch_dtype(card.dtype)
+    not_there = ModelNotAvailable(
+        f"{card.title} is not in the model cache ({settings.model_cache}). Download it first: "
+        f"the Download button in the Models tab, or `studio models download {card.id}`.")
+    reuse: dict[str, Any] = {}
+    identities: dict[str, tuple] = {}
+    if shared is not None:
+        try:
+            reuse, identities = shared.reusable(_snapshot_dir(repo_id, revision, settings))
+        except (OSError, ValueError) as err:
+            raise not_there from err
     try:
         pipe = cls.from_pretrained(
             repo_id,
@@ -73,14 +158,22 @@ def load_pipeline(card: ModelCard, settings: Settings) -> Any:
             use_safetensors=True,
             dtype=dtype,
             **({"variant": card.variant} if card.variant else {}),
+            **reuse,
         )
     except (OSError, ValueError) as err:
         # huggingface_hub's LocalEntryNotFoundError is an OSError; diffusers raises OSError or
         # ValueError when a snapshot is missing or incomplete.
         log.info("loading %s from %s failed: %s", card.id, repo_id, err)
-        raise ModelNotAvailable(
-            f"{card.title} is not in the model cache ({settings.model_cache}). Download it first: "
-            f"the Download button in the Models tab, or `studio models download {card.id}`."
-        ) from err
+        raise not_there from err
+    if reuse:
+        log.info("%s re-uses loaded %s", card.id, ", ".join(reuse))
+    if shared is not None:
+        shared.remember(pipe, identities)
+    if settings.fp8 and card.fp8_ok and getattr(pipe, "transformer", None) is not None:
+        import torch
+
+        # Weights stored in fp8, computed in the load dtype: about half the memory of bf16.
+        pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+    apply_speed_settings(pipe, settings)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(settings.torch_device())
+    return pipe

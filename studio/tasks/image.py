@@ -41,9 +41,18 @@ class ImageSpec(TaskSpec):
             raise InvalidInput(f"Size {self.width}x{self.height} is not possible: {problem}")
 
 
+# Above this many pixels the VAE decodes in tiles: its activations grow with the image, the weights don't.
+VAE_TILING_PIXELS = 1536 * 1536
+
+
 class ImageTask:
     name = "image"
     spec_type = ImageSpec
+
+    def working_bytes(self, spec: ImageSpec, card: ModelCard) -> int:
+        """Activation memory the job needs besides the weights: it grows with pixels and batch."""
+        megapixels = spec.width * spec.height * spec.num_images / 2**20
+        return int(card.working_gb_per_mpx * megapixels * 2**30)
 
     def run(self, pipeline: Any, spec: ImageSpec, card: ModelCard, on_step: StepCallback) -> TaskOutput:
         if spec.shift is not None:
@@ -53,6 +62,15 @@ class ImageTask:
         def step_end(_pipe: Any, index: int, _timestep: Any, tensors: dict) -> dict:
             on_step(index + 1, spec.steps)
             return tensors
+
+        vae = getattr(pipeline, "vae", None)
+        if vae is not None and hasattr(vae, "enable_tiling"):
+            if spec.width * spec.height > VAE_TILING_PIXELS:
+                vae.enable_tiling()
+            else:
+                vae.disable_tiling()
+            # One image at a time through the VAE: same pixels, a fraction of the decode memory.
+            vae.enable_slicing() if spec.num_images > 1 else vae.disable_slicing()
 
         extra: dict[str, Any] = {}
         if "clean_caption" in inspect.signature(pipeline.__call__).parameters:

@@ -29,6 +29,25 @@ def table_rows(studio: Studio) -> list[list[str]]:
     return rows
 
 
+MEMORY_COLUMNS = ["Model", "Where", "Placement", "Weights", "In use"]
+
+
+def memory_rows(studio: Studio) -> list[list[str]]:
+    return [[r.title, r.where, r.placement, human_bytes(r.bytes), "yes" if r.in_use else ""]
+            for r in studio.scheduler.residents()]
+
+
+def memory_summary(studio: Studio) -> str:
+    scheduler = studio.scheduler
+    budget = scheduler.device_budget()
+    device = f"**{scheduler.device}**: {human_bytes(scheduler.device_used())} of weights"
+    device += f" of a {human_bytes(budget)} budget" if budget is not None else " (no budget set)"
+    ram = f"**parked in RAM**: {human_bytes(scheduler.ram_used())}"
+    if scheduler.ram_budget is not None:
+        ram += f" of {human_bytes(scheduler.ram_budget)}"
+    return f"{device} · {ram}"
+
+
 def details(studio: Studio, card_id: str | None) -> str:
     if not card_id or card_id not in studio.cards.cards:
         return "Pick a model to see its details."
@@ -64,6 +83,11 @@ def build(studio: Studio, tabs: gr.Tabs, image_model: gr.Dropdown) -> None:
                 confirm = gr.Button("Yes, delete its files", variant="stop", elem_id="models-confirm-delete")
                 keep = gr.Button("Keep")
             message = gr.Markdown(elem_id="models-message")
+            with gr.Accordion("Memory", open=False):
+                memory = gr.Markdown(memory_summary(studio), elem_id="models-memory")
+                residents = gr.Dataframe(value=memory_rows(studio), headers=MEMORY_COLUMNS, interactive=False,
+                                         elem_id="models-residents")
+                free = gr.Button("Free memory", elem_id="models-free")
             with gr.Accordion("Add a model", open=False):
                 repo = gr.Textbox(label="Hugging Face repo id", placeholder="owner/name of a diffusers text-to-image "
                                   "or text-to-video repo", elem_id="models-add-repo")
@@ -72,6 +96,13 @@ def build(studio: Studio, tabs: gr.Tabs, image_model: gr.Dropdown) -> None:
 
     def refresh(card_id):
         return table_rows(studio), details(studio, card_id)
+
+    def refresh_memory():
+        return memory_summary(studio), memory_rows(studio)
+
+    def do_free():
+        freed = studio.scheduler.free_all()
+        return f"Freed {human_bytes(freed)} of model weights (models in use stay)."
 
     def act(action, card_id):
         if not card_id:
@@ -122,6 +153,8 @@ def build(studio: Studio, tabs: gr.Tabs, image_model: gr.Dropdown) -> None:
 
     private = {"api_visibility": "private"}
     timer.tick(refresh, picked, [table, info], show_progress="hidden", **private)
+    timer.tick(refresh_memory, None, [memory, residents], show_progress="hidden", **private)
+    free.click(do_free, None, message, **private).then(refresh_memory, None, [memory, residents])
     picked.change(refresh, picked, [table, info], **private)
     download.click(lambda c: act("download", c), picked, message, **private).then(refresh, picked, [table, info])
     cancel.click(lambda c: act("cancel", c), picked, message, **private).then(refresh, picked, [table, info])

@@ -54,7 +54,13 @@ class ModelCard(BaseModel):
     allow_patterns: list[str] | None = None
     ignore_patterns: list[str] | None = None
     dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
+    # Placement override for this model (None: the scheduler decides from footprint and budget).
+    placement: Literal["full", "model_offload", "group_offload", "sequential_offload"] | None = None
+    # The transformer tolerates fp8 weight storage (VideoX-Fun's qfloat8 modes), used when Settings.fp8.
+    fp8_ok: bool = False
     memory_gb: float = Field(gt=0)
+    # Activation memory a job needs on top of the weights, per megapixel of output (batch of 1).
+    working_gb_per_mpx: float = Field(default=1.0, ge=0)
     license: str
     gated: bool = False
     homepage: str = ""
