@@ -8,7 +8,6 @@ every weight, median of `--repeats`. The read is there because safetensors maps 
 CPU, `from_pretrained` and `load_file` return in milliseconds and the bytes come in at first use; the
 floors get the same read so both sides pay it.
 
-
 - resident: A is already placed (full): bookkeeping only; no floor.
 - parked:   B was acquired last, so A sits in RAM: RAM -> device. Floor: `.to(device)` of the same
             tensors already in RAM.
@@ -16,8 +15,9 @@ floors get the same read so both sides pay it.
             file plus `.to(device)` of every tensor.
 
 On CPU "device" moves are no-ops, so the figures measure the bookkeeping and the load path, and the
-parked floor is ~0 (no ratio). The cold read may be served from the OS page cache (the file was
-just written and is re-read each repeat); the script does not drop caches.
+parked floor is only the page read (no ratio). The cold read may be served from the OS page cache
+(the file was just written and is re-read each repeat); the script does not drop caches.
+Peak RAM is about three models' bytes (A, B and the floor's copy).
 
     python bench/model_switch.py                     # ~1 GB, cuda if available
     python bench/model_switch.py --size-gb 0.25 --repeats 5 --device cpu
@@ -68,7 +68,7 @@ def dit(layers: int) -> LuminaNextDiT2DModel:
 def layers_for(target: int) -> int:
     with torch.device("meta"):
         one, two = tensor_bytes(dit(1)), tensor_bytes(dit(2))
-    return max(1, round((target - one) / (two - one)) + 1)
+    return max(1, round((target - one) / (two - one)) + 1)  # fixed part (embedders, rope) + per layer
 
 
 @torch.no_grad()
@@ -110,9 +110,7 @@ def main() -> int:
         nbytes, layers = tensor_bytes(model), model.config.num_layers
         model.save_pretrained(tmp, safe_serialization=True)
         del model
-        files = sorted(tmp.glob("*.safetensors"))
-
-        loads: list[str] = []
+        files, loads = sorted(tmp.glob("*.safetensors")), []
 
         def loader(c: ModelCard) -> OnePipeline:
             loads.append(c.id)
@@ -127,7 +125,7 @@ def main() -> int:
                 for module in torch_components(lease.pipeline).values():
                     touch([*module.parameters(), *module.buffers()])
 
-        acquire(a), acquire(b), acquire(a)  # warmup: both loaded once, one switch each way
+        [acquire(c) for c in (a, b, a)]  # warmup: both loaded once, one switch each way
         times: dict[str, list[float]] = {"resident": [], "parked": [], "cold": []}
         floors: dict[str, list[float]] = {"parked": [], "cold": []}
         for _ in range(args.repeats):
@@ -140,7 +138,6 @@ def main() -> int:
             n_loads = len(loads)
             times["cold"].append(seconds(lambda: acquire(a)))
             assert len(loads) == n_loads + 1, "cold acquire should load from disk"
-
             gc.collect()
             ram: list[dict[str, torch.Tensor]] = []
 
@@ -162,7 +159,7 @@ def main() -> int:
           f"device={device}  repeats={args.repeats}  loads={len(loads)}")
     if not cuda:
         print("note: on cpu the device moves are no-ops: the figures measure bookkeeping and the load path;")
-        print("      the parked floor (.to of tensors already on the cpu) is ~0, so it gets no ratio")
+        print("      the parked floor (.to of tensors already on the cpu) is only the page read: no ratio")
     print("note: the cold read (and its floor) may be served from the OS page cache; caches are not dropped")
     print(f"{'scenario':<10}{'median s':>11}{'floor s':>11}{'ratio':>9}")
     for k in times:

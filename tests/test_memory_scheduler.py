@@ -283,3 +283,23 @@ def test_memory_panel_shows_what_is_resident_and_frees_it(studio):
     assert row["Model"].startswith("Tiny Lumina-Next") and row["Placement"] == "full" and row["Where"] == "cpu"
     assert "of weights" in memory_summary(studio) and "budget" in memory_summary(studio)
     assert studio.scheduler.free_all() > 0 and memory_rows(studio) == []
+
+
+def test_stepping_down_from_group_offload_reloads_and_leaves_nothing_locked(tmp_path, model_cache, monkeypatch):
+    from studio.settings import Settings
+    from studio.tasks.image import ImageTask
+
+    real_run = ImageTask.run
+    settings = Settings.load(env={}, home=tmp_path, model_cache=model_cache, placement="group_offload")
+    with Studio(settings) as studio:
+        def oom_on_group(self, pipeline, spec, card, on_step):
+            if studio.scheduler.placement_of(card.id) is Placement.GROUP_OFFLOAD:
+                raise torch.OutOfMemoryError("CUDA out of memory")
+            return real_run(self, pipeline, spec, card, on_step)
+
+        monkeypatch.setattr(ImageTask, "run", oom_on_group)
+        job = studio.run("image", image_params())
+        assert job.status is JobStatus.DONE, job.error
+        assert studio.history.get_job(job.id).placement == "sequential_offload"
+        assert [r.in_use for r in studio.scheduler.residents()] == [False]
+        assert studio.scheduler.free_all() > 0 and studio.scheduler.resident() == []

@@ -129,8 +129,10 @@ class MemoryScheduler:
             yield lease
         finally:
             with self._mutex:
-                entry.locks -= 1
-                entry.last_used = self._clock()
+                # An out-of-memory step-down may have replaced the entry with a reloaded one.
+                live = self._entries.get(card.id, entry)
+                live.locks -= 1
+                live.last_used = self._clock()
 
     def step_down(self, card: ModelCard, working_bytes: int = 0) -> Lease | None:
         """After an out-of-memory error: move everything else out and re-place this model one step
