@@ -3,8 +3,9 @@
 Both paths run in one process on the same built-in tiny model (same weights from the same cache),
 with the same prompt, seed, size, steps, CFG and scheduler shift, so they do identical math:
 
-- direct: `load_pipeline(card, settings)` then `pipe(...)` exactly as `ImageTask.run` calls it
-  (the raw floor);
+- direct: `load_pipeline(card, settings)` then the call `ImageTask.run` makes: `pipe(...)`, or for
+  Lumina-Next its own sampler (`engines.lumina_next.sample`, with the card's solver, shift, RoPE and
+  CFG settings), since diffusers' pipeline only has Euler (the raw floor);
 - studio: `Studio.run("image", params)` end to end: validation, queue, worker thread, memory
   scheduler (model resident after warmup), pipeline, PNG write with metadata, history rows.
 
@@ -36,9 +37,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from studio.engines.lumina_next import LuminaNextOptions, sample as lumina_sample  # noqa: E402
 from studio.runtime.loader import load_pipeline  # noqa: E402
 from studio.services import Studio  # noqa: E402
 from studio.settings import Settings  # noqa: E402
+from studio.tasks.image import LUMINA_NEXT_FAMILY, LUMINA_NEXT_ONLY, ImageSpec  # noqa: E402
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 SEED = 1234
@@ -85,12 +88,20 @@ def main() -> int:
         pipe = load_pipeline(card, settings)
         extra = {"clean_caption": False} if type(pipe).__name__ == "LuminaPipeline" else {}
 
+        defaults = ImageSpec.defaults_for(card)
+
         def direct() -> Image.Image:
+            generator = torch.Generator("cpu").manual_seed(SEED)
+            if card.family == LUMINA_NEXT_FAMILY:
+                opts = LuminaNextOptions(steps=args.steps, cfg=cfg, **{k: defaults[k] for k in LUMINA_NEXT_ONLY},
+                                         shift=defaults["shift"])
+                return lumina_sample(pipe, prompt=PROMPT, negative_prompt="", width=width, height=height,
+                                     num_images=1, generator=generator, opts=opts)[0][0]
             if shift is not None:  # as ImageTask.run does, per job
                 pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, shift=shift)
             return pipe(prompt=PROMPT, negative_prompt="", width=width, height=height,
                         num_inference_steps=args.steps, guidance_scale=cfg,
-                        generator=torch.Generator("cpu").manual_seed(SEED), output_type="pil", **extra).images[0]
+                        generator=generator, output_type="pil", **extra).images[0]
 
         params = {"model": card.id, "prompt": PROMPT, "negative_prompt": "", "width": width, "height": height,
                   "steps": args.steps, "cfg": cfg, "seed": SEED, **({"shift": shift} if shift is not None else {})}

@@ -38,7 +38,8 @@ def test_generates_a_png_with_metadata_and_history(studio, model):
     assert meta.infotext.fields["Seed"] == "1234"
     assert meta.infotext.fields["Size"] == "384x256"
     assert meta.infotext.fields["Model"] == model
-    assert meta.infotext.fields["Sampler"] == "Euler"
+    # Lumina-Next samples as its authors do (midpoint); Lumina-Image 2.0 through diffusers' Euler.
+    assert meta.infotext.fields["Sampler"] == {"tiny-lumina-next": "Midpoint", "tiny-lumina2": "Euler"}[model]
     assert meta.job["job_id"] == job.id and meta.job["params"]["seed"] == 1234
 
     record = studio.history.get_job(job.id)

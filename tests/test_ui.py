@@ -53,7 +53,7 @@ def test_image_form_starts_from_the_models_card(studio):
     labels = dict((value, label) for label, value in model.choices)
     assert "(not downloaded)" in labels["lumina-next-sft"] and "random weights" in labels[model.value]
     card = studio.cards.get(model.value)
-    assert dropdowns["Size (width x height)"].value == f"{card.defaults['width']}x{card.defaults['height']}"
+    assert dropdowns["image-size"].value == f"{card.defaults['width']}x{card.defaults['height']}"
 
 
 def test_generate_over_http_returns_the_image_and_records_the_job(served, studio):
@@ -93,3 +93,29 @@ def test_only_loopback_runs_without_a_login():
     assert resolve_auth("0.0.0.0", "ann:s3cret:with:colons") == (("ann", "s3cret:with:colons"), False)
     with pytest.raises(Exception, match="USER:PASSWORD"):
         parse_auth("no-colon")
+
+
+def test_lumina_next_controls_and_extrapolation_sizes_reach_the_job(served, studio):
+    _, client = served
+    gallery, status = client.predict("tiny-lumina-next", "a kite", "", "512x512", FAST_STEPS, 4.0, 6.0, 3, 1,
+                                     "rk4", "none", 0.5, False, "plain", api_name="/generate_image")
+    assert "Done" in status
+    [record] = studio.history.list_jobs()
+    assert {k: record.params[k] for k in ("solver", "rope_scaling", "watershed", "proportional_attn", "cfg_mode",
+                                         "shift")} == {"solver": "rk4", "rope_scaling": "none", "watershed": 0.5,
+                                                       "proportional_attn": False, "cfg_mode": "plain", "shift": 6.0}
+    # The same form on Lumina-Image 2.0 sends none of Lumina-Next's options (its card has no such defaults).
+    gallery, status = client.predict("tiny-lumina2", "a kite", "", "256x256", FAST_STEPS, 4.0, 6.0, 3, 1,
+                                     "rk4", "none", 0.5, False, "plain", api_name="/generate_image")
+    assert "Done" in status, status
+    lumina2_job = studio.history.list_jobs()[0]
+    assert lumina2_job.model_id == "tiny-lumina2" and lumina2_job.params["solver"] is None
+
+
+def test_extrapolation_sizes_are_marked_in_the_size_picker(studio):
+    from studio.ui.image_tab import _form_values
+
+    values = _form_values(studio, "tiny-lumina-next")
+    labels = dict((value, label) for label, value in values["sizes"])
+    assert labels["256x256"] == "256x256" and labels["512x512"] == "512x512 (extrapolation)"
+    assert labels["1024x256"].endswith("(extrapolation)")

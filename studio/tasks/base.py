@@ -50,10 +50,16 @@ class TaskSpec(BaseModel):
         return value
 
     @classmethod
+    def fallbacks_for(cls, card: ModelCard) -> dict[str, Any]:
+        """Task-wide defaults for this card's model family (the card's own defaults win over these)."""
+        return cls.FALLBACKS
+
+    @classmethod
     def defaults_for(cls, card: ModelCard) -> dict[str, Any]:
         """The value each optional field takes with this card when left unset (the form's initial values)."""
-        names = (cls.FALLBACKS.keys() | card.defaults.keys()) & cls.model_fields.keys()
-        return {name: card.defaults.get(name, cls.FALLBACKS.get(name)) for name in names}
+        fallbacks = cls.fallbacks_for(card)
+        names = (fallbacks.keys() | card.defaults.keys()) & cls.model_fields.keys()
+        return {name: card.defaults.get(name, fallbacks.get(name)) for name in names}
 
     def resolved(self, card: ModelCard) -> "TaskSpec":
         """This spec with every None filled from the card or the fallbacks, and a concrete seed."""

@@ -7,19 +7,27 @@ prompt. Outputs are PNGs with the A1111 `parameters` chunk and the full job JSON
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
 from .. import __version__
 from ..errors import InvalidInput
+from ..engines import lumina_next
+from ..engines.flow import SOLVERS
 from ..media import SavedFile, format_infotext, output_relpath, save_png
 from ..zoo.cards import ModelCard
 from .base import JobContext, StepCallback, TaskOutput, TaskSpec
 
-# Scheduler class -> the sampler name A1111-style readers show.
-SAMPLER_NAMES = {"FlowMatchEulerDiscreteScheduler": "Euler"}
+# Scheduler class or solver -> the sampler name A1111-style readers show.
+SAMPLER_NAMES = {"FlowMatchEulerDiscreteScheduler": "Euler", "euler": "Euler", "midpoint": "Midpoint",
+                 "rk4": "RK4", "dopri5": "DOPRI5"}
+# The options of Lumina-Next's own sampling (engines.lumina_next), and their defaults as its demo has them.
+LUMINA_NEXT_FAMILY = "lumina-next"
+LUMINA_NEXT_DEFAULTS: dict[str, Any] = {"solver": "midpoint", "shift": 4.0, "rope_scaling": "time_aware",
+                                        "watershed": 0.3, "proportional_attn": True, "cfg_mode": "lumina"}
+LUMINA_NEXT_ONLY = ("solver", "rope_scaling", "watershed", "proportional_attn", "cfg_mode")
 
 
 class ImageSpec(TaskSpec):
@@ -33,12 +41,29 @@ class ImageSpec(TaskSpec):
     # The flow-matching time shift; None keeps the scheduler's own (from the card or the checkpoint).
     shift: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
     num_images: int = Field(default=1, ge=1, le=8)
+    # Lumina-Next's own sampling (None elsewhere): ODE solver, RoPE scaling, proportional attention, CFG form.
+    solver: Literal[SOLVERS] | None = None  # type: ignore[valid-type]
+    rope_scaling: Literal["time_aware", "none"] | None = None
+    watershed: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    proportional_attn: bool | None = None
+    cfg_mode: Literal["lumina", "plain"] | None = None
+
+    @classmethod
+    def fallbacks_for(cls, card: ModelCard) -> dict[str, Any]:
+        if card.family == LUMINA_NEXT_FAMILY:
+            return {**cls.FALLBACKS, **LUMINA_NEXT_DEFAULTS}
+        return cls.FALLBACKS
 
     def check_against(self, card: ModelCard) -> None:
         super().check_against(card)
         problem = card.size_problem(self.width, self.height)
         if problem:
             raise InvalidInput(f"Size {self.width}x{self.height} is not possible: {problem}")
+        if card.family != LUMINA_NEXT_FAMILY:
+            used = [name for name in LUMINA_NEXT_ONLY if getattr(self, name) is not None]
+            if used:
+                raise InvalidInput(f"{', '.join(used)}: Lumina-Next's sampling options apply to Lumina-Next models "
+                                   f"only, not to {card.title}")
 
 
 # Above this many pixels the VAE decodes in tiles: its activations grow with the image, the weights don't.
@@ -55,6 +80,11 @@ class ImageTask:
         return int(card.working_gb_per_mpx * megapixels * 2**30)
 
     def run(self, pipeline: Any, spec: ImageSpec, card: ModelCard, on_step: StepCallback) -> TaskOutput:
+        self._set_vae_memory_mode(pipeline, spec)
+        # A CPU generator gives the same noise for a seed on every device.
+        generator = torch.Generator(device="cpu").manual_seed(spec.seed)
+        if card.family == LUMINA_NEXT_FAMILY:
+            return self._run_lumina_next(pipeline, spec, on_step, generator)
         if spec.shift is not None:
             # The scheduler is rebuilt per job so one job's shift never leaks into the next.
             pipeline.scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config, shift=spec.shift)
@@ -63,21 +93,10 @@ class ImageTask:
             on_step(index + 1, spec.steps)
             return tensors
 
-        vae = getattr(pipeline, "vae", None)
-        if vae is not None and hasattr(vae, "enable_tiling"):
-            if spec.width * spec.height > VAE_TILING_PIXELS:
-                vae.enable_tiling()
-            else:
-                vae.disable_tiling()
-            # One image at a time through the VAE: same pixels, a fraction of the decode memory.
-            vae.enable_slicing() if spec.num_images > 1 else vae.disable_slicing()
-
         extra: dict[str, Any] = {}
         if "clean_caption" in inspect.signature(pipeline.__call__).parameters:
             # Caption cleaning needs bs4/ftfy and rewrites the prompt; Lumina's own code never does it.
             extra["clean_caption"] = False
-        # A CPU generator gives the same noise for a seed on every device.
-        generator = torch.Generator(device="cpu").manual_seed(spec.seed)
         result = pipeline(
             prompt=spec.prompt,
             negative_prompt=spec.negative_prompt,
@@ -92,6 +111,30 @@ class ImageTask:
         )
         return TaskOutput(items=list(result.images), used={"sampler": sampler_name(pipeline)})
 
+    @staticmethod
+    def _run_lumina_next(pipeline: Any, spec: ImageSpec, on_step: StepCallback,
+                         generator: torch.Generator) -> TaskOutput:
+        opts = lumina_next.LuminaNextOptions(
+            solver=spec.solver, steps=spec.steps, shift=spec.shift, cfg=spec.cfg, cfg_mode=spec.cfg_mode,
+            rope_scaling=spec.rope_scaling, watershed=spec.watershed, proportional_attn=spec.proportional_attn)
+        images, evaluations = lumina_next.sample(
+            pipeline, prompt=spec.prompt, negative_prompt=spec.negative_prompt, width=spec.width,
+            height=spec.height, num_images=spec.num_images, generator=generator, opts=opts, on_step=on_step)
+        return TaskOutput(items=images, used={"sampler": SAMPLER_NAMES[spec.solver],
+                                              "model_evaluations": evaluations})
+
+    @staticmethod
+    def _set_vae_memory_mode(pipeline: Any, spec: ImageSpec) -> None:
+        vae = getattr(pipeline, "vae", None)
+        if vae is None or not hasattr(vae, "enable_tiling"):
+            return
+        if spec.width * spec.height > VAE_TILING_PIXELS:
+            vae.enable_tiling()
+        else:
+            vae.disable_tiling()
+        # One image at a time through the VAE: same pixels, a fraction of the decode memory.
+        vae.enable_slicing() if spec.num_images > 1 else vae.disable_slicing()
+
     def infotext(self, spec: ImageSpec, card: ModelCard, sampler: str) -> str:
         return format_infotext(
             spec.prompt,
@@ -104,6 +147,10 @@ class ImageTask:
                 "Size": f"{spec.width}x{spec.height}",
                 "Model": card.id,
                 "Shift": spec.shift,
+                "RoPE scaling": spec.rope_scaling,
+                "Watershed": spec.watershed,
+                "Proportional attention": spec.proportional_attn,
+                "CFG mode": spec.cfg_mode,
                 "Version": f"studio {__version__}",
             },
         )

@@ -6,8 +6,9 @@ from typing import Any
 
 import gradio as gr
 
+from ..engines.flow import SOLVERS
 from ..services import Studio
-from ..tasks.image import ImageSpec
+from ..tasks.image import LUMINA_NEXT_ONLY, ImageSpec
 from ..zoo.cards import parse_size
 from .common import Timer, card_note, default_model, job_summary, model_choices, run_job
 
@@ -19,7 +20,8 @@ def _form_values(studio: Studio, model_id: str | None) -> dict[str, Any]:
     card = studio.cards.get(model_id)
     values = ImageSpec.defaults_for(card)
     size = f"{values['width']}x{values['height']}"
-    sizes = list(dict.fromkeys([*card.resolutions, size]))
+    sizes = [(s, s) for s in dict.fromkeys([size, *card.resolutions])]
+    sizes += [(f"{s} (extrapolation)", s) for s in card.extrapolation if s != size]
     return {"card": card, "size": size, "sizes": sizes, **values}
 
 
@@ -27,6 +29,7 @@ def build(studio: Studio) -> gr.Dropdown:
     """Build the tab; returns its model picker (the Models tab's "Use" sets it)."""
     model_id = default_model(studio, "image")
     initial = _form_values(studio, model_id)
+    lumina_next = all(name in initial for name in LUMINA_NEXT_ONLY)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             model = gr.Dropdown(model_choices(studio, "image"), value=model_id, label="Model", elem_id="image-model")
@@ -34,7 +37,7 @@ def build(studio: Studio) -> gr.Dropdown:
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Describe the picture…", elem_id="image-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1)
             size = gr.Dropdown(initial.get("sizes", []), value=initial.get("size"), label="Size (width x height)",
-                               allow_custom_value=True)
+                               allow_custom_value=True, elem_id="image-size")
             with gr.Row():
                 steps = gr.Slider(1, 200, value=initial.get("steps", 30), step=1, label="Steps")
                 cfg = gr.Slider(1.0, 20.0, value=initial.get("cfg", 4.0), step=0.5, label="CFG scale")
@@ -44,38 +47,61 @@ def build(studio: Studio) -> gr.Dropdown:
                 with gr.Row():
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
                     num_images = gr.Slider(1, 8, value=1, step=1, label="Images")
+                with gr.Group(visible=lumina_next) as lumina_group:
+                    gr.Markdown("**Lumina-Next sampling** — its authors' solver, RoPE scaling for resolution "
+                                "extrapolation, and attention settings")
+                    solver = gr.Dropdown(list(SOLVERS), value=initial.get("solver", "midpoint"), label="Solver")
+                    rope = gr.Radio([("Time-aware", "time_aware"), ("None", "none")],
+                                    value=initial.get("rope_scaling", "time_aware"), label="RoPE scaling")
+                    watershed = gr.Slider(0.0, 1.0, value=initial.get("watershed", 0.3), step=0.05,
+                                          label="Linear/NTK watershed")
+                    proportional = gr.Checkbox(value=initial.get("proportional_attn", True),
+                                               label="Proportional attention")
+                    cfg_mode = gr.Radio([("Lumina-Next (first 3 channels)", "lumina"), ("Plain", "plain")],
+                                        value=initial.get("cfg_mode", "lumina"), label="CFG form")
             run = gr.Button("Generate", variant="primary", elem_id="image-generate")
         with gr.Column(scale=3, min_width=320):
             gallery = gr.Gallery(label="Result", columns=2, height=560, elem_id="image-result")
             status = gr.Markdown(elem_id="image-status")
 
+    options = {"solver": solver, "rope_scaling": rope, "watershed": watershed, "proportional_attn": proportional,
+               "cfg_mode": cfg_mode}
+    form_outputs = [note, size, steps, cfg, shift, seed, lumina_group, *options.values()]
+
     def on_model(model_id: str) -> tuple:
         values = _form_values(studio, model_id)
         if not values:
-            return (gr.update(),) * 6
+            return (gr.update(),) * len(form_outputs)
+        is_next = all(name in values for name in LUMINA_NEXT_ONLY)
         return (card_note(values["card"]), gr.update(choices=values["sizes"], value=values["size"]),
-                values["steps"], values["cfg"], gr.update(value=values.get("shift") or 1.0, visible="shift" in values), -1)
+                values["steps"], values["cfg"], gr.update(value=values.get("shift") or 1.0, visible="shift" in values),
+                -1, gr.update(visible=is_next), *(gr.update(value=values[n]) if n in values else gr.update()
+                                                  for n in options))
 
     def on_generate(model_id, prompt_text, negative_text, size_text, steps_v, cfg_v, shift_v, seed_v, count,
-                    progress=gr.Progress()):
+                    solver_v="midpoint", rope_v="time_aware", watershed_v=0.3, proportional_v=True,
+                    cfg_mode_v="lumina", progress=gr.Progress()):
         try:
             width, height = parse_size(size_text or "")
         except ValueError as err:
             gr.Warning(str(err))
             return [], f"❌ {err}"
         card = studio.cards.cards.get(model_id or "")
-        uses_shift = card is not None and "shift" in ImageSpec.defaults_for(card)
+        takes = set(ImageSpec.defaults_for(card)) if card else set()
         params = {"model": model_id or "", "prompt": prompt_text or "", "negative_prompt": negative_text or "",
                   "width": width, "height": height, "steps": steps_v, "cfg": cfg_v,
-                  "shift": shift_v if uses_shift else None,
                   "seed": -1 if seed_v is None else seed_v, "num_images": count}
+        # Only what this model takes: a Lumina-Next control left over on the form is not sent to Lumina 2.
+        chosen = {"shift": shift_v, "solver": solver_v, "rope_scaling": rope_v, "watershed": watershed_v,
+                  "proportional_attn": proportional_v, "cfg_mode": cfg_mode_v}
+        params.update({name: value for name, value in chosen.items() if name in takes})
         with Timer() as timer:
             job = run_job(studio, "image", params, progress)
         if job.error:
             gr.Warning(job.error)
         return [str(saved.path) for saved in job.outputs], job_summary(job, timer.seconds)
 
-    model.change(on_model, model, [note, size, steps, cfg, shift, seed], api_visibility="private")
-    inputs = [model, prompt, negative, size, steps, cfg, shift, seed, num_images]
+    model.change(on_model, model, form_outputs, api_visibility="private")
+    inputs = [model, prompt, negative, size, steps, cfg, shift, seed, num_images, *options.values()]
     run.click(on_generate, inputs, [gallery, status], api_name="generate_image")
     return model

@@ -69,13 +69,15 @@ class ModelCard(BaseModel):
     description: str = ""
     defaults: dict[str, Any] = Field(default_factory=dict)
     resolutions: list[str] = Field(default_factory=list)
+    # Sizes beyond the training resolution that the model extrapolates to (shown marked as such).
+    extrapolation: list[str] = Field(default_factory=list)
     size_multiple: int = Field(default=16, gt=0)
     min_size: int = Field(default=64, gt=0)
     max_size: int = Field(default=4096, gt=0)
 
     @model_validator(mode="after")
     def _check_resolutions(self) -> "ModelCard":
-        for res in self.resolutions:
+        for res in [*self.resolutions, *self.extrapolation]:
             width, height = parse_size(res)
             problem = self.size_problem(width, height)
             if problem:

@@ -1,0 +1,1 @@
+"""Code that neither diffusers nor transformers has: samplers and native model ports."""
