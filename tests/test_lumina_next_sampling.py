@@ -159,3 +159,13 @@ def test_dopri5_runs_end_to_end(studio):
     assert job.status is JobStatus.DONE, job.error
     meta = read_png_metadata(job.outputs[0].path)
     assert meta.infotext.fields["Sampler"] == "DOPRI5" and meta.job["used"]["model_evaluations"] >= 6
+
+
+def test_a_dynamic_shift_scheduler_is_recorded_as_such(studio, monkeypatch):
+    """Lumina-Image 2.0 checkpoints whose scheduler shifts by resolution: the job says so."""
+    with studio.scheduler.acquire(studio.cards.get("tiny-lumina2")) as lease:
+        scheduler = lease.pipeline.scheduler
+        lease.pipeline.scheduler = type(scheduler).from_config(scheduler.config, use_dynamic_shifting=True)
+    job = studio.run("image", image_params(model="tiny-lumina2"))
+    assert job.status is JobStatus.DONE, job.error
+    assert read_png_metadata(job.outputs[0].path).job["used"]["schedule"] == "dynamic shift from the resolution"

@@ -109,7 +109,12 @@ class ImageTask:
             callback_on_step_end=step_end,
             **extra,
         )
-        return TaskOutput(items=list(result.images), used={"sampler": sampler_name(pipeline)})
+        used: dict[str, Any] = {"sampler": sampler_name(pipeline)}
+        if pipeline.scheduler.config.get("use_dynamic_shifting"):
+            # The pipeline derives the shift from the image size itself (Lumina-Image 2.0's own rule),
+            # so the static shift did not apply; say what ran.
+            used["schedule"] = "dynamic shift from the resolution"
+        return TaskOutput(items=list(result.images), used=used)
 
     @staticmethod
     def _run_lumina_next(pipeline: Any, spec: ImageSpec, on_step: StepCallback,
