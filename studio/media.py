@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from PIL import Image, PngImagePlugin
 
@@ -151,27 +151,27 @@ def _fsync_dir(path: Path) -> None:
         pass
 
 
-def save_png(image: Image.Image, outputs_dir: Path, relpath: str, *,
-             infotext: str, job: Mapping[str, Any]) -> SavedFile:
-    """Write `image` to outputs_dir/relpath with metadata; the file appears complete or not at all."""
+def _job_json(job: Mapping[str, Any], relpath: str) -> str:
+    try:
+        return json.dumps(dict(job), ensure_ascii=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise MediaError(f"job metadata for {relpath} cannot be stored as JSON: {exc}") from exc
+
+
+def _write_atomic(outputs_dir: Path, relpath: str, write: Callable[[BinaryIO], None]) -> tuple[Path, int, str]:
+    """Run `write` into a temporary file beside the target and publish it complete, or not at all.
+
+    Returns (path, bytes, sha256 of what reached the disk)."""
     target = _resolve_target(Path(outputs_dir), relpath)
     if target.exists():
         raise MediaError(f"output file {target} already exists; refusing to overwrite it")
-    try:
-        job_json = json.dumps(dict(job), ensure_ascii=False, sort_keys=True)
-    except (TypeError, ValueError) as exc:
-        raise MediaError(f"job metadata for {relpath} cannot be stored as JSON: {exc}") from exc
-    info = PngImagePlugin.PngInfo()
-    info.add_text(PARAMETERS_KEY, infotext)  # Pillow switches to iTXt (UTF-8) when not latin-1
-    info.add_text(JOB_KEY, job_json)
-
     tmp: str | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
         digest = hashlib.sha256()
         with os.fdopen(fd, "w+b") as f:
-            image.save(f, format="PNG", pnginfo=info)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
             f.seek(0)  # hash what actually reached the file, not what we meant to write
@@ -198,11 +198,34 @@ def save_png(image: Image.Image, outputs_dir: Path, relpath: str, *,
             raise
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
             raise MediaError(f"disk full while writing {target}; free some space and retry") from exc
-        raise MediaError(f"could not write image {target}: {exc}") from exc
+        raise MediaError(f"could not write {target}: {exc}") from exc
+    return target, size, digest.hexdigest()
 
+
+def save_png(image: Image.Image, outputs_dir: Path, relpath: str, *,
+             infotext: str, job: Mapping[str, Any]) -> SavedFile:
+    """Write `image` to outputs_dir/relpath with metadata; the file appears complete or not at all."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(PARAMETERS_KEY, infotext)  # Pillow switches to iTXt (UTF-8) when not latin-1
+    info.add_text(JOB_KEY, _job_json(job, relpath))
+    path, size, sha = _write_atomic(outputs_dir, relpath, lambda f: image.save(f, format="PNG", pnginfo=info))
     width, height = image.size
-    return SavedFile(path=target, relpath=PurePosixPath(relpath).as_posix(), kind="image",
-                     mime="image/png", width=width, height=height, bytes=size, sha256=digest.hexdigest())
+    return SavedFile(path=path, relpath=PurePosixPath(relpath).as_posix(), kind="image",
+                     mime="image/png", width=width, height=height, bytes=size, sha256=sha)
+
+
+def save_gif(frames: list[Image.Image], outputs_dir: Path, relpath: str, *, job: Mapping[str, Any],
+             frame_ms: int = 80) -> SavedFile:
+    """An animated GIF (looping) with the job JSON in its comment block; complete or not at all."""
+    if not frames:
+        raise MediaError("an animation needs at least one frame")
+    comment = _job_json(job, relpath).encode("utf-8")
+    first, rest = frames[0], frames[1:]
+    path, size, sha = _write_atomic(outputs_dir, relpath, lambda f: first.save(
+        f, format="GIF", save_all=True, append_images=rest, duration=frame_ms, loop=0, comment=comment))
+    width, height = first.size
+    return SavedFile(path=path, relpath=PurePosixPath(relpath).as_posix(), kind="animation",
+                     mime="image/gif", width=width, height=height, bytes=size, sha256=sha)
 
 
 def read_png_metadata(path: Path) -> PngMetadata:

@@ -39,7 +39,7 @@ def tab_labels(demo: gr.Blocks) -> list[str]:
 
 def test_every_tab_exists_and_unfinished_ones_say_so(studio):
     demo = build_app(studio)
-    assert tab_labels(demo) == ["Image", *PLANNED, "Models"]
+    assert tab_labels(demo) == ["Image", "Video", "Audio", "Music", "Compositional", "Anagrams", "Gallery", "Models"]
     texts = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and isinstance(b.value, str)]
     assert sum("Not available yet" in t for t in texts) == len(PLANNED)
 
@@ -119,3 +119,36 @@ def test_extrapolation_sizes_are_marked_in_the_size_picker(studio):
     labels = dict((value, label) for label, value in values["sizes"])
     assert labels["256x256"] == "256x256" and labels["512x512"] == "512x512 (extrapolation)"
     assert labels["1024x256"].endswith("(extrapolation)")
+
+
+def test_compose_tab_generates_from_the_grid(served, studio):
+    _, client = served
+    boxes = [""] * 16
+    boxes[0], boxes[1], boxes[4], boxes[5] = "a moon", "a river", "a house", "a tree"  # row-major 4x4 form
+    image, status = client.predict("tiny-lumina-next", 2, 2, 128, "", FAST_STEPS, 4.0, 4.0, 5, *boxes,
+                                   api_name="/generate_compose")
+    assert "Done" in status, status
+    assert Image.open(image).size == (256, 256)
+    [record] = studio.history.list_jobs()
+    assert record.task == "compose" and record.params["captions"] == ["a moon", "a river", "a house", "a tree"]
+
+
+def test_compose_layout_preview_numbers_the_cells_in_reading_order():
+    from studio.ui.compose_tab import layout_preview
+
+    html_text = layout_preview(2, 3, ["sky", "sun", "", "sea", "boat", "<b>x</b>"], 128, 128)
+    assert [html_text.index(f"<b>{k}</b>") for k in range(1, 7)] == sorted(html_text.index(f"<b>{k}</b>")
+                                                                          for k in range(1, 7))
+    assert "repeat(3,1fr)" in html_text and "canvas 384x256" in html_text
+    assert "empty" in html_text and "&lt;b&gt;x" in html_text  # captions are escaped
+
+
+def test_anagram_tab_shows_the_picture_its_reading_and_the_animation(served, studio):
+    _, client = served
+    gallery, gif, status = client.predict("tiny-lumina-next", "an oil painting of", "", "256x256", FAST_STEPS, 4.0,
+                                          4.0, 9, "an old man", "identity", "a waterfall", "rotate_180", "", None,
+                                          "", None, api_name="/generate_anagram")
+    assert "Done" in status, status
+    assert len(gallery) == 2 and gif.endswith(".gif")
+    [record] = studio.history.list_jobs()
+    assert record.params["views"] == ["identity", "rotate_180"] and record.params["style"] == "an oil painting of"

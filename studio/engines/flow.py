@@ -47,7 +47,8 @@ class CountingVelocity:
         return self.fn(x, t)
 
 
-def _step(solver: str, v: Velocity, x: torch.Tensor, t0: float, t1: float) -> torch.Tensor:
+def step(solver: str, v: Velocity, x: torch.Tensor, t0: float, t1: float) -> torch.Tensor:
+    """One fixed step of `solver` from t0 to t1."""
     h = t1 - t0
     if solver == "euler":
         return x + h * v(x, t0)
@@ -81,7 +82,7 @@ def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: f
         return out, counted.evaluations
     grid = time_grid(steps, shift)
     for i in range(steps):
-        x = _step(solver, counted, x, grid[i], grid[i + 1])
+        x = step(solver, counted, x, grid[i], grid[i + 1])
         if on_step is not None:
             on_step(i + 1, steps, x)
     return x, counted.evaluations

@@ -52,22 +52,25 @@ def guided(pred: torch.Tensor, cfg: float, mode: str) -> torch.Tensor:
     return torch.cat([eps, cond[:, 3:]], dim=1)
 
 
-@torch.no_grad()
-def sample(pipe: Any, *, prompt: str, negative_prompt: str, width: int, height: int, num_images: int,
-           generator: torch.Generator, opts: LuminaNextOptions,
-           on_step: Callable[[int, int], None] | None = None) -> tuple[list[Any], int]:
-    """Generate images; returns (PIL images, model evaluations)."""
+def encode(pipe: Any, prompts: list[str], negative_prompt: str, num_images: int, use_cfg: bool
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caption features and masks for a [prompts...; negatives...] batch (negatives only with CFG)."""
+    device = pipe._execution_device
+    embeds, mask, neg_embeds, neg_mask = pipe.encode_prompt(
+        prompts, use_cfg, negative_prompt=[negative_prompt] * len(prompts), num_images_per_prompt=num_images,
+        device=device, clean_caption=False)
+    if use_cfg:
+        return torch.cat([embeds, neg_embeds]), torch.cat([mask, neg_mask])
+    return embeds, mask
+
+
+def make_velocity(pipe: Any, embeds: torch.Tensor, mask: torch.Tensor, width: int, height: int,
+                  opts: LuminaNextOptions) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    """dx/dt of the (guided) model for the given caption features, at this output size."""
     from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina
 
     device = pipe._execution_device
     use_cfg = opts.cfg > 1.0
-    embeds, mask, neg_embeds, neg_mask = pipe.encode_prompt(
-        prompt, use_cfg, negative_prompt=negative_prompt, num_images_per_prompt=num_images, device=device,
-        clean_caption=False)
-    if use_cfg:
-        embeds, mask = torch.cat([embeds, neg_embeds]), torch.cat([mask, neg_mask])
-    latents = pipe.prepare_latents(num_images, pipe.transformer.config.in_channels, height, width, embeds.dtype,
-                                   device, generator)
     native = pipe.default_image_size
     scale = math.sqrt(width * height) / native
     attention_kwargs = {"base_sequence_length": (native // 16) ** 2} if opts.proportional_attn else {}
@@ -84,13 +87,39 @@ def sample(pipe: Any, *, prompt: str, negative_prompt: str, width: int, height: 
         pred = pred.chunk(2, dim=1)[0]  # learned sigma: the second half is the variance
         return guided(pred, opts.cfg, opts.cfg_mode) if use_cfg else pred
 
-    def step_hook(done: int, total: int, _x: torch.Tensor) -> None:
-        if on_step is not None:
-            on_step(done, total)
+    return velocity
 
-    latents, evaluations = integrate(velocity, latents, solver=opts.solver, steps=opts.steps, shift=opts.shift,
-                                     on_step=step_hook)
+
+def initial_latents(pipe: Any, num_images: int, width: int, height: int, dtype: torch.dtype,
+                    generator: torch.Generator) -> torch.Tensor:
+    return pipe.prepare_latents(num_images, pipe.transformer.config.in_channels, height, width, dtype,
+                                pipe._execution_device, generator)
+
+
+@torch.no_grad()
+def decode(pipe: Any, latents: torch.Tensor) -> list[Any]:
     image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
     images = pipe.image_processor.postprocess(image, output_type="pil")
     pipe.maybe_free_model_hooks()
-    return images, evaluations
+    return images
+
+
+def progress_hook(on_step: Callable[[int, int], None] | None) -> Callable[[int, int, torch.Tensor], None]:
+    def hook(done: int, total: int, _x: torch.Tensor) -> None:
+        if on_step is not None:
+            on_step(done, total)
+
+    return hook
+
+
+@torch.no_grad()
+def sample(pipe: Any, *, prompt: str, negative_prompt: str, width: int, height: int, num_images: int,
+           generator: torch.Generator, opts: LuminaNextOptions,
+           on_step: Callable[[int, int], None] | None = None) -> tuple[list[Any], int]:
+    """Generate images; returns (PIL images, model evaluations)."""
+    embeds, mask = encode(pipe, [prompt], negative_prompt, num_images, opts.cfg > 1.0)
+    latents = initial_latents(pipe, num_images, width, height, embeds.dtype, generator)
+    velocity = make_velocity(pipe, embeds, mask, width, height, opts)
+    latents, evaluations = integrate(velocity, latents, solver=opts.solver, steps=opts.steps, shift=opts.shift,
+                                     on_step=progress_hook(on_step))
+    return decode(pipe, latents), evaluations

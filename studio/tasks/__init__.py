@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from ..errors import InvalidInput
 from .base import Task, TaskSpec
+from .anagram import AnagramTask
+from .compose import ComposeTask
 from .image import ImageTask
 
-TASKS: dict[str, Task] = {task.name: task for task in (ImageTask(),)}
+TASKS: dict[str, Task] = {task.name: task for task in (ImageTask(), ComposeTask(), AnagramTask())}
 
 # Tabs that exist in the UI but whose tasks land in later releases.
-PLANNED_TASKS = ("video", "audio", "music", "compose", "anagram")
+PLANNED_TASKS = ("video", "audio", "music")
 
 
 def get_task(name: str) -> Task:

@@ -121,6 +121,28 @@ class JobContext:
     created_at: datetime
 
 
+def job_json(task: str, index: int, spec: TaskSpec, card: ModelCard, ctx: JobContext, used: dict[str, Any]
+             ) -> dict[str, Any]:
+    """The full job as every output file carries it, so any single file can be re-run exactly."""
+    from .. import __version__
+
+    return {"job_id": ctx.job_id, "task": task, "index": index, "params": spec.model_dump(mode="json"),
+            "used": used, "model_title": card.title, "studio_version": __version__}
+
+
+def save_all(writers: list[Callable[[int], SavedFile]]) -> list[SavedFile]:
+    """Run each writer (given its output index); all or nothing: a job never leaves part of its set behind."""
+    saved: list[SavedFile] = []
+    try:
+        for index, write in enumerate(writers):
+            saved.append(write(index))
+    except Exception:
+        for done in saved:
+            done.path.unlink(missing_ok=True)
+        raise
+    return saved
+
+
 class Task(Protocol):
     """One modality: its spec type, how to run it on a loaded pipeline, and how to save the result."""
 

@@ -7,7 +7,7 @@ prompt. Outputs are PNGs with the A1111 `parameters` chunk and the full job JSON
 from __future__ import annotations
 
 import inspect
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -15,55 +15,41 @@ from pydantic import Field
 from .. import __version__
 from ..errors import InvalidInput
 from ..engines import lumina_next
-from ..engines.flow import SOLVERS
 from ..media import SavedFile, format_infotext, output_relpath, save_png
 from ..zoo.cards import ModelCard
-from .base import JobContext, StepCallback, TaskOutput, TaskSpec
+from .base import JobContext, StepCallback, TaskOutput, TaskSpec, job_json, save_all
+from .lumina_options import (
+    LUMINA_NEXT_FAMILY,
+    LUMINA_NEXT_ONLY,
+    FlowSampling,
+    family_fallbacks,
+    refuse_lumina_next_options,
+)
 
 # Scheduler class or solver -> the sampler name A1111-style readers show.
 SAMPLER_NAMES = {"FlowMatchEulerDiscreteScheduler": "Euler", "euler": "Euler", "midpoint": "Midpoint",
                  "rk4": "RK4", "dopri5": "DOPRI5"}
-# The options of Lumina-Next's own sampling (engines.lumina_next), and their defaults as its demo has them.
-LUMINA_NEXT_FAMILY = "lumina-next"
-LUMINA_NEXT_DEFAULTS: dict[str, Any] = {"solver": "midpoint", "shift": 4.0, "rope_scaling": "time_aware",
-                                        "watershed": 0.3, "proportional_attn": True, "cfg_mode": "lumina"}
-LUMINA_NEXT_ONLY = ("solver", "rope_scaling", "watershed", "proportional_attn", "cfg_mode")
+__all__ = ["ImageSpec", "ImageTask", "LUMINA_NEXT_FAMILY", "LUMINA_NEXT_ONLY"]
 
 
-class ImageSpec(TaskSpec):
+class ImageSpec(FlowSampling, TaskSpec):
     task: ClassVar[str] = "image"
     FALLBACKS: ClassVar[dict[str, Any]] = {"width": 1024, "height": 1024, "steps": 30, "cfg": 4.0}
 
     width: int | None = Field(default=None, gt=0)
     height: int | None = Field(default=None, gt=0)
-    steps: int | None = Field(default=None, ge=1, le=1000)
-    cfg: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
-    # The flow-matching time shift; None keeps the scheduler's own (from the card or the checkpoint).
-    shift: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)
     num_images: int = Field(default=1, ge=1, le=8)
-    # Lumina-Next's own sampling (None elsewhere): ODE solver, RoPE scaling, proportional attention, CFG form.
-    solver: Literal[SOLVERS] | None = None  # type: ignore[valid-type]
-    rope_scaling: Literal["time_aware", "none"] | None = None
-    watershed: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
-    proportional_attn: bool | None = None
-    cfg_mode: Literal["lumina", "plain"] | None = None
 
     @classmethod
     def fallbacks_for(cls, card: ModelCard) -> dict[str, Any]:
-        if card.family == LUMINA_NEXT_FAMILY:
-            return {**cls.FALLBACKS, **LUMINA_NEXT_DEFAULTS}
-        return cls.FALLBACKS
+        return family_fallbacks(card, cls.FALLBACKS)
 
     def check_against(self, card: ModelCard) -> None:
         super().check_against(card)
         problem = card.size_problem(self.width, self.height)
         if problem:
             raise InvalidInput(f"Size {self.width}x{self.height} is not possible: {problem}")
-        if card.family != LUMINA_NEXT_FAMILY:
-            used = [name for name in LUMINA_NEXT_ONLY if getattr(self, name) is not None]
-            if used:
-                raise InvalidInput(f"{', '.join(used)}: Lumina-Next's sampling options apply to Lumina-Next models "
-                                   f"only, not to {card.title}")
+        refuse_lumina_next_options(self, card)
 
 
 # Above this many pixels the VAE decodes in tiles: its activations grow with the image, the weights don't.
@@ -119,9 +105,7 @@ class ImageTask:
     @staticmethod
     def _run_lumina_next(pipeline: Any, spec: ImageSpec, on_step: StepCallback,
                          generator: torch.Generator) -> TaskOutput:
-        opts = lumina_next.LuminaNextOptions(
-            solver=spec.solver, steps=spec.steps, shift=spec.shift, cfg=spec.cfg, cfg_mode=spec.cfg_mode,
-            rope_scaling=spec.rope_scaling, watershed=spec.watershed, proportional_attn=spec.proportional_attn)
+        opts = spec.lumina_next_options()
         images, evaluations = lumina_next.sample(
             pipeline, prompt=spec.prompt, negative_prompt=spec.negative_prompt, width=spec.width,
             height=spec.height, num_images=spec.num_images, generator=generator, opts=opts, on_step=on_step)
@@ -162,26 +146,13 @@ class ImageTask:
 
     def save(self, output: TaskOutput, spec: ImageSpec, card: ModelCard, ctx: JobContext) -> list[SavedFile]:
         infotext = self.infotext(spec, card, output.used["sampler"])
-        saved = []
-        for index, image in enumerate(output.items):
-            job_json = {
-                "job_id": ctx.job_id,
-                "task": self.name,
-                "index": index,
-                "params": spec.model_dump(mode="json"),
-                "used": output.used,
-                "model_title": card.title,
-                "studio_version": __version__,
-            }
-            relpath = output_relpath(self.name, ctx.job_id, index, "png", ctx.created_at)
-            try:
-                saved.append(save_png(image, ctx.outputs_dir, relpath, infotext=infotext, job=job_json))
-            except Exception:
-                # All or nothing: a job never leaves part of its set behind.
-                for done in saved:
-                    done.path.unlink(missing_ok=True)
-                raise
-        return saved
+
+        def writer(image: Any) -> Any:
+            return lambda index: save_png(
+                image, ctx.outputs_dir, output_relpath(self.name, ctx.job_id, index, "png", ctx.created_at),
+                infotext=infotext, job=job_json(self.name, index, spec, card, ctx, output.used))
+
+        return save_all([writer(image) for image in output.items])
 
 
 def sampler_name(pipeline: Any) -> str:

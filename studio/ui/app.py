@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..services import Studio
-from . import image_tab, models_tab, placeholder_tabs
+from . import anagram_tab, compose_tab, image_tab, models_tab, placeholder_tabs
 
 TITLE = "Studio"
 
@@ -17,9 +17,15 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Image", id="image"):
                 image_model = image_tab.build(studio)
-            for name in placeholder_tabs.PLANNED:
+            for name in ("Video", "Audio", "Music"):
                 with gr.Tab(name, id=name.lower()):
                     placeholder_tabs.build(name)
+            with gr.Tab("Compositional", id="compositional"):
+                compose_tab.build(studio)
+            with gr.Tab("Anagrams", id="anagrams"):
+                anagram_tab.build(studio)
+            with gr.Tab("Gallery", id="gallery"):
+                placeholder_tabs.build("Gallery")
             with gr.Tab("Models", id="models"):
                 models_tab.build(studio, tabs, image_model)
     return demo

@@ -8,8 +8,6 @@ PLANNED = {
     "Video": "Text-to-video and image-to-video with Wan 2.1 and CogVideoX.",
     "Audio": "Sound effects from text with Stable Audio Open and AudioLDM2.",
     "Music": "Music from text (and a melody) with MusicGen and AudioLDM2-music.",
-    "Compositional": "One picture from a grid of region captions, with Lumina-Next's regional cross-attention.",
-    "Anagrams": "Visual anagrams: one picture that reads as another prompt when flipped or rotated.",
     "Gallery": "Every past output, searchable and filterable, with exact re-runs. Until then, outputs are in "
                "the outputs folder and every job is recorded in the history database.",
 }

@@ -21,7 +21,7 @@ from filelock import FileLock
 
 BUILTIN_NAMESPACE = "studio-builtin"
 # Bump when a builder changes: a new revision is built next to the old one.
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 SEED = 20260101
 
 _SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
@@ -125,6 +125,10 @@ def build_tiny_lumina_next():
     # diffusers allocates `pad_token` with torch.empty (a checkpoint always overwrites it); a
     # built model must not carry whatever memory held, or its weights differ from build to build.
     torch.nn.init.normal_(transformer.pad_token, std=0.02)
+    # Each block's cross-attention gate starts at zero (tanh(0) = 0: text ignored) and only training
+    # opens it; open it here so the tiny model's text cross-attention does what a checkpoint's does.
+    for layer in transformer.layers:
+        torch.nn.init.normal_(layer.gate, mean=0.5, std=0.1)
     torch.manual_seed(SEED + 2)
     vae = _tiny_vae(latent_channels=4, scaling_factor=0.13025)  # SDXL VAE's scaling, as Lumina-Next uses
     scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0)

@@ -1,0 +1,144 @@
+"""Visual anagrams (Lumina-Next): one picture, a different reading under each view.
+
+Outputs, in order: the picture; the picture under each view other than the identity; an animated
+GIF of the picture turning into its viewed reading (as the visual anagrams paper shows them).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from PIL import Image, ImageOps
+from pydantic import Field, model_validator
+
+from ..engines import anagram
+from ..errors import InvalidInput
+from ..media import SavedFile, format_infotext, output_relpath, save_gif, save_png
+from ..zoo.cards import ModelCard
+from .base import JobContext, StepCallback, TaskOutput, TaskSpec, job_json, save_all
+from .image import SAMPLER_NAMES
+from .lumina_options import LUMINA_NEXT_FAMILY, FlowSampling, family_fallbacks, refuse_lumina_next_options
+
+FAMILIES = (LUMINA_NEXT_FAMILY, "lumina2")
+
+ANIMATION_FRAMES = 16
+
+
+class AnagramSpec(FlowSampling, TaskSpec):
+    task: ClassVar[str] = "anagram"
+    FALLBACKS: ClassVar[dict[str, Any]] = {"width": 1024, "height": 1024, "steps": 30, "cfg": 4.0}
+
+    prompts: list[str] = Field(min_length=2, max_length=4)
+    views: list[str] = Field(max_length=4)
+    style: str = Field(default="", max_length=200)  # e.g. "an oil painting of", put before every prompt
+    width: int | None = Field(default=None, gt=0)
+    height: int | None = Field(default=None, gt=0)
+    prompt: str = ""  # derived: what the history shows and searches
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prompt_from_prompts(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("prompts"), list):
+            style = str(data.get("style", "")).strip()
+            data = {**data, "prompt": " / ".join(f"{style} {p}".strip() for p in data["prompts"])}
+        return data
+
+    @model_validator(mode="after")
+    def _one_view_per_prompt(self) -> "AnagramSpec":
+        if len(self.views) != len(self.prompts):
+            raise ValueError(f"each prompt needs its view: {len(self.prompts)} prompts, {len(self.views)} views")
+        if any(not p.strip() for p in self.prompts):
+            raise ValueError("every prompt of an anagram needs text: each one is a reading of the picture")
+        if len(set(self.views)) != len(self.views):
+            raise ValueError("each prompt needs a different view")
+        return self
+
+    def styled(self) -> list[str]:
+        return [f"{self.style.strip()} {p.strip()}".strip() for p in self.prompts]
+
+    @classmethod
+    def fallbacks_for(cls, card: ModelCard) -> dict[str, Any]:
+        return family_fallbacks(card, cls.FALLBACKS)
+
+    def check_against(self, card: ModelCard) -> None:
+        super().check_against(card)
+        if card.family not in FAMILIES:
+            raise InvalidInput(f"visual anagrams run on Lumina-Next and Lumina-Image 2.0 models, not on {card.title}")
+        refuse_lumina_next_options(self, card)
+        problem = card.size_problem(self.width, self.height)
+        if problem:
+            raise InvalidInput(f"Size {self.width}x{self.height} is not possible: {problem}")
+        anagram.check_views(self.views, self.width, self.height)
+        if self.solver == "dopri5":
+            raise InvalidInput("anagrams need a fixed-step solver (euler, midpoint or rk4): every step combines views")
+
+
+def animation(image: Image.Image, view: anagram.View, viewed: Image.Image) -> list[Image.Image]:
+    """Frames of the picture turning into its reading under `view`, and back."""
+    frames = []
+    for i in range(ANIMATION_FRAMES + 1):
+        f = i / ANIMATION_FRAMES
+        if view.name.startswith("rotate"):
+            angle = {"rotate_90": -90, "rotate_180": 180, "rotate_270": 90}[view.name] * f
+            frames.append(image.rotate(angle, resample=Image.BICUBIC, fillcolor=(0, 0, 0)))
+        elif view.name.startswith("flip"):
+            scale = abs(1 - 2 * f)  # squash to a line, then open the other way round
+            source = image if f < 0.5 else (ImageOps.flip(image) if view.name == "flip_vertical" else ImageOps.mirror(image))
+            w, h = image.size
+            size = (w, max(1, int(h * scale))) if view.name == "flip_vertical" else (max(1, int(w * scale)), h)
+            canvas = Image.new("RGB", image.size)
+            canvas.paste(source.resize(size), ((w - size[0]) // 2, (h - size[1]) // 2))
+            frames.append(canvas)
+        else:
+            frames.append(Image.blend(image, viewed, f))
+    hold = [frames[0]] * 4 + frames + [frames[-1]] * 4
+    return hold + hold[::-1]
+
+
+class AnagramTask:
+    name = "anagram"
+    spec_type = AnagramSpec
+
+    def working_bytes(self, spec: AnagramSpec, card: ModelCard) -> int:
+        return int(card.working_gb_per_mpx * spec.width * spec.height / 2**20 * 2**30)
+
+    def run(self, pipeline: Any, spec: AnagramSpec, card: ModelCard, on_step: StepCallback) -> TaskOutput:
+        opts = spec.lumina_next_options()
+        if card.family != LUMINA_NEXT_FAMILY:  # Lumina-Image 2.0: its own Euler flow
+            opts = anagram.LuminaNextOptions(solver="euler", steps=spec.steps, shift=spec.shift or 1.0, cfg=spec.cfg)
+        image, latents, evaluations = anagram.sample(
+            pipeline, prompts=spec.styled(), view_names=spec.views, negative_prompt=spec.negative_prompt,
+            width=spec.width, height=spec.height, generator=torch.Generator(device="cpu").manual_seed(spec.seed),
+            opts=opts, on_step=on_step)
+        items: list[Any] = [image]
+        animated = None
+        for name in spec.views:
+            view = anagram.VIEWS[name]
+            if name != "identity":
+                viewed = anagram.viewed_image(pipeline, latents, view)
+                items.append(viewed)
+                animated = animated or animation(image, view, viewed)
+        return TaskOutput(items=items, used={"sampler": SAMPLER_NAMES[opts.solver], "model_evaluations": evaluations,
+                                             "animation": animated})
+
+    def save(self, output: TaskOutput, spec: AnagramSpec, card: ModelCard, ctx: JobContext) -> list[SavedFile]:
+        readings = "\n".join(f"{anagram.VIEWS[v].title}: {p}" for v, p in zip(spec.views, spec.styled()))
+        infotext = format_infotext(readings, spec.negative_prompt, {
+            "Steps": spec.steps, "Sampler": output.used["sampler"], "CFG scale": spec.cfg, "Seed": spec.seed,
+            "Size": f"{spec.width}x{spec.height}", "Model": card.id, "Views": ",".join(spec.views),
+            "Shift": spec.shift})
+        frames = output.used.get("animation")
+        used = {k: v for k, v in output.used.items() if k != "animation"}
+
+        def png(image: Any) -> Any:
+            return lambda index: save_png(
+                image, ctx.outputs_dir, output_relpath(self.name, ctx.job_id, index, "png", ctx.created_at),
+                infotext=infotext, job=job_json(self.name, index, spec, card, ctx, used))
+
+        writers = [png(image) for image in output.items]
+        if frames:
+            writers.append(lambda index: save_gif(
+                frames, ctx.outputs_dir, output_relpath(self.name, ctx.job_id, index, "gif", ctx.created_at),
+                job=job_json(self.name, index, spec, card, ctx, used)))
+        return save_all(writers)

@@ -1,0 +1,82 @@
+"""The Anagrams tab: two to four readings (prompt + view), a style prefix and the sampling
+controls; shows the picture, its viewed reading and the animation. It only builds the TaskSpec."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ..engines.anagram import VIEWS
+from ..services import Studio
+from ..tasks.anagram import AnagramSpec
+from .common import Timer, card_note, default_model, job_summary, model_choices, run_job
+
+VIEW_CHOICES = [(view.title, name) for name, view in VIEWS.items()]
+
+
+def build(studio: Studio) -> None:
+    model_id = default_model(studio, "anagram")
+    card = studio.cards.cards.get(model_id or "")
+    defaults = AnagramSpec.defaults_for(card) if card else {}
+    side = defaults.get("width", 1024)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            model = gr.Dropdown(model_choices(studio, "anagram"), value=model_id, label="Model",
+                                elem_id="anagram-model")
+            gr.Markdown(card_note(card) if card else "No Lumina-Next model is installed.")
+            style = gr.Textbox(label="Style (put before every prompt)", value="an oil painting of",
+                               elem_id="anagram-style")
+            readings = []
+            for i, (view, hint) in enumerate((("identity", "an old man"), ("rotate_180", "a snowy mountain"),
+                                              (None, ""), (None, ""))):
+                with gr.Row(visible=i < 2) as row:
+                    text = gr.Textbox(label=f"Reading {i + 1}", placeholder=hint, scale=3,
+                                      elem_id=f"anagram-prompt-{i}")
+                    picked = gr.Dropdown(VIEW_CHOICES, value=view, label="seen", scale=2, elem_id=f"anagram-view-{i}")
+                readings.append((row, text, picked))
+            more = gr.Checkbox(label="More readings (up to four)", value=False)
+            negative = gr.Textbox(label="Negative prompt", lines=1)
+            size = gr.Dropdown([f"{s}x{s}" for s in (256, 512, 768, 1024)] + [f"{side}x{side}"],
+                               value=f"{side}x{side}", label="Size", allow_custom_value=True)
+            with gr.Row():
+                steps = gr.Slider(1, 200, value=defaults.get("steps", 30), step=1, label="Steps")
+                cfg = gr.Slider(1.0, 20.0, value=defaults.get("cfg", 4.0), step=0.5, label="CFG scale")
+            with gr.Accordion("Advanced", open=False):
+                shift = gr.Slider(1.0, 20.0, value=defaults.get("shift") or 4.0, step=0.5, label="Time shift")
+                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+            run = gr.Button("Generate", variant="primary", elem_id="anagram-generate")
+        with gr.Column(scale=3, min_width=320):
+            gallery = gr.Gallery(label="The picture, and as seen under each view", columns=2, height=420,
+                                 elem_id="anagram-result")
+            animation = gr.Image(label="Animation", type="filepath", elem_id="anagram-animation")
+            status = gr.Markdown(elem_id="anagram-status")
+
+    more.change(lambda on: [gr.update(visible=on)] * 2, more, [readings[2][0], readings[3][0]],
+                api_visibility="private")
+
+    def on_generate(model_id, style_text, negative_text, size_text, steps_v, cfg_v, shift_v, seed_v, *pairs,
+                    progress=gr.Progress()):
+        prompts, views = [], []
+        for i in range(0, len(pairs), 2):
+            text, view = pairs[i], pairs[i + 1]
+            if i >= 4 and not (text or "").strip():
+                continue  # optional third and fourth readings left empty
+            prompts.append(text or "")
+            views.append(view or "identity")
+        try:
+            width, height = (int(v) for v in str(size_text).lower().split("x"))
+        except ValueError:
+            return [], None, f"❌ Size must look like WIDTHxHEIGHT, got {size_text!r}"
+        params = {"model": model_id or "", "prompts": prompts, "views": views, "style": style_text or "",
+                  "negative_prompt": negative_text or "", "width": width, "height": height, "steps": steps_v,
+                  "cfg": cfg_v, "shift": shift_v, "seed": -1 if seed_v is None else seed_v}
+        with Timer() as timer:
+            job = run_job(studio, "anagram", params, progress)
+        if job.error:
+            gr.Warning(job.error)
+        images = [str(o.path) for o in job.outputs if o.kind == "image"]
+        gif = next((str(o.path) for o in job.outputs if o.kind == "animation"), None)
+        return images, gif, job_summary(job, timer.seconds)
+
+    pairs = [c for _, text, picked in readings for c in (text, picked)]
+    run.click(on_generate, [model, style, negative, size, steps, cfg, shift, seed, *pairs],
+              [gallery, animation, status], api_name="generate_anagram")

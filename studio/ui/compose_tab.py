@@ -1,0 +1,97 @@
+"""The Compositional tab: a caption box per grid cell laid out as the grid, a live layout preview,
+and the usual sampling controls; it turns the form into a compose TaskSpec and nothing else."""
+
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from ..services import Studio
+from ..tasks.compose import MAX_GRID, ComposeSpec
+from .common import Timer, card_note, default_model, job_summary, model_choices, run_job
+
+CELL_SIZES = [128, 256, 384, 512, 768, 1024]
+
+
+def layout_preview(rows: int, cols: int, captions: list[str], cell_w: int, cell_h: int) -> str:
+    """The grid as the image will be laid out: cell numbers and the start of each caption."""
+    cells = []
+    for k in range(rows * cols):
+        text = (captions[k] if k < len(captions) else "").strip()
+        shown = html.escape(text[:60]) if text else "<em>empty: the plain prompt</em>"
+        cells.append(f'<div class="cell"><b>{k + 1}</b> {shown}</div>')
+    return (f'<div class="compose-preview" style="display:grid;grid-template-columns:repeat({cols},1fr);'
+            f'aspect-ratio:{cols * cell_w}/{rows * cell_h};gap:2px">{"".join(cells)}</div>'
+            f"<small>canvas {cols * cell_w}x{rows * cell_h}</small>")
+
+
+def build(studio: Studio) -> None:
+    model_id = default_model(studio, "compose")
+    card = studio.cards.cards.get(model_id or "")
+    defaults = ComposeSpec.defaults_for(card) if card else {}
+    cell = defaults.get("cell_width", 512)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            model = gr.Dropdown(model_choices(studio, "compose"), value=model_id, label="Model",
+                                elem_id="compose-model")
+            gr.Markdown(card_note(card) if card else "No Lumina-Next model is installed.")
+            with gr.Row():
+                rows = gr.Slider(1, MAX_GRID, value=2, step=1, label="Rows", elem_id="compose-rows")
+                cols = gr.Slider(1, MAX_GRID, value=2, step=1, label="Columns", elem_id="compose-cols")
+            boxes = []
+            for r in range(MAX_GRID):
+                with gr.Row():
+                    for c in range(MAX_GRID):
+                        k = r * MAX_GRID + c
+                        boxes.append(gr.Textbox(label=f"Cell {r * 2 + c + 1}", lines=2, visible=r < 2 and c < 2,
+                                                elem_id=f"compose-cell-{k}"))
+            negative = gr.Textbox(label="Negative caption", lines=1)
+            cell_size = gr.Dropdown([(f"{s} px", s) for s in CELL_SIZES], value=cell, label="Cell size")
+            with gr.Row():
+                steps = gr.Slider(1, 200, value=defaults.get("steps", 30), step=1, label="Steps")
+                cfg = gr.Slider(1.0, 20.0, value=defaults.get("cfg", 4.0), step=0.5, label="CFG scale")
+            with gr.Accordion("Advanced", open=False):
+                shift = gr.Slider(1.0, 20.0, value=defaults.get("shift") or 4.0, step=0.5, label="Time shift")
+                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+            run = gr.Button("Generate", variant="primary", elem_id="compose-generate")
+        with gr.Column(scale=3, min_width=320):
+            preview = gr.HTML(layout_preview(2, 2, [], cell, cell), elem_id="compose-preview")
+            result = gr.Image(label="Result", type="filepath", height=560, elem_id="compose-result")
+            status = gr.Markdown(elem_id="compose-status")
+
+    def grid_captions(r: int, c: int, values: list[str]) -> list[str]:
+        """The captions of the visible cells, in reading order (cell k = row * cols + col)."""
+        return [values[i * MAX_GRID + j] or "" for i in range(int(r)) for j in range(int(c))]
+
+    def on_grid(r, c, size, *values):
+        r, c = int(r), int(c)
+        updates = []
+        for i in range(MAX_GRID):
+            for j in range(MAX_GRID):
+                updates.append(gr.update(visible=i < r and j < c, label=f"Cell {i * c + j + 1}"))
+        return [layout_preview(r, c, grid_captions(r, c, list(values)), int(size), int(size)), *updates]
+
+    def on_text(r, c, size, *values):
+        return layout_preview(int(r), int(c), grid_captions(r, c, list(values)), int(size), int(size))
+
+    def on_generate(model_id, r, c, size, negative_text, steps_v, cfg_v, shift_v, seed_v, *values,
+                    progress=gr.Progress()):
+        params = {"model": model_id or "", "grid_rows": int(r), "grid_cols": int(c),
+                  "captions": grid_captions(r, c, list(values)), "negative_prompt": negative_text or "",
+                  "cell_width": int(size), "cell_height": int(size), "steps": steps_v, "cfg": cfg_v,
+                  "shift": shift_v, "seed": -1 if seed_v is None else seed_v}
+        with Timer() as timer:
+            job = run_job(studio, "compose", params, progress)
+        if job.error:
+            gr.Warning(job.error)
+        image = str(job.outputs[0].path) if job.outputs else None
+        return image, job_summary(job, timer.seconds)
+
+    private = {"api_visibility": "private"}
+    for control in (rows, cols, cell_size):
+        control.change(on_grid, [rows, cols, cell_size, *boxes], [preview, *boxes], **private)
+    for box in boxes:
+        box.change(on_text, [rows, cols, cell_size, *boxes], preview, **private)
+    run.click(on_generate, [model, rows, cols, cell_size, negative, steps, cfg, shift, seed, *boxes],
+              [result, status], api_name="generate_compose")
