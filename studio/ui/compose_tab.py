@@ -20,10 +20,11 @@ def layout_preview(rows: int, cols: int, captions: list[str], cell_w: int, cell_
     for k in range(rows * cols):
         text = (captions[k] if k < len(captions) else "").strip()
         shown = html.escape(text[:60]) if text else "<em>empty: the plain prompt</em>"
-        cells.append(f'<div class="cell"><b>{k + 1}</b> {shown}</div>')
+        cells.append(f'<div class="cell" style="border:1px dashed #8888;padding:4px;overflow:hidden;'
+                     f'font-size:12px"><b>{k + 1}</b> {shown}</div>')
     return (f'<div class="compose-preview" style="display:grid;grid-template-columns:repeat({cols},1fr);'
-            f'aspect-ratio:{cols * cell_w}/{rows * cell_h};gap:2px">{"".join(cells)}</div>'
-            f"<small>canvas {cols * cell_w}x{rows * cell_h}</small>")
+            f'aspect-ratio:{cols * cell_w}/{rows * cell_h};max-width:320px;max-height:320px;gap:2px">'
+            f'{"".join(cells)}</div><small>canvas {cols * cell_w}x{rows * cell_h}</small>')
 
 
 def build(studio: Studio) -> None:
