@@ -8,21 +8,16 @@ import gradio as gr
 from ..engines.anagram import VIEWS
 from ..services import Studio
 from ..tasks.anagram import AnagramSpec
-from .common import Timer, card_note, default_model, job_summary, model_choices, run_job
+from .common import Timer, job_summary, model_header, run_job, sampling_controls
 
 VIEW_CHOICES = [(view.title, name) for name, view in VIEWS.items()]
 
 
 def build(studio: Studio) -> None:
-    model_id = default_model(studio, "anagram")
-    card = studio.cards.cards.get(model_id or "")
-    defaults = AnagramSpec.defaults_for(card) if card else {}
-    side = defaults.get("width", 1024)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            model = gr.Dropdown(model_choices(studio, "anagram"), value=model_id, label="Model",
-                                elem_id="anagram-model")
-            gr.Markdown(card_note(card) if card else "No Lumina-Next model is installed.")
+            model, defaults = model_header(studio, "anagram", AnagramSpec, "anagram-model")
+            side = defaults.get("width", 1024)
             style = gr.Textbox(label="Style (put before every prompt)", value="an oil painting of",
                                elem_id="anagram-style")
             readings = []
@@ -37,12 +32,7 @@ def build(studio: Studio) -> None:
             negative = gr.Textbox(label="Negative prompt", lines=1)
             size = gr.Dropdown([f"{s}x{s}" for s in (256, 512, 768, 1024)] + [f"{side}x{side}"],
                                value=f"{side}x{side}", label="Size", allow_custom_value=True)
-            with gr.Row():
-                steps = gr.Slider(1, 200, value=defaults.get("steps", 30), step=1, label="Steps")
-                cfg = gr.Slider(1.0, 20.0, value=defaults.get("cfg", 4.0), step=0.5, label="CFG scale")
-            with gr.Accordion("Advanced", open=False):
-                shift = gr.Slider(1.0, 20.0, value=defaults.get("shift") or 4.0, step=0.5, label="Time shift")
-                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+            steps, cfg, shift, seed = sampling_controls(defaults)
             run = gr.Button("Generate", variant="primary", elem_id="anagram-generate")
         with gr.Column(scale=3, min_width=320):
             gallery = gr.Gallery(label="The picture, and as seen under each view", columns=2, height=420,

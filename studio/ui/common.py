@@ -43,6 +43,26 @@ def card_note(card: ModelCard) -> str:
     return note
 
 
+def model_header(studio: Studio, task: str, spec_type: Any, elem_id: str) -> tuple[gr.Dropdown, dict[str, Any]]:
+    """The model picker and its card note; returns the picker and the preselected card's defaults."""
+    model_id = default_model(studio, task)
+    card = studio.cards.cards.get(model_id or "")
+    model = gr.Dropdown(model_choices(studio, task), value=model_id, label="Model", elem_id=elem_id)
+    gr.Markdown(card_note(card) if card else "No model for this tab is installed.")
+    return model, (spec_type.defaults_for(card) if card else {})
+
+
+def sampling_controls(defaults: dict[str, Any]) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.Number]:
+    """Steps and CFG, then time shift and seed in an Advanced fold: the same order in every tab."""
+    with gr.Row():
+        steps = gr.Slider(1, 200, value=defaults.get("steps", 30), step=1, label="Steps")
+        cfg = gr.Slider(1.0, 20.0, value=defaults.get("cfg", 4.0), step=0.5, label="CFG scale")
+    with gr.Accordion("Advanced", open=False):
+        shift = gr.Slider(1.0, 20.0, value=defaults.get("shift") or 4.0, step=0.5, label="Time shift")
+        seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+    return steps, cfg, shift, seed
+
+
 def run_job(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.Progress) -> Job:
     """Submit a job and follow it to the end, feeding the progress bar from its step events."""
     job = studio.jobs.submit(task, params)

@@ -9,7 +9,7 @@ import gradio as gr
 
 from ..services import Studio
 from ..tasks.compose import MAX_GRID, ComposeSpec
-from .common import Timer, card_note, default_model, job_summary, model_choices, run_job
+from .common import Timer, job_summary, model_header, run_job, sampling_controls
 
 CELL_SIZES = [128, 256, 384, 512, 768, 1024]
 
@@ -28,15 +28,10 @@ def layout_preview(rows: int, cols: int, captions: list[str], cell_w: int, cell_
 
 
 def build(studio: Studio) -> None:
-    model_id = default_model(studio, "compose")
-    card = studio.cards.cards.get(model_id or "")
-    defaults = ComposeSpec.defaults_for(card) if card else {}
-    cell = defaults.get("cell_width", 512)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            model = gr.Dropdown(model_choices(studio, "compose"), value=model_id, label="Model",
-                                elem_id="compose-model")
-            gr.Markdown(card_note(card) if card else "No Lumina-Next model is installed.")
+            model, defaults = model_header(studio, "compose", ComposeSpec, "compose-model")
+            cell = defaults.get("cell_width", 512)
             with gr.Row():
                 rows = gr.Slider(1, MAX_GRID, value=2, step=1, label="Rows", elem_id="compose-rows")
                 cols = gr.Slider(1, MAX_GRID, value=2, step=1, label="Columns", elem_id="compose-cols")
@@ -49,12 +44,7 @@ def build(studio: Studio) -> None:
                                                 elem_id=f"compose-cell-{k}"))
             negative = gr.Textbox(label="Negative caption", lines=1)
             cell_size = gr.Dropdown([(f"{s} px", s) for s in CELL_SIZES], value=cell, label="Cell size")
-            with gr.Row():
-                steps = gr.Slider(1, 200, value=defaults.get("steps", 30), step=1, label="Steps")
-                cfg = gr.Slider(1.0, 20.0, value=defaults.get("cfg", 4.0), step=0.5, label="CFG scale")
-            with gr.Accordion("Advanced", open=False):
-                shift = gr.Slider(1.0, 20.0, value=defaults.get("shift") or 4.0, step=0.5, label="Time shift")
-                seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+            steps, cfg, shift, seed = sampling_controls(defaults)
             run = gr.Button("Generate", variant="primary", elem_id="compose-generate")
         with gr.Column(scale=3, min_width=320):
             preview = gr.HTML(layout_preview(2, 2, [], cell, cell), elem_id="compose-preview")
