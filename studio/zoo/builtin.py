@@ -63,6 +63,29 @@ def tiny_gemma_tokenizer():
     )
 
 
+def tiny_t5_tokenizer():
+    """A T5-style tokenizer (SentencePiece-like unigram with byte fallback, `</s>` appended).
+
+    Like `tiny_gemma_tokenizer`: a fixed, tiny vocabulary where any text still encodes (letters as
+    pieces, everything else as UTF-8 bytes). For the T5/umT5/Flan-T5 encoders of video and audio models.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [(f"<0x{byte:02X}>", -10.0) for byte in range(256)]
+    pieces += [(char, -5.0) for char in _WORD_PIECE_CHARS]
+    tok = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=True))
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace(replacement="▁",
+                                                                                prepend_scheme="always")])
+    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                           extra_ids=0, model_max_length=512)
+
+
 def _text_config_kwargs(vocab_size: int) -> dict:
     return dict(
         vocab_size=vocab_size,
