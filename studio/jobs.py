@@ -165,7 +165,8 @@ class JobQueue:
             saved = task.save(output, job.spec, card, ctx)
             for index, item in enumerate(saved):
                 self._history.add_asset(job.id, index=index, kind=item.kind, path=item.relpath, mime=item.mime,
-                                        bytes=item.bytes, sha256=item.sha256, width=item.width, height=item.height)
+                                        bytes=item.bytes, sha256=item.sha256, width=item.width, height=item.height,
+                                        duration_s=item.duration_s)
         except Exception as err:
             self._fail(job, err, saved)
             return

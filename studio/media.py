@@ -49,10 +49,11 @@ class SavedFile:
     relpath: str  # POSIX path relative to the outputs dir (what the DB stores)
     kind: str
     mime: str
-    width: int
-    height: int
+    width: int | None
+    height: int | None
     bytes: int
     sha256: str  # hex digest of the file's bytes as written
+    duration_s: float | None = None  # video and audio
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,10 @@ def _job_json(job: Mapping[str, Any], relpath: str) -> str:
         raise MediaError(f"job metadata for {relpath} cannot be stored as JSON: {exc}") from exc
 
 
-def _write_atomic(outputs_dir: Path, relpath: str, write: Callable[[BinaryIO], None]) -> tuple[Path, int, str]:
-    """Run `write` into a temporary file beside the target and publish it complete, or not at all.
+def _write_atomic(outputs_dir: Path, relpath: str, write: Callable[[BinaryIO], None] | None = None, *,
+                  write_path: Callable[[str], None] | None = None) -> tuple[Path, int, str]:
+    """Run `write` (into an open file) or `write_path` (given a path, for tools like ffmpeg) into a
+    temporary file beside the target and publish it complete, or not at all.
 
     Returns (path, bytes, sha256 of what reached the disk)."""
     target = _resolve_target(Path(outputs_dir), relpath)
@@ -170,8 +173,13 @@ def _write_atomic(outputs_dir: Path, relpath: str, write: Callable[[BinaryIO], N
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
         digest = hashlib.sha256()
-        with os.fdopen(fd, "w+b") as f:
-            write(f)
+        if write_path is not None:
+            os.close(fd)
+            write_path(tmp)
+            fd = os.open(tmp, os.O_RDWR)
+        with os.fdopen(fd, "r+b") as f:
+            if write is not None:
+                write(f)
             f.flush()
             os.fsync(f.fileno())
             f.seek(0)  # hash what actually reached the file, not what we meant to write

@@ -14,13 +14,13 @@ import pytest  # noqa: E402
 
 from studio.services import Studio  # noqa: E402
 from studio.settings import Settings  # noqa: E402
-from studio.zoo.builtin import BUILDERS, ensure_builtin  # noqa: E402
+from studio.zoo.builtin import builders, ensure_builtin  # noqa: E402
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Hugging Face cache holding the built-in tiny models (built once per test session)."""
     cache = tmp_path_factory.mktemp("hf-cache")
-    for name in BUILDERS:
+    for name in builders():
         ensure_builtin(name, cache)
     return cache
 

@@ -81,9 +81,9 @@ def test_an_unexpected_error_inside_a_pipeline_fails_only_that_job(studio, monke
     assert studio.run("image", image_params()).status is JobStatus.DONE
 
 
-def test_a_task_that_does_not_exist_yet(studio):
-    job = studio.jobs.submit("video", {"model": "tiny-lumina-next", "prompt": "waves"})
-    assert job.status is JobStatus.FAILED and "not available yet" in job.error
+def test_a_task_that_does_not_exist(studio):
+    job = studio.jobs.submit("hologram", {"model": "tiny-lumina-next", "prompt": "waves"})
+    assert job.status is JobStatus.FAILED and "Unknown task 'hologram'" in job.error
     assert studio.history.get_job(job.id).status is JobStatus.FAILED
 
 

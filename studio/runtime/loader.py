@@ -132,16 +132,35 @@ def _has_flash_attn() -> bool:
     return True
 
 
+def _load_transformers(card: ModelCard, repo_id: str, revision: str, settings: Settings, dtype: Any) -> Any:
+    import transformers
+
+    from .bundle import TransformersBundle
+
+    cls = getattr(transformers, card.pipeline, None)
+    if not isinstance(cls, type):
+        raise ModelNotAvailable(f"{card.pipeline!r} is not a model class this version of transformers has")
+    where = {"revision": revision, "cache_dir": str(settings.model_cache), "local_files_only": True}
+    model = cls.from_pretrained(repo_id, use_safetensors=True, dtype=dtype, **where)
+    processor = transformers.AutoProcessor.from_pretrained(repo_id, **where)
+    return TransformersBundle(model.eval(), processor)
+
+
 def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents | None = None) -> Any:
-    if not card.runnable or card.library != "diffusers":
+    if not card.runnable or card.library == "native":
         raise ModelNotAvailable(f"{card.title} is listed but the studio cannot run it yet")
     quiet_libraries()
-    cls = pipeline_class(card.pipeline)
     repo_id, revision = resolve_source(card, settings)
     dtype = settings.torch_dtype(card.dtype)
     not_there = ModelNotAvailable(
         f"{card.title} is not in the model cache ({settings.model_cache}). Download it first: "
         f"the Download button in the Models tab, or `studio models download {card.id}`.")
+    if card.library == "transformers":
+        try:
+            return _load_transformers(card, repo_id, revision, settings, dtype)
+        except (OSError, ValueError) as err:
+            raise not_there from err
+    cls = pipeline_class(card.pipeline)
     reuse: dict[str, Any] = {}
     identities: dict[str, tuple] = {}
     if shared is not None:

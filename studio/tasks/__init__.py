@@ -5,13 +5,17 @@ from __future__ import annotations
 from ..errors import InvalidInput
 from .base import Task, TaskSpec
 from .anagram import AnagramTask
+from .audio import AudioTask
 from .compose import ComposeTask
 from .image import ImageTask
+from .music import MusicTask
+from .video import VideoTask
 
-TASKS: dict[str, Task] = {task.name: task for task in (ImageTask(), ComposeTask(), AnagramTask())}
+TASKS: dict[str, Task] = {task.name: task for task in (ImageTask(), ComposeTask(), AnagramTask(), VideoTask(),
+                                                       AudioTask(), MusicTask())}
 
 # Tabs that exist in the UI but whose tasks land in later releases.
-PLANNED_TASKS = ("video", "audio", "music")
+PLANNED_TASKS: tuple[str, ...] = ()
 
 
 def get_task(name: str) -> Task:

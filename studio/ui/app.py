@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..services import Studio
-from . import anagram_tab, compose_tab, image_tab, models_tab, placeholder_tabs
+from . import anagram_tab, audio_tabs, compose_tab, image_tab, models_tab, placeholder_tabs, video_tab
 
 TITLE = "Studio"
 
@@ -17,9 +17,12 @@ def build_app(studio: Studio) -> gr.Blocks:
         with gr.Tabs() as tabs:
             with gr.Tab("Image", id="image"):
                 image_model = image_tab.build(studio)
-            for name in ("Video", "Audio", "Music"):
-                with gr.Tab(name, id=name.lower()):
-                    placeholder_tabs.build(name)
+            with gr.Tab("Video", id="video"):
+                video_tab.build(studio)
+            with gr.Tab("Audio", id="audio"):
+                audio_tabs.build_audio(studio)
+            with gr.Tab("Music", id="music"):
+                audio_tabs.build_music(studio)
             with gr.Tab("Compositional", id="compositional"):
                 compose_tab.build(studio)
             with gr.Tab("Anagrams", id="anagrams"):

@@ -5,9 +5,6 @@ from __future__ import annotations
 import gradio as gr
 
 PLANNED = {
-    "Video": "Text-to-video and image-to-video with Wan 2.1 and CogVideoX.",
-    "Audio": "Sound effects from text with Stable Audio Open and AudioLDM2.",
-    "Music": "Music from text (and a melody) with MusicGen and AudioLDM2-music.",
     "Gallery": "Every past output, searchable and filterable, with exact re-runs. Until then, outputs are in "
                "the outputs folder and every job is recorded in the history database.",
 }

@@ -197,10 +197,21 @@ def build_tiny_lumina2():
     )
 
 
-BUILDERS: dict[str, Callable[[], object]] = {
-    "tiny-lumina-next": build_tiny_lumina_next,
-    "tiny-lumina2": build_tiny_lumina2,
-}
+def builders() -> dict[str, Callable[[], object]]:
+    """Every built-in model builder by name (imported on first use: the video and audio ones are heavy)."""
+    from .builtin_video import VIDEO_BUILDERS
+
+    builders: dict[str, Callable[[], object]] = {
+        "tiny-lumina-next": build_tiny_lumina_next,
+        "tiny-lumina2": build_tiny_lumina2,
+    }
+    builders.update(VIDEO_BUILDERS)
+    try:
+        from .builtin_audio import AUDIO_BUILDERS
+    except ImportError:
+        AUDIO_BUILDERS = {}
+    builders.update(AUDIO_BUILDERS)
+    return builders
 
 
 def builtin_repo_id(name: str) -> str:
@@ -214,6 +225,7 @@ def builtin_revision(name: str) -> str:
 
 def ensure_builtin(name: str, cache_dir: Path) -> tuple[str, str]:
     """Build and save the tiny model `name` into the HF cache unless it is there; return (repo_id, revision)."""
+    BUILDERS = builders()
     if name not in BUILDERS:
         raise KeyError(f"no built-in model builder named {name!r}; known: {', '.join(sorted(BUILDERS))}")
     repo_id, revision = builtin_repo_id(name), builtin_revision(name)

@@ -1,0 +1,137 @@
+"""Text-to-video and image-to-video: Wan 2.1 (WanPipeline, WanImageToVideoPipeline) and CogVideoX
+(CogVideoXPipeline, CogVideoXImageToVideoPipeline).
+
+Frame counts are 4k+1 (the VAEs compress time 4x around a first frame; CogVideoX 1.0 needs 8k+1,
+the card's `frame_step`); anything else is refused with the nearest counts. Outputs: the MP4 (H.264, job JSON in its metadata), its poster frame, and,
+for image-to-video, the input image, so that a re-run has everything it needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+from pydantic import Field
+
+from ..errors import InvalidInput
+from ..media import SavedFile, format_infotext, output_relpath, save_png
+from ..media_av import poster_frame, save_mp4
+from ..zoo.cards import ModelCard
+from .base import JobContext, StepCallback, TaskOutput, TaskSpec, job_json, save_all
+
+MAX_FRAMES = 257
+
+
+def takes_image(card: ModelCard) -> bool:
+    return "ImageToVideo" in card.pipeline
+
+
+def load_input_image(path: str | None) -> Image.Image:
+    """The uploaded start image, or a clear error if it is missing or not an image."""
+    if not path:
+        raise InvalidInput("this model turns an image into a video: add a start image")
+    file = Path(path)
+    if not file.is_file():
+        raise InvalidInput(f"the start image {file.name!r} is missing (upload it again)")
+    try:
+        with Image.open(file) as im:
+            return im.convert("RGB")
+    except Exception:
+        raise InvalidInput(f"{file.name!r} is not an image the studio can read (use PNG, JPEG or WebP)") from None
+
+
+class VideoSpec(TaskSpec):
+    task: ClassVar[str] = "video"
+    # VideoX-Fun's defaults for Wan 1.3B; cards override (CogVideoX: 720x480, 49 frames, 8 fps).
+    FALLBACKS: ClassVar[dict[str, Any]] = {"width": 832, "height": 480, "frames": 81, "fps": 16, "steps": 50,
+                                           "cfg": 6.0}
+
+    width: int | None = Field(default=None, gt=0)
+    height: int | None = Field(default=None, gt=0)
+    frames: int | None = Field(default=None, ge=1, le=MAX_FRAMES)
+    fps: int | None = Field(default=None, ge=1, le=60)
+    steps: int | None = Field(default=None, ge=1, le=1000)
+    cfg: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
+    shift: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)  # flow shift (Wan)
+    image: str | None = None  # start image for image-to-video models: a local file path
+
+    def check_against(self, card: ModelCard) -> None:
+        super().check_against(card)
+        problem = card.size_problem(self.width, self.height)
+        if problem:
+            raise InvalidInput(f"Size {self.width}x{self.height} is not possible: {problem}")
+        step = int(card.defaults.get("frame_step", 4))  # the VAE's time compression (CogVideoX 1.0: 8)
+        if (self.frames - 1) % step:
+            lower = self.frames - (self.frames - 1) % step
+            raise InvalidInput(f"frames must be {step}k+1 for {card.title}'s video VAE (e.g. {lower} or "
+                               f"{lower + step}), got {self.frames}")
+        cap = int(card.defaults.get("max_frames", MAX_FRAMES))
+        if self.frames > cap:
+            raise InvalidInput(f"{card.title} makes at most {cap} frames, got {self.frames}")
+        if takes_image(card):
+            load_input_image(self.image)
+        elif self.image:
+            raise InvalidInput(f"{card.title} makes videos from text only; pick an image-to-video model for a "
+                               "start image")
+
+
+class VideoTask:
+    name = "video"
+    spec_type = VideoSpec
+
+    def working_bytes(self, spec: VideoSpec, card: ModelCard) -> int:
+        megapixels = spec.width * spec.height * spec.frames / 2**20 / 16  # latents: 4x fewer frames, 8x8 px
+        return int(card.working_gb_per_mpx * megapixels * 2**30)
+
+    def run(self, pipeline: Any, spec: VideoSpec, card: ModelCard, on_step: StepCallback) -> TaskOutput:
+        config = pipeline.scheduler.config
+        if spec.shift is not None:
+            # Wan's UniPC calls it flow_shift, the flow-match scheduler shift; set per job, never leaked.
+            key = "flow_shift" if "flow_shift" in config else "shift" if "shift" in config else None
+            if key:
+                pipeline.scheduler = type(pipeline.scheduler).from_config(config, **{key: spec.shift})
+
+        def step_end(_pipe: Any, index: int, _t: Any, tensors: dict) -> dict:
+            on_step(index + 1, spec.steps)
+            return tensors
+
+        kwargs: dict[str, Any] = {}
+        if takes_image(card):
+            kwargs["image"] = load_input_image(spec.image)
+        vae = getattr(pipeline, "vae", None)
+        if vae is not None and hasattr(vae, "enable_tiling") and spec.width * spec.height >= 1280 * 720:
+            vae.enable_tiling()  # a 720p decode is where video VAEs run out of memory first
+        result = pipeline(prompt=spec.prompt, negative_prompt=spec.negative_prompt, width=spec.width,
+                          height=spec.height, num_frames=spec.frames, num_inference_steps=spec.steps,
+                          guidance_scale=spec.cfg, generator=torch.Generator(device="cpu").manual_seed(spec.seed),
+                          output_type="np", callback_on_step_end=step_end, **kwargs)
+        frames = (np.clip(np.asarray(result.frames[0]), 0, 1) * 255).round().astype(np.uint8)
+        return TaskOutput(items=[frames, kwargs.get("image")],
+                          used={"sampler": type(pipeline.scheduler).__name__})
+
+    def save(self, output: TaskOutput, spec: VideoSpec, card: ModelCard, ctx: JobContext) -> list[SavedFile]:
+        frames, start_image = output.items
+        infotext = format_infotext(spec.prompt, spec.negative_prompt, {
+            "Steps": spec.steps, "Sampler": output.used["sampler"], "CFG scale": spec.cfg, "Seed": spec.seed,
+            "Size": f"{spec.width}x{spec.height}", "Frames": spec.frames, "FPS": spec.fps, "Model": card.id,
+            "Shift": spec.shift})
+
+        def path(index: int, ext: str) -> str:
+            return output_relpath(self.name, ctx.job_id, index, ext, ctx.created_at)
+
+        def meta(index: int) -> dict:
+            return job_json(self.name, index, spec, card, ctx, output.used)
+
+        writers = [
+            lambda i: save_mp4(frames, ctx.outputs_dir, path(i, "mp4"), fps=spec.fps, title=spec.prompt, job=meta(i)),
+            lambda i: dataclasses.replace(save_png(poster_frame(frames), ctx.outputs_dir, path(i, "png"),
+                                                   infotext=infotext, job=meta(i)), kind="poster"),
+        ]
+        if start_image is not None:
+            writers.append(lambda i: dataclasses.replace(save_png(start_image, ctx.outputs_dir, path(i, "png"),
+                                                                  infotext=infotext, job=meta(i)), kind="input"))
+        return save_all(writers)

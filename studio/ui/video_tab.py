@@ -1,0 +1,77 @@
+"""The Video tab: text-to-video, or image-to-video when the model takes a start image. Builds the
+form from the card's defaults and turns it into a video TaskSpec; nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from ..services import Studio
+from ..tasks.video import VideoSpec, takes_image
+from ..zoo.cards import parse_size
+from .common import Timer, job_summary, model_header, run_job, sampling_controls
+
+
+def _values(studio: Studio, model_id: str | None) -> dict[str, Any]:
+    card = studio.cards.cards.get(model_id or "")
+    if card is None:
+        return {}
+    values = VideoSpec.defaults_for(card)
+    size = f"{values['width']}x{values['height']}"
+    return {"card": card, "size": size, "sizes": list(dict.fromkeys([size, *card.resolutions])),
+            "negative": card.defaults.get("negative_prompt", ""), "image": takes_image(card), **values}
+
+
+def build(studio: Studio) -> None:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=320):
+            model, _ = model_header(studio, "video", VideoSpec, "video-model")
+            initial = _values(studio, model.value)
+            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Describe the shot…", elem_id="video-prompt")
+            negative = gr.Textbox(label="Negative prompt", lines=1, value=initial.get("negative", ""))
+            start = gr.Image(label="Start image", type="filepath", visible=initial.get("image", False),
+                             elem_id="video-image")
+            size = gr.Dropdown(initial.get("sizes", []), value=initial.get("size"), label="Size (width x height)",
+                               allow_custom_value=True, elem_id="video-size")
+            with gr.Row():
+                frames = gr.Slider(5, 161, value=initial.get("frames", 81), step=4, label="Frames (4k+1)")
+                fps = gr.Slider(4, 30, value=initial.get("fps", 16), step=1, label="Frames per second")
+            steps, cfg, shift, seed = sampling_controls(initial)
+            run = gr.Button("Generate", variant="primary", elem_id="video-generate")
+        with gr.Column(scale=3, min_width=320):
+            video = gr.Video(label="Result", height=480, elem_id="video-result")
+            status = gr.Markdown(elem_id="video-status")
+
+    def on_model(model_id):
+        values = _values(studio, model_id)
+        if not values:
+            return (gr.update(),) * 8
+        return (gr.update(choices=values["sizes"], value=values["size"]), values["frames"], values["fps"],
+                values["steps"], values["cfg"], gr.update(value=values.get("shift") or 4.0),
+                gr.update(visible=values["image"]), values["negative"])
+
+    def on_generate(model_id, prompt_text, negative_text, image_path, size_text, frames_v, fps_v, steps_v, cfg_v,
+                    shift_v, seed_v, progress=gr.Progress()):
+        try:
+            width, height = parse_size(size_text or "")
+        except ValueError as err:
+            return None, f"❌ {err}"
+        card = studio.cards.cards.get(model_id or "")
+        params = {"model": model_id or "", "prompt": prompt_text or "", "negative_prompt": negative_text or "",
+                  "width": width, "height": height, "frames": frames_v, "fps": fps_v, "steps": steps_v,
+                  "cfg": cfg_v, "seed": -1 if seed_v is None else seed_v}
+        if card is not None and "shift" in VideoSpec.defaults_for(card):
+            params["shift"] = shift_v
+        if card is not None and takes_image(card):
+            params["image"] = image_path
+        with Timer() as timer:
+            job = run_job(studio, "video", params, progress)
+        if job.error:
+            gr.Warning(job.error)
+        clip = next((str(o.path) for o in job.outputs if o.kind == "video"), None)
+        return clip, job_summary(job, timer.seconds)
+
+    model.change(on_model, model, [size, frames, fps, steps, cfg, shift, start, negative], api_visibility="private")
+    run.click(on_generate, [model, prompt, negative, start, size, frames, fps, steps, cfg, shift, seed],
+              [video, status], api_name="generate_video")
