@@ -152,3 +152,20 @@ def test_anagram_tab_shows_the_picture_its_reading_and_the_animation(served, stu
     assert len(gallery) == 2 and gif.endswith(".gif")
     [record] = studio.history.list_jobs()
     assert record.params["views"] == ["identity", "rotate_180"] and record.params["style"] == "an oil painting of"
+
+
+def test_video_audio_and_music_tabs_generate(served, studio):
+    _, client = served
+    clip, status = client.predict("tiny-wan", "waves at dusk", "", None, "64x48", 9, 16, 2, 6.0, 3.0, 4,
+                                  api_name="/generate_video")
+    assert "Done" in status, status
+    assert str(clip["video"] if isinstance(clip, dict) else clip).endswith(".mp4")
+    player, picture, files, status = client.predict("tiny-stable-audio", "a door creaks", "Low quality.", 1.5, 3,
+                                                    7.0, 1, "flac", 4, api_name="/generate_audio")
+    assert "Done" in status, status
+    assert player.endswith(".flac") and picture.endswith(".png") and len(files) == 1
+    player, picture, files, status = client.predict("tiny-musicgen", "lo-fi piano", "", 1.5, 3.0, 1.0, 250, 10,
+                                                    "wav", 4, api_name="/generate_music")
+    assert "Done" in status, status
+    assert player.endswith(".wav")
+    assert [r.task for r in studio.history.list_jobs()] == ["music", "audio", "video"]

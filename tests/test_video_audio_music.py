@@ -93,3 +93,76 @@ def test_an_upload_that_is_not_an_image(studio, tmp_path, start_image):
     fake.write_text("this is text, not pixels")
     job = studio.run("video", video_params("tiny-wan-i2v", start_image, image=str(fake)))
     assert job.status is JobStatus.FAILED and "not an image the studio can read" in job.error
+
+
+AUDIO_MODELS = {("audio", "tiny-stable-audio"): (44100, 2), ("audio", "tiny-audioldm2"): (16000, 1),
+                ("music", "tiny-musicgen"): (32000, 1)}
+
+
+def sound_params(model, **extra):
+    params = {"model": model, "prompt": "rain on a tin roof, distant thunder", "seed": 21, "seconds": 1.5}
+    if model != "tiny-musicgen":
+        params["steps"] = 3
+    params.update(extra)
+    return params
+
+
+def samples(path):
+    import soundfile as sf
+
+    data, _ = sf.read(str(path), always_2d=True)
+    return data
+
+
+@pytest.mark.parametrize("task, model", AUDIO_MODELS)
+def test_sound_plays_back_as_requested_and_is_recorded(studio, task, model):
+    rate, channels = AUDIO_MODELS[(task, model)]
+    job = studio.run(task, sound_params(model))
+    assert job.status is JobStatus.DONE, job.error
+    assert [o.kind for o in job.outputs] == ["audio", "waveform"]
+    info = read_audio(job.outputs[0].path)
+    assert (info.sample_rate, info.channels) == (rate, channels)
+    assert info.duration_s == pytest.approx(1.5, abs=0.02)
+    assert info.job["job_id"] == job.id and "rain on a tin roof" in info.title
+    assert np.abs(samples(job.outputs[0].path)).max() > 0  # not silence
+    record = studio.history.get_job(job.id)
+    assert record.assets[0].mime == "audio/wav" and record.assets[0].duration_s == pytest.approx(1.5, abs=0.02)
+    assert Image.open(job.outputs[1].path).size == (800, 200)
+
+
+@pytest.mark.parametrize("task, model", AUDIO_MODELS)
+def test_same_seed_same_sound(studio, task, model):
+    a = studio.run(task, sound_params(model))
+    b = studio.run(task, sound_params(model))
+    c = studio.run(task, sound_params(model, seed=22))
+    assert np.array_equal(samples(a.outputs[0].path), samples(b.outputs[0].path))
+    assert not np.array_equal(samples(a.outputs[0].path), samples(c.outputs[0].path))
+
+
+def test_flac_and_several_waveforms(studio):
+    job = studio.run("audio", sound_params("tiny-stable-audio", format="flac", num_waveforms=2))
+    assert job.status is JobStatus.DONE, job.error
+    assert [o.kind for o in job.outputs] == ["audio", "waveform", "audio", "waveform"]
+    assert job.outputs[0].path.suffix == ".flac" and read_audio(job.outputs[2].path).channels == 2
+    assert not np.array_equal(samples(job.outputs[0].path), samples(job.outputs[2].path))
+
+
+def test_musicgen_sampling_controls_reach_the_model(studio):
+    base = samples(studio.run("music", sound_params("tiny-musicgen")).outputs[0].path)
+    for change in ({"temperature": 0.3}, {"top_k": 5}, {"cfg": 1.0}):
+        other = samples(studio.run("music", sound_params("tiny-musicgen", **change)).outputs[0].path)
+        assert not np.array_equal(base, other), change
+
+
+@pytest.mark.parametrize("task, model, change, message", [
+    ("audio", "tiny-stable-audio", {"seconds": 30}, "at most 11.5 s"),
+    ("audio", "tiny-audioldm2", {"num_waveforms": 2}, "1 waveform per job"),
+    ("music", "tiny-musicgen", {"seconds": 31}, "at most 30 s"),
+    ("music", "tiny-musicgen", {"negative_prompt": "drums"}, "has no negative prompt"),
+    ("audio", "tiny-stable-audio", {"format": "mp3"}, "format"),
+    ("audio", "tiny-musicgen", {}, "cannot do audio generation"),
+])
+def test_sound_bad_input(studio, task, model, change, message):
+    job = studio.run(task, sound_params(model, **change))
+    assert job.status is JobStatus.FAILED and message in job.error
+    assert files_under(studio.settings.outputs_dir) == []

@@ -35,6 +35,11 @@ class AudioSpec(TaskSpec):
     def check_against(self, card: ModelCard) -> None:
         super().check_against(card)
         check_length(self.seconds, card)
+        most = int(card.defaults.get("max_waveforms", 4))
+        if self.num_waveforms > most:
+            # AudioLDM2 ranks several waveforms with CLAP's audio branch, which needs librosa.
+            raise InvalidInput(f"{card.title} makes {most} waveform{'s' if most > 1 else ''} per job; "
+                               f"run the job again with another seed for more")
 
 
 def check_length(seconds: float, card: ModelCard) -> None:

@@ -65,7 +65,8 @@ class MusicTask:
             return run_diffusers_audio(pipeline, spec, on_step)
         model, processor = pipeline.model, pipeline.processor
         encoder = model.config.audio_encoder
-        tokens = max(1, int(round(spec.seconds * encoder.frame_rate)))
+        # The codebooks are interleaved with a delay: the first num_codebooks - 1 steps make no audio frame.
+        tokens = max(1, int(round(spec.seconds * encoder.frame_rate))) + model.decoder.config.num_codebooks - 1
         inputs = processor(text=[spec.prompt], padding=True, return_tensors="pt").to(pipeline.device)
         torch.manual_seed(spec.seed)  # generate() samples from the global generator
         with torch.no_grad():

@@ -205,11 +205,9 @@ def builders() -> dict[str, Callable[[], object]]:
         "tiny-lumina-next": build_tiny_lumina_next,
         "tiny-lumina2": build_tiny_lumina2,
     }
+    from .builtin_audio import AUDIO_BUILDERS
+
     builders.update(VIDEO_BUILDERS)
-    try:
-        from .builtin_audio import AUDIO_BUILDERS
-    except ImportError:
-        AUDIO_BUILDERS = {}
     builders.update(AUDIO_BUILDERS)
     return builders
 
@@ -231,13 +229,16 @@ def ensure_builtin(name: str, cache_dir: Path) -> tuple[str, str]:
     repo_id, revision = builtin_repo_id(name), builtin_revision(name)
     repo_dir = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo_dir / "snapshots" / revision
-    done_marker = snapshot / "model_index.json"
-    if done_marker.exists():
+
+    def done() -> bool:  # a diffusers pipeline has model_index.json, a transformers model config.json
+        return (snapshot / "model_index.json").exists() or (snapshot / "config.json").exists()
+
+    if done():
         return repo_id, revision
     repo_dir.mkdir(parents=True, exist_ok=True)
     # Two processes starting at once (a test run and the app) must not write the same snapshot.
     with FileLock(str(repo_dir / ".studio-build.lock")):
-        if not done_marker.exists():
+        if not done():
             staging = repo_dir / f".building-{uuid.uuid4().hex}"
             try:
                 BUILDERS[name]().save_pretrained(staging, safe_serialization=True)
