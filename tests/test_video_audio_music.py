@@ -166,3 +166,41 @@ def test_sound_bad_input(studio, task, model, change, message):
     job = studio.run(task, sound_params(model, **change))
     assert job.status is JobStatus.FAILED and message in job.error
     assert files_under(studio.settings.outputs_dir) == []
+
+
+@pytest.fixture
+def input_video(tmp_path):
+    from studio.media_av import save_mp4
+
+    rng = np.random.default_rng(0)
+    frames = (rng.random((12, 48, 64, 3)) * 255).astype(np.uint8)
+    return str(save_mp4(frames, tmp_path, "clip.mp4", fps=16, title="input", job={}).path)
+
+
+def test_video_to_video_restyles_an_input_clip(studio, input_video, start_image):
+    params = video_params("tiny-wan", start_image, video=input_video, steps=10)  # strength counts in steps
+    job = studio.run("video", params)
+    assert job.status is JobStatus.DONE, job.error
+    assert [o.kind for o in job.outputs] == ["video", "poster", "input"]
+    assert read_video(job.outputs[0].path).frames == 9
+    weaker = studio.run("video", {**params, "strength": 0.5})
+    assert not np.array_equal(decoded_frames(job.outputs[0].path), decoded_frames(weaker.outputs[0].path))
+    assert studio.history.get_job(job.id).params["strength"] == 0.8
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model": "tiny-cogvideox", "frames": 9}, "cannot restyle an input video"),
+    ({"frames": 33}, "has 12 frames; this job needs 33"),
+    ({"strength": 1.5}, "strength"),
+    ({"strength": 0.3}, "leaves no step to redraw"),
+])
+def test_video_to_video_bad_input(studio, input_video, start_image, change, message):
+    job = studio.run("video", {**video_params("tiny-wan", start_image, video=input_video), **change})
+    assert job.status is JobStatus.FAILED and message in job.error
+
+
+def test_an_upload_that_is_not_a_video(studio, tmp_path, start_image):
+    fake = tmp_path / "clip.mp4"
+    fake.write_bytes(b"not a video at all")
+    job = studio.run("video", video_params("tiny-wan", start_image, video=str(fake)))
+    assert job.status is JobStatus.FAILED and "not a video the studio can read" in job.error

@@ -200,7 +200,7 @@ def test_defaults_fit_the_card(registry):
 def test_model_facts_a_user_relies_on(registry):
     wan_small = card_for(registry, "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "WanPipeline", None)
     assert wan_small.defaults == {"width": 832, "height": 480, "frames": 81, "fps": 16, "steps": 50,
-                                  "cfg": 6.0, "shift": 3.0}
+                                  "cfg": 6.0, "shift": 3.0, "strength": 0.8}
     for repo in ("THUDM/CogVideoX-2b", "THUDM/CogVideoX-5b"):
         cog = card_for(registry, repo, "CogVideoXPipeline", None)
         assert (cog.defaults["width"], cog.defaults["height"], cog.defaults["frames"], cog.defaults["fps"]) == \

@@ -3,7 +3,8 @@
 
 Frame counts are 4k+1 (the VAEs compress time 4x around a first frame; CogVideoX 1.0 needs 8k+1,
 the card's `frame_step`); anything else is refused with the nearest counts. Outputs: the MP4 (H.264, job JSON in its metadata), its poster frame, and,
-for image-to-video, the input image, so that a re-run has everything it needs.
+for image- and video-to-video, the input image (or the input video's first frame). Video-to-video
+(WanVideoToVideoPipeline, with a strength) runs on the Wan text-to-video weights already loaded.
 """
 
 from __future__ import annotations
@@ -28,6 +29,33 @@ MAX_FRAMES = 257
 
 def takes_image(card: ModelCard) -> bool:
     return "ImageToVideo" in card.pipeline
+
+
+def takes_video(card: ModelCard) -> bool:
+    """Video-to-video: a Wan text-to-video card whose defaults give a `strength` (same weights, other pipeline)."""
+    return card.pipeline == "WanPipeline" and "strength" in card.defaults
+
+
+def load_input_video(path: str | None, frames: int, width: int, height: int) -> list[Image.Image]:
+    """The first `frames` frames of the uploaded video at the job's size, or a clear error."""
+    import imageio_ffmpeg
+
+    if not path or not Path(path).is_file():
+        raise InvalidInput("the input video is missing (upload it again)")
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        w, h = meta["size"]
+        clip = []
+        for raw in reader:
+            clip.append(Image.frombytes("RGB", (w, h), raw).resize((width, height), Image.BICUBIC))
+            if len(clip) == frames:
+                break
+    except Exception:
+        raise InvalidInput(f"{Path(path).name!r} is not a video the studio can read (use MP4, WebM or MOV)") from None
+    if len(clip) < frames:
+        raise InvalidInput(f"the input video has {len(clip)} frames; this job needs {frames}")
+    return clip
 
 
 def load_input_image(path: str | None) -> Image.Image:
@@ -58,6 +86,8 @@ class VideoSpec(TaskSpec):
     cfg: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
     shift: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)  # flow shift (Wan)
     image: str | None = None  # start image for image-to-video models: a local file path
+    video: str | None = None  # input video for video-to-video: a local file path
+    strength: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)  # how much of it is redrawn
 
     def check_against(self, card: ModelCard) -> None:
         super().check_against(card)
@@ -77,6 +107,13 @@ class VideoSpec(TaskSpec):
         elif self.image:
             raise InvalidInput(f"{card.title} makes videos from text only; pick an image-to-video model for a "
                                "start image")
+        if self.video:
+            if not takes_video(card):
+                raise InvalidInput(f"{card.title} cannot restyle an input video; pick a Wan text-to-video model")
+            load_input_video(self.video, self.frames, self.width, self.height)
+            if int(self.steps * self.strength) < 1:
+                raise InvalidInput(f"strength {self.strength:g} of {self.steps} steps leaves no step to redraw the "
+                                   "video: raise the steps or the strength")
 
 
 class VideoTask:
@@ -102,15 +139,25 @@ class VideoTask:
         kwargs: dict[str, Any] = {}
         if takes_image(card):
             kwargs["image"] = load_input_image(spec.image)
+        if spec.video:
+            from diffusers import WanVideoToVideoPipeline
+
+            # The same loaded components under the video-to-video pipeline: nothing is loaded twice.
+            pipeline = WanVideoToVideoPipeline.from_pipe(pipeline)
+            kwargs["video"] = load_input_video(spec.video, spec.frames, spec.width, spec.height)
+            kwargs["strength"] = spec.strength
         vae = getattr(pipeline, "vae", None)
         if vae is not None and hasattr(vae, "enable_tiling") and spec.width * spec.height >= 1280 * 720:
             vae.enable_tiling()  # a 720p decode is where video VAEs run out of memory first
+        if not spec.video:
+            kwargs["num_frames"] = spec.frames  # video-to-video takes its length from the input
         result = pipeline(prompt=spec.prompt, negative_prompt=spec.negative_prompt, width=spec.width,
-                          height=spec.height, num_frames=spec.frames, num_inference_steps=spec.steps,
+                          height=spec.height, num_inference_steps=spec.steps,
                           guidance_scale=spec.cfg, generator=torch.Generator(device="cpu").manual_seed(spec.seed),
                           output_type="np", callback_on_step_end=step_end, **kwargs)
         frames = (np.clip(np.asarray(result.frames[0]), 0, 1) * 255).round().astype(np.uint8)
-        return TaskOutput(items=[frames, kwargs.get("image")],
+        start = kwargs.get("image") or (kwargs["video"][0] if spec.video else None)
+        return TaskOutput(items=[frames, start],
                           used={"sampler": type(pipeline.scheduler).__name__})
 
     def save(self, output: TaskOutput, spec: VideoSpec, card: ModelCard, ctx: JobContext) -> list[SavedFile]:

@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from ..services import Studio
-from ..tasks.video import VideoSpec, takes_image
+from ..tasks.video import VideoSpec, takes_image, takes_video
 from ..zoo.cards import parse_size
 from .common import Timer, job_summary, model_header, run_job, sampling_controls
 
@@ -20,7 +20,8 @@ def _values(studio: Studio, model_id: str | None) -> dict[str, Any]:
     values = VideoSpec.defaults_for(card)
     size = f"{values['width']}x{values['height']}"
     return {"card": card, "size": size, "sizes": list(dict.fromkeys([size, *card.resolutions])),
-            "negative": card.defaults.get("negative_prompt", ""), "image": takes_image(card), **values}
+            "negative": card.defaults.get("negative_prompt", ""), "image": takes_image(card),
+            "restyle": takes_video(card), **values}
 
 
 def build(studio: Studio) -> None:
@@ -32,6 +33,11 @@ def build(studio: Studio) -> None:
             negative = gr.Textbox(label="Negative prompt", lines=1, value=initial.get("negative", ""))
             start = gr.Image(label="Start image", type="filepath", visible=initial.get("image", False),
                              elem_id="video-image")
+            with gr.Accordion("Restyle a video (video-to-video)", open=False,
+                              visible=initial.get("restyle", False)) as restyle:
+                source = gr.Video(label="Input video", sources=["upload"], elem_id="video-source")
+                strength = gr.Slider(0.05, 1.0, value=initial.get("strength", 0.8), step=0.05,
+                                     label="Strength (how much is redrawn)")
             size = gr.Dropdown(initial.get("sizes", []), value=initial.get("size"), label="Size (width x height)",
                                allow_custom_value=True, elem_id="video-size")
             with gr.Row():
@@ -46,13 +52,13 @@ def build(studio: Studio) -> None:
     def on_model(model_id):
         values = _values(studio, model_id)
         if not values:
-            return (gr.update(),) * 8
+            return (gr.update(),) * 9
         return (gr.update(choices=values["sizes"], value=values["size"]), values["frames"], values["fps"],
                 values["steps"], values["cfg"], gr.update(value=values.get("shift") or 4.0),
-                gr.update(visible=values["image"]), values["negative"])
+                gr.update(visible=values["image"]), values["negative"], gr.update(visible=values["restyle"]))
 
     def on_generate(model_id, prompt_text, negative_text, image_path, size_text, frames_v, fps_v, steps_v, cfg_v,
-                    shift_v, seed_v, progress=gr.Progress()):
+                    shift_v, seed_v, source_video=None, strength_v=0.8, progress=gr.Progress()):
         try:
             width, height = parse_size(size_text or "")
         except ValueError as err:
@@ -65,6 +71,8 @@ def build(studio: Studio) -> None:
             params["shift"] = shift_v
         if card is not None and takes_image(card):
             params["image"] = image_path
+        if card is not None and takes_video(card) and source_video:
+            params.update(video=source_video, strength=strength_v)
         with Timer() as timer:
             job = run_job(studio, "video", params, progress)
         if job.error:
@@ -72,6 +80,8 @@ def build(studio: Studio) -> None:
         clip = next((str(o.path) for o in job.outputs if o.kind == "video"), None)
         return clip, job_summary(job, timer.seconds)
 
-    model.change(on_model, model, [size, frames, fps, steps, cfg, shift, start, negative], api_visibility="private")
-    run.click(on_generate, [model, prompt, negative, start, size, frames, fps, steps, cfg, shift, seed],
+    model.change(on_model, model, [size, frames, fps, steps, cfg, shift, start, negative, restyle],
+                 api_visibility="private")
+    run.click(on_generate, [model, prompt, negative, start, size, frames, fps, steps, cfg, shift, seed, source,
+                            strength],
               [video, status], api_name="generate_video")
