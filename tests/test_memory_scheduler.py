@@ -303,3 +303,20 @@ def test_stepping_down_from_group_offload_reloads_and_leaves_nothing_locked(tmp_
         assert studio.history.get_job(job.id).placement == "sequential_offload"
         assert [r.in_use for r in studio.scheduler.residents()] == [False]
         assert studio.scheduler.free_all() > 0 and studio.scheduler.resident() == []
+
+
+@pytest.mark.parametrize("placement", [p for p in Placement if p is not Placement.FULL])
+def test_a_transformers_model_runs_the_same_under_every_placement(tmp_path, model_cache, placement):
+    import soundfile as sf
+
+    from studio.settings import Settings
+
+    sounds = []
+    for name, forced in (("ref", "full"), ("under-test", placement.value)):
+        settings = Settings.load(env={}, home=tmp_path / name, model_cache=model_cache, placement=forced)
+        with Studio(settings) as studio:
+            job = studio.run("music", {"model": "tiny-musicgen", "prompt": "piano", "seed": 1, "seconds": 1})
+            assert job.status is JobStatus.DONE, job.error
+            assert studio.history.get_job(job.id).placement == forced
+            sounds.append(sf.read(str(job.outputs[0].path))[0])
+    assert np.array_equal(*sounds)
