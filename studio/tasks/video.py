@@ -31,6 +31,14 @@ def takes_image(card: ModelCard) -> bool:
     return "ImageToVideo" in card.pipeline
 
 
+CONTROL_PIPELINES = ("WanVACEPipeline", "CogVideoXFunControlPipeline")
+
+
+def takes_control(card: ModelCard) -> bool:
+    """Control-video models: the motion or pose of an input clip guides the new video."""
+    return card.pipeline in CONTROL_PIPELINES
+
+
 def takes_video(card: ModelCard) -> bool:
     """Video-to-video: a Wan text-to-video card whose defaults give a `strength` (same weights, other pipeline)."""
     return card.pipeline == "WanPipeline" and "strength" in card.defaults
@@ -88,6 +96,9 @@ class VideoSpec(TaskSpec):
     image: str | None = None  # start image for image-to-video models: a local file path
     video: str | None = None  # input video for video-to-video: a local file path
     strength: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)  # how much of it is redrawn
+    control_video: str | None = None  # control clip for VACE / CogVideoX-Fun control: a local file path
+    reference_image: str | None = None  # VACE only: a subject or style to keep
+    control_scale: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)  # VACE's conditioning
 
     def check_against(self, card: ModelCard) -> None:
         super().check_against(card)
@@ -107,6 +118,16 @@ class VideoSpec(TaskSpec):
         elif self.image:
             raise InvalidInput(f"{card.title} makes videos from text only; pick an image-to-video model for a "
                                "start image")
+        if takes_control(card):
+            if not self.control_video:
+                raise InvalidInput(f"{card.title} follows a control video (motion, pose, depth): add one")
+            load_input_video(self.control_video, self.frames, self.width, self.height)
+            if self.reference_image:
+                if card.pipeline != "WanVACEPipeline":
+                    raise InvalidInput(f"{card.title} takes no reference image; Wan VACE does")
+                load_input_image(self.reference_image)
+        elif self.control_video or self.reference_image:
+            raise InvalidInput(f"{card.title} takes no control video; pick a VACE or CogVideoX-Fun control model")
         if self.video:
             if not takes_video(card):
                 raise InvalidInput(f"{card.title} cannot restyle an input video; pick a Wan text-to-video model")
@@ -149,14 +170,25 @@ class VideoTask:
         vae = getattr(pipeline, "vae", None)
         if vae is not None and hasattr(vae, "enable_tiling") and spec.width * spec.height >= 1280 * 720:
             vae.enable_tiling()  # a 720p decode is where video VAEs run out of memory first
-        if not spec.video:
-            kwargs["num_frames"] = spec.frames  # video-to-video takes its length from the input
+        if takes_control(card):
+            clip = load_input_video(spec.control_video, spec.frames, spec.width, spec.height)
+            if card.pipeline == "WanVACEPipeline":
+                kwargs.update(video=clip, conditioning_scale=spec.control_scale if spec.control_scale is not None
+                              else 1.0)
+                if spec.reference_image:
+                    kwargs["reference_images"] = [load_input_image(spec.reference_image)]
+            else:
+                kwargs["control_video"] = clip
+        if not spec.video and card.pipeline != "CogVideoXFunControlPipeline":
+            # Video-to-video and Fun control take their length from the input clip.
+            kwargs["num_frames"] = spec.frames
         result = pipeline(prompt=spec.prompt, negative_prompt=spec.negative_prompt, width=spec.width,
                           height=spec.height, num_inference_steps=spec.steps,
                           guidance_scale=spec.cfg, generator=torch.Generator(device="cpu").manual_seed(spec.seed),
                           output_type="np", callback_on_step_end=step_end, **kwargs)
         frames = (np.clip(np.asarray(result.frames[0]), 0, 1) * 255).round().astype(np.uint8)
-        start = kwargs.get("image") or (kwargs["video"][0] if spec.video else None)
+        clip_in = kwargs.get("video") or kwargs.get("control_video")
+        start = kwargs.get("image") or (clip_in[0] if clip_in else None)
         return TaskOutput(items=[frames, start],
                           used={"sampler": type(pipeline.scheduler).__name__})
 

@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from ..services import Studio
-from ..tasks.video import VideoSpec, takes_image, takes_video
+from ..tasks.video import VideoSpec, takes_control, takes_image, takes_video
 from ..zoo.cards import parse_size
 from .common import Timer, job_summary, model_header, run_job, sampling_controls
 
@@ -21,7 +21,7 @@ def _values(studio: Studio, model_id: str | None) -> dict[str, Any]:
     size = f"{values['width']}x{values['height']}"
     return {"card": card, "size": size, "sizes": list(dict.fromkeys([size, *card.resolutions])),
             "negative": card.defaults.get("negative_prompt", ""), "image": takes_image(card),
-            "restyle": takes_video(card), **values}
+            "restyle": takes_video(card), "control": takes_control(card), **values}
 
 
 def build(studio: Studio) -> None:
@@ -38,6 +38,12 @@ def build(studio: Studio) -> None:
                 source = gr.Video(label="Input video", sources=["upload"], elem_id="video-source")
                 strength = gr.Slider(0.05, 1.0, value=initial.get("strength", 0.8), step=0.05,
                                      label="Strength (how much is redrawn)")
+            with gr.Group(visible=initial.get("control", False)) as control_group:
+                control = gr.Video(label="Control video (motion, pose or depth to follow)", sources=["upload"],
+                                   elem_id="video-control")
+                reference = gr.Image(label="Reference image (Wan VACE: a subject or style to keep)",
+                                     type="filepath", elem_id="video-reference")
+                control_scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Control strength (Wan VACE)")
             size = gr.Dropdown(initial.get("sizes", []), value=initial.get("size"), label="Size (width x height)",
                                allow_custom_value=True, elem_id="video-size")
             with gr.Row():
@@ -52,13 +58,15 @@ def build(studio: Studio) -> None:
     def on_model(model_id):
         values = _values(studio, model_id)
         if not values:
-            return (gr.update(),) * 9
+            return (gr.update(),) * 10
         return (gr.update(choices=values["sizes"], value=values["size"]), values["frames"], values["fps"],
                 values["steps"], values["cfg"], gr.update(value=values.get("shift") or 4.0),
-                gr.update(visible=values["image"]), values["negative"], gr.update(visible=values["restyle"]))
+                gr.update(visible=values["image"]), values["negative"], gr.update(visible=values["restyle"]),
+                gr.update(visible=values["control"]))
 
     def on_generate(model_id, prompt_text, negative_text, image_path, size_text, frames_v, fps_v, steps_v, cfg_v,
-                    shift_v, seed_v, source_video=None, strength_v=0.8, progress=gr.Progress()):
+                    shift_v, seed_v, source_video=None, strength_v=0.8, control_video=None, reference_path=None,
+                    control_scale_v=1.0, progress=gr.Progress()):
         try:
             width, height = parse_size(size_text or "")
         except ValueError as err:
@@ -73,6 +81,10 @@ def build(studio: Studio) -> None:
             params["image"] = image_path
         if card is not None and takes_video(card) and source_video:
             params.update(video=source_video, strength=strength_v)
+        if card is not None and takes_control(card):
+            params["control_video"] = control_video
+            if card.pipeline == "WanVACEPipeline":
+                params.update(reference_image=reference_path, control_scale=control_scale_v)
         with Timer() as timer:
             job = run_job(studio, "video", params, progress)
         if job.error:
@@ -80,8 +92,8 @@ def build(studio: Studio) -> None:
         clip = next((str(o.path) for o in job.outputs if o.kind == "video"), None)
         return clip, job_summary(job, timer.seconds)
 
-    model.change(on_model, model, [size, frames, fps, steps, cfg, shift, start, negative, restyle],
+    model.change(on_model, model, [size, frames, fps, steps, cfg, shift, start, negative, restyle, control_group],
                  api_visibility="private")
     run.click(on_generate, [model, prompt, negative, start, size, frames, fps, steps, cfg, shift, seed, source,
-                            strength],
+                            strength, control, reference, control_scale],
               [video, status], api_name="generate_video")
