@@ -204,3 +204,55 @@ def test_an_upload_that_is_not_a_video(studio, tmp_path, start_image):
     fake.write_bytes(b"not a video at all")
     job = studio.run("video", video_params("tiny-wan", start_image, video=str(fake)))
     assert job.status is JobStatus.FAILED and "not a video the studio can read" in job.error
+
+
+@pytest.fixture
+def control_clip(tmp_path):
+    from studio.media_av import save_mp4
+
+    def make(seed):
+        frames = (np.random.default_rng(seed).random((9, 32, 48, 3)) * 255).astype(np.uint8)
+        return str(save_mp4(frames, tmp_path, f"control-{seed}.mp4", fps=8, title="pose", job={}).path)
+
+    return make
+
+
+def control_params(model, clip, **extra):
+    params = {"model": model, "prompt": "a dancer on a stage", "steps": 2, "seed": 9, "frames": 9,
+              "control_video": clip}
+    params.update(extra)
+    return params
+
+
+@pytest.mark.parametrize("model", ["tiny-wan-vace", "tiny-cogvideox-fun-control"])
+def test_a_control_video_guides_the_new_one(studio, control_clip, model):
+    job = studio.run("video", control_params(model, control_clip(1)))
+    assert job.status is JobStatus.DONE, job.error
+    assert [o.kind for o in job.outputs] == ["video", "poster", "input"]
+    info = read_video(job.outputs[0].path)
+    assert (info.frames, info.width, info.height) == (9, 48, 32)
+    assert info.job["params"]["control_video"].endswith("control-1.mp4")
+
+
+def test_another_control_video_gives_another_video(studio, control_clip):
+    a = studio.run("video", control_params("tiny-cogvideox-fun-control", control_clip(1)))
+    b = studio.run("video", control_params("tiny-cogvideox-fun-control", control_clip(2)))
+    assert not np.array_equal(decoded_frames(a.outputs[0].path), decoded_frames(b.outputs[0].path))
+
+
+def test_vace_takes_a_reference_image(studio, control_clip, start_image):
+    job = studio.run("video", control_params("tiny-wan-vace", control_clip(1), reference_image=start_image,
+                                             control_scale=0.5))
+    assert job.status is JobStatus.DONE, job.error
+    assert studio.history.get_job(job.id).params["control_scale"] == 0.5
+
+
+@pytest.mark.parametrize("model, change, message", [
+    ("tiny-wan-vace", {"control_video": None}, "add one"),
+    ("tiny-cogvideox-fun-control", {"reference_image": "ref.png"}, "takes no reference image"),
+    ("tiny-wan", {}, "takes no control video"),
+    ("tiny-wan-vace", {"frames": 17}, "this job needs 17"),
+])
+def test_control_video_bad_input(studio, control_clip, model, change, message):
+    job = studio.run("video", {**control_params(model, control_clip(1)), **change})
+    assert job.status is JobStatus.FAILED and message in job.error

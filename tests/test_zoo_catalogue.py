@@ -21,7 +21,7 @@ RUNNABLE_TODAY = {"lumina-next-sft", "lumina-image-2", "tiny-lumina-next", "tiny
 # Cards of the catalogue whose systems the studio runs now (the Video, Audio and Music tabs).
 RUNNABLE_NOW = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "cogvideox-2b", "cogvideox-5b",
                 "cogvideox-5b-i2v", "stable-audio-open-1.0", "audioldm2", "audioldm2-music", "musicgen-small",
-                "musicgen-medium"}
+                "musicgen-medium", "wan2.1-vace-1.3b", "cogvideox-fun-v1.1-5b-pose"}
 
 # (repo, loader class or engine, files a download must fetch or None for the library's usual set,
 #  task). Repos holding many checkpoints (LlamaGen, Infinity) are told apart by their files.

@@ -3,10 +3,12 @@
 The video counterpart of `builtin.py`, built the same way: each builder returns an unsaved diffusers
 pipeline of the real classes (Wan 2.1's `WanTransformer3DModel` + `AutoencoderKLWan` + umT5, and
 CogVideoX's `CogVideoXTransformer3DModel` + `AutoencoderKLCogVideoX` + T5, each in its text-to-video
-and image-to-video form) with tiny configs, seeded random weights and the in-process T5 tokenizer.
+and image-to-video form, plus the control-video forms: Wan 2.1 VACE and CogVideoX-Fun control) with
+tiny configs, seeded random weights and the in-process T5 tokenizer.
 The component layout, schedulers and latent shapes follow the real Diffusers repos
-(Wan-AI/Wan2.1-T2V-1.3B-Diffusers, Wan-AI/Wan2.1-I2V-14B-480P-Diffusers, THUDM/CogVideoX-2b,
-THUDM/CogVideoX-5b-I2V), so the saved folders load and run through the same code as a download.
+(Wan-AI/Wan2.1-T2V-1.3B-Diffusers, Wan-AI/Wan2.1-I2V-14B-480P-Diffusers, Wan-AI/Wan2.1-VACE-1.3B-diffusers,
+THUDM/CogVideoX-2b, THUDM/CogVideoX-5b-I2V, alibaba-pai/CogVideoX-Fun-V1.1-5b-Pose), so the saved
+folders load and run through the same code as a download.
 Weights are random: outputs are noise-like clips, which is all a test needs.
 
 What each tiny model supports (the real VAEs' 8x spatial / 4x temporal compression, patch 2):
@@ -15,8 +17,17 @@ What each tiny model supports (the real VAEs' 8x spatial / 4x temporal compressi
   for other sizes, as CogVideoX-2b's is); with no size given it makes its native 32x48, 9 frames.
 - tiny-cogvideox-i2v: 32x48 only (learned positional embeddings, as CogVideoX-5b-I2V is fixed to
   480x720; other sizes raise ValueError in diffusers).
-- Both CogVideoX: num_frames 8k+1 (1, 9, 17, 25, ...) come back exactly; 4k+1 with k odd (5, 13, 21)
+- All CogVideoX: num_frames 8k+1 (1, 9, 17, 25, ...) come back exactly; 4k+1 with k odd (5, 13, 21)
   come back as 4k+4, because the real CogVideoX VAE decodes an even number of latent frames to 4 each.
+- tiny-wan-vace: as tiny-wan. Called with `video=` (the control clip, PIL frames at exactly height x width,
+  as many as num_frames: fewer are zero-padded in latent space, more raise), `num_frames=len(video)`,
+  optionally `reference_images=` (one PIL image of any size, letterboxed; it becomes an extra leading
+  latent frame, dropped from the output), `mask=` (None: generate everything) and `conditioning_scale=`.
+  Its control follows only weakly (random tiny VAE latents are small next to the real Wan VAE statistics
+  the pipeline normalises them by), and the reference image barely at all.
+- tiny-cogvideox-fun-control: height and width any multiples of 16 (3D RoPE, no learned positions);
+  with no size given 32x48. It takes no num_frames: the clip is as long as `control_video=` (PIL frames,
+  resized to height x width), by the CogVideoX frame rule above.
 The pipelines' own defaults (480x832 x 81 frames for Wan, 49 frames for CogVideoX I2V) are the real
 models' sizes and far too slow here: callers pass the small size. Reference size: 32x48, 9 frames
 (about 0.1-0.25 s of CPU time per 2-step generation).
@@ -73,10 +84,11 @@ def _tiny_wan_vae():
                             temperal_downsample=[False, True, True])
 
 
-def _tiny_wan_transformer(**config):
+def _tiny_wan_transformer(model_class=None, **config):
+    """The tiny Wan DiT (`WanTransformer3DModel`, or `model_class`: the VACE DiT shares its config)."""
     from diffusers import WanTransformer3DModel
 
-    return WanTransformer3DModel(
+    return (model_class or WanTransformer3DModel)(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=16,  # RoPE splits it 8/4/4 over (t, h, w)
@@ -138,6 +150,32 @@ def build_tiny_wan_i2v():
     return WanImageToVideoPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                                    scheduler=_wan_scheduler(), image_processor=image_processor,
                                    image_encoder=image_encoder, transformer=transformer)
+
+
+def build_tiny_wan_vace():
+    """Wan 2.1 VACE (all-in-one video creation and editing): the Wan DiT plus a parallel stack of VACE
+    blocks reading the conditioning stream (a control video's latents split by a mask into kept and
+    regenerated parts, the mask itself folded 8x8 into channels, reference-image latents as extra
+    leading frames) and adding a hint into the main stream after each of `vace_layers`."""
+    import torch
+    from diffusers import WanVACEPipeline, WanVACETransformer3DModel
+
+    tokenizer = tiny_t5_tokenizer()
+    torch.manual_seed(SEED)
+    text_encoder = _tiny_umt5(len(tokenizer))
+    torch.manual_seed(SEED + 1)
+    transformer = _tiny_wan_transformer(
+        WanVACETransformer3DModel, in_channels=16, out_channels=16,
+        # One VACE block per listed layer; layer 0 is required. The tiny DiT hints both its layers
+        # (Wan2.1-VACE-1.3B: every other one of its 30; -14B: every fifth of its 40).
+        vace_layers=[0, 1],
+        # What the pipeline feeds it: 16 inactive + 16 reactive video latents + 64 (8x8) mask channels.
+        vace_in_channels=96,
+    )
+    torch.manual_seed(SEED + 2)
+    vae = _tiny_wan_vae()
+    return WanVACEPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                           scheduler=_wan_scheduler(), transformer=transformer)
 
 
 def _cogvideox_scheduler(snr_shift_scale: float):
@@ -228,9 +266,30 @@ def build_tiny_cogvideox_i2v():
                                          transformer=transformer, scheduler=_cogvideox_scheduler(1.0))
 
 
+def build_tiny_cogvideox_fun_control():
+    """CogVideoX-Fun control (pose/depth/canny video to video, alibaba-pai/CogVideoX-Fun-V1.1-5b-Pose): a
+    CogVideoX-5b fine-tune whose DiT takes 32 input channels, the 16 noise latents concatenated with the
+    16 VAE latents of the control video, frame by frame; 3D RoPE and no learned positions, so any size."""
+    import torch
+    from diffusers import CogVideoXFunControlPipeline
+
+    tokenizer = tiny_t5_tokenizer()
+    torch.manual_seed(SEED)
+    text_encoder = _tiny_t5(len(tokenizer))
+    torch.manual_seed(SEED + 1)
+    # The pipeline draws in_channels // 2 noise channels and concatenates as many control channels.
+    transformer = _tiny_cogvideox_transformer(in_channels=32, use_rotary_positional_embeddings=True)
+    torch.manual_seed(SEED + 2)
+    vae = _tiny_cogvideox_vae()
+    return CogVideoXFunControlPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
+                                       transformer=transformer, scheduler=_cogvideox_scheduler(1.0))
+
+
 VIDEO_BUILDERS: dict[str, Callable[[], object]] = {
     "tiny-wan": build_tiny_wan,
     "tiny-wan-i2v": build_tiny_wan_i2v,
     "tiny-cogvideox": build_tiny_cogvideox,
     "tiny-cogvideox-i2v": build_tiny_cogvideox_i2v,
+    "tiny-wan-vace": build_tiny_wan_vace,
+    "tiny-cogvideox-fun-control": build_tiny_cogvideox_fun_control,
 }
