@@ -146,7 +146,7 @@ def main() -> int:
                 touch([t.to(device) for sd in ram for t in sd.values()])
             floors["cold"].append(seconds(read_and_move))
             floors["parked"].append(seconds(lambda: touch([t.to(device) for sd in ram for t in sd.values()])))
-            del ram
+            ram.clear()  # release the floor copy before the next repeat
         sched.free_all()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,7 +7,6 @@ Everything goes through the same Studio services: cards, the download queue and 
 from __future__ import annotations
 
 import sys
-import time
 
 from .errors import StudioError
 from .history.installed import InstallStatus

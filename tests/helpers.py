@@ -16,3 +16,19 @@ def image_params(**overrides):
 
 def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def save_and_reload(builder, folder: Path):
+    """Build a tiny model, save it the standard way and load it back as a download would be: (built, loaded)."""
+    original = builder()
+    original.save_pretrained(folder, safe_serialization=True)
+    loaded = type(original).from_pretrained(folder)
+    loaded.set_progress_bar_config(disable=True)
+    return original, loaded
+
+
+def assert_small_safetensors(folder: Path, limit: int = 5_000_000) -> None:
+    """Weights only as safetensors (never pickles), and the whole folder under `limit` bytes."""
+    weights = [p for p in folder.rglob("*") if p.suffix in {".safetensors", ".bin", ".pt", ".pth"}]
+    assert weights and all(p.suffix == ".safetensors" for p in weights)
+    assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < limit

@@ -45,7 +45,7 @@ def test_model_not_downloaded_says_how_to_get_it(studio):
 
 
 def test_a_write_failure_midway_leaves_no_file_of_the_job(studio, monkeypatch):
-    import studio.tasks.image as image_module
+    import studio.media as image_module  # the PNG writer every image task uses
 
     real_save = image_module.save_png
     calls = []

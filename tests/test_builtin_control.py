@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import assert_small_safetensors, save_and_reload
+
 from studio.zoo.builtin_video import VIDEO_BUILDERS
 
 HEIGHT, WIDTH, FRAMES = 32, 48, 9
@@ -66,11 +68,8 @@ class Built:
 def built(request, tmp_path_factory) -> Built:
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     name = request.param
-    original = VIDEO_BUILDERS[name]()
     folder = tmp_path_factory.mktemp(name)
-    original.save_pretrained(folder, safe_serialization=True)
-    pipe = type(original).from_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
+    original, pipe = save_and_reload(VIDEO_BUILDERS[name], folder)
     return Built(name, original, folder, pipe)
 
 
@@ -78,9 +77,7 @@ def test_saved_as_real_classes_in_safetensors_and_small(built):
     pipe = built.pipe
     assert (type(pipe).__name__, type(pipe.transformer).__name__, type(pipe.vae).__name__,
             type(pipe.text_encoder).__name__, type(pipe.scheduler).__name__) == EXPECTED_CLASSES[built.name]
-    weights = [p for p in built.folder.rglob("*") if p.suffix in {".safetensors", ".bin", ".pt", ".pth"}]
-    assert weights and all(p.suffix == ".safetensors" for p in weights)
-    assert sum(p.stat().st_size for p in built.folder.rglob("*") if p.is_file()) < 5_000_000
+    assert_small_safetensors(built.folder)
 
 
 def test_control_call_makes_a_clip_of_the_asked_shape(built):

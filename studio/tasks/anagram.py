@@ -14,9 +14,9 @@ from pydantic import Field, model_validator
 
 from ..engines import anagram
 from ..errors import InvalidInput
-from ..media import SavedFile, format_infotext, output_relpath, save_gif, save_png
+from ..media import SavedFile, format_infotext, output_relpath, save_gif
 from ..zoo.cards import ModelCard
-from .base import JobContext, StepCallback, TaskOutput, TaskSpec, job_json, save_all
+from .base import JobContext, StepCallback, TaskOutput, TaskSpec, job_json, png_writer, save_all
 from .image import SAMPLER_NAMES
 from .lumina_options import LUMINA_NEXT_FAMILY, FlowSampling, family_fallbacks, refuse_lumina_next_options
 
@@ -131,12 +131,7 @@ class AnagramTask:
         frames = output.used.get("animation")
         used = {k: v for k, v in output.used.items() if k != "animation"}
 
-        def png(image: Any) -> Any:
-            return lambda index: save_png(
-                image, ctx.outputs_dir, output_relpath(self.name, ctx.job_id, index, "png", ctx.created_at),
-                infotext=infotext, job=job_json(self.name, index, spec, card, ctx, used))
-
-        writers = [png(image) for image in output.items]
+        writers = [png_writer(self.name, image, spec, card, ctx, used, infotext) for image in output.items]
         if frames:
             writers.append(lambda index: save_gif(
                 frames, ctx.outputs_dir, output_relpath(self.name, ctx.job_id, index, "gif", ctx.created_at),

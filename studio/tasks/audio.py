@@ -7,7 +7,6 @@ waveform: the WAV or FLAC file (prompt in its title tag, job JSON in its comment
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 from typing import Any, ClassVar, Literal
 
@@ -16,10 +15,10 @@ import torch
 from pydantic import Field
 
 from ..errors import InvalidInput
-from ..media import SavedFile, format_infotext, output_relpath, save_png
+from ..media import SavedFile, format_infotext, output_relpath
 from ..media_av import save_audio, waveform_picture
 from ..zoo.cards import ModelCard
-from .base import JobContext, StepCallback, TaskOutput, TaskSpec, job_json, save_all
+from .base import JobContext, StepCallback, TaskOutput, TaskSpec, job_json, png_writer, save_all
 
 
 class AudioSpec(TaskSpec):
@@ -81,9 +80,8 @@ def save_waveforms(task: str, output: TaskOutput, spec: Any, card: ModelCard, ct
         writers.append(lambda i, w=wave: save_audio(
             w, rate, ctx.outputs_dir, output_relpath(task, ctx.job_id, i, fmt, ctx.created_at), fmt=fmt,
             title=spec.prompt, job=job_json(task, i, spec, card, ctx, output.used)))
-        writers.append(lambda i, w=wave: dataclasses.replace(save_png(
-            waveform_picture(w), ctx.outputs_dir, output_relpath(task, ctx.job_id, i, "png", ctx.created_at),
-            infotext=infotext, job=job_json(task, i, spec, card, ctx, output.used)), kind="waveform"))
+        writers.append(png_writer(task, waveform_picture(wave), spec, card, ctx, output.used, infotext,
+                                  kind="waveform"))
     return save_all(writers)
 
 

@@ -7,6 +7,7 @@ resolved against its card; the resolved spec is what the job row records, so a r
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -128,6 +129,19 @@ def job_json(task: str, index: int, spec: TaskSpec, card: ModelCard, ctx: JobCon
 
     return {"job_id": ctx.job_id, "task": task, "index": index, "params": spec.model_dump(mode="json"),
             "used": used, "model_title": card.title, "studio_version": __version__}
+
+
+def png_writer(task: str, image: Any, spec: TaskSpec, card: ModelCard, ctx: JobContext, used: dict[str, Any],
+               infotext: str, kind: str = "image") -> Callable[[int], SavedFile]:
+    """A writer (for save_all) of one PNG output with the A1111 infotext and the job; `kind` names its role."""
+    from ..media import output_relpath, save_png
+
+    def write(index: int) -> SavedFile:
+        saved = save_png(image, ctx.outputs_dir, output_relpath(task, ctx.job_id, index, "png", ctx.created_at),
+                         infotext=infotext, job=job_json(task, index, spec, card, ctx, used))
+        return saved if kind == "image" else dataclasses.replace(saved, kind=kind)
+
+    return write
 
 
 def save_all(writers: list[Callable[[int], SavedFile]]) -> list[SavedFile]:

@@ -15,9 +15,9 @@ from pydantic import Field, model_validator
 
 from ..engines import compose
 from ..errors import InvalidInput
-from ..media import SavedFile, format_infotext, output_relpath, save_png
+from ..media import SavedFile, format_infotext
 from ..zoo.cards import ModelCard
-from .base import JobContext, StepCallback, TaskOutput, TaskSpec, job_json, save_all
+from .base import JobContext, StepCallback, TaskOutput, TaskSpec, png_writer, save_all
 from .image import SAMPLER_NAMES
 from .lumina_options import LUMINA_NEXT_FAMILY, FlowSampling, family_fallbacks
 
@@ -107,9 +107,5 @@ class ComposeTask:
             "Size": f"{spec.width}x{spec.height}", "Model": card.id, "Grid": f"{spec.grid_rows}x{spec.grid_cols}",
             "Shift": spec.shift})
 
-        def writer(image: Any) -> Any:
-            return lambda index: save_png(
-                image, ctx.outputs_dir, output_relpath(self.name, ctx.job_id, index, "png", ctx.created_at),
-                infotext=infotext, job=job_json(self.name, index, spec, card, ctx, output.used))
-
-        return save_all([writer(image) for image in output.items])
+        return save_all([png_writer(self.name, image, spec, card, ctx, output.used, infotext)
+                         for image in output.items])

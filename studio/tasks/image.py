@@ -15,9 +15,9 @@ from pydantic import Field
 from .. import __version__
 from ..errors import InvalidInput
 from ..engines import lumina_next
-from ..media import SavedFile, format_infotext, output_relpath, save_png
+from ..media import SavedFile, format_infotext
 from ..zoo.cards import ModelCard
-from .base import JobContext, StepCallback, TaskOutput, TaskSpec, job_json, save_all
+from .base import JobContext, StepCallback, TaskOutput, TaskSpec, png_writer, save_all
 from .lumina_options import (
     LUMINA_NEXT_FAMILY,
     LUMINA_NEXT_ONLY,
@@ -147,12 +147,8 @@ class ImageTask:
     def save(self, output: TaskOutput, spec: ImageSpec, card: ModelCard, ctx: JobContext) -> list[SavedFile]:
         infotext = self.infotext(spec, card, output.used["sampler"])
 
-        def writer(image: Any) -> Any:
-            return lambda index: save_png(
-                image, ctx.outputs_dir, output_relpath(self.name, ctx.job_id, index, "png", ctx.created_at),
-                infotext=infotext, job=job_json(self.name, index, spec, card, ctx, output.used))
-
-        return save_all([writer(image) for image in output.items])
+        return save_all([png_writer(self.name, image, spec, card, ctx, output.used, infotext)
+                         for image in output.items])
 
 
 def sampler_name(pipeline: Any) -> str:

@@ -9,7 +9,6 @@ for image- and video-to-video, the input image (or the input video's first frame
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,10 +18,10 @@ from PIL import Image
 from pydantic import Field
 
 from ..errors import InvalidInput
-from ..media import SavedFile, format_infotext, output_relpath, save_png
+from ..media import SavedFile, format_infotext, output_relpath
 from ..media_av import poster_frame, save_mp4
 from ..zoo.cards import ModelCard
-from .base import JobContext, StepCallback, TaskOutput, TaskSpec, job_json, save_all
+from .base import JobContext, StepCallback, TaskOutput, TaskSpec, job_json, png_writer, save_all
 
 MAX_FRAMES = 257
 
@@ -207,10 +206,8 @@ class VideoTask:
 
         writers = [
             lambda i: save_mp4(frames, ctx.outputs_dir, path(i, "mp4"), fps=spec.fps, title=spec.prompt, job=meta(i)),
-            lambda i: dataclasses.replace(save_png(poster_frame(frames), ctx.outputs_dir, path(i, "png"),
-                                                   infotext=infotext, job=meta(i)), kind="poster"),
+            png_writer(self.name, poster_frame(frames), spec, card, ctx, output.used, infotext, kind="poster"),
         ]
         if start_image is not None:
-            writers.append(lambda i: dataclasses.replace(save_png(start_image, ctx.outputs_dir, path(i, "png"),
-                                                                  infotext=infotext, job=meta(i)), kind="input"))
+            writers.append(png_writer(self.name, start_image, spec, card, ctx, output.used, infotext, kind="input"))
         return save_all(writers)
