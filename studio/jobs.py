@@ -22,7 +22,7 @@ import torch
 from .errors import StudioError
 
 from .history import HistoryStore, JobStatus
-from .media import SavedFile
+from .media import SavedFile, save_thumbnail, thumbnail_relpath, thumbnail_source
 from .runtime.memory import MemoryScheduler
 from .tasks import get_task
 from .tasks.base import JobContext, TaskSpec
@@ -152,7 +152,7 @@ class JobQueue:
         self._history.mark_running(job.id)
         job.status = JobStatus.RUNNING
         self._notify(job)
-        saved: list[SavedFile] = []
+        written: list[SavedFile] = []  # the outputs, then the thumbnail
         try:
             card = self._cards.get(job.spec.model)
 
@@ -162,13 +162,17 @@ class JobQueue:
 
             output = self._run_with_memory(job, task, card, on_step)
             ctx = JobContext(job_id=job.id, outputs_dir=self._outputs_dir, created_at=datetime.now(timezone.utc))
-            saved = task.save(output, job.spec, card, ctx)
-            for index, item in enumerate(saved):
+            saved = written = task.save(output, job.spec, card, ctx)
+            source = thumbnail_source(saved)
+            if source is not None:  # made once, now, so the gallery never decodes full outputs
+                thumbnail = save_thumbnail(source.path, self._outputs_dir, thumbnail_relpath(job.id, ctx.created_at))
+                written = [*saved, thumbnail]
+            for index, item in enumerate(written):
                 self._history.add_asset(job.id, index=index, kind=item.kind, path=item.relpath, mime=item.mime,
                                         bytes=item.bytes, sha256=item.sha256, width=item.width, height=item.height,
                                         duration_s=item.duration_s)
         except Exception as err:
-            self._fail(job, err, saved)
+            self._fail(job, err, written)
             return
         self._history.mark_done(job.id)
         job.outputs = saved

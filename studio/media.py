@@ -4,6 +4,8 @@ Every PNG carries two text chunks: `parameters`, the A1111 "infotext" that A1111
 and ComfyUI readers understand, and `studio_job`, our full job as JSON so a job can be re-run
 exactly. Files appear under the outputs dir only once complete: a crash or a full disk never leaves
 a half-written image that the gallery or another tool could pick up.
+
+Each job also gets one small WebP thumbnail, made once when it is saved, that the gallery shows.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ _RE_PARAM = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
 _RE_KEY = re.compile(r"\w[\w \-/]+")
 _RE_TASK = re.compile(r"[a-z0-9_]+")
 _RE_JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
+
+THUMBNAIL_PX = 320  # longest side; the gallery grid shows them at about half that, sharp on HiDPI screens
+# Which output a job's thumbnail is made from, best first: the picture itself, a video's poster frame,
+# a sound's waveform picture, an anagram's animation.
+THUMBNAIL_SOURCES = ("image", "poster", "waveform", "animation")
 
 
 @dataclass(frozen=True)
@@ -257,3 +264,34 @@ def read_png_metadata(path: Path) -> PngMetadata:
     except ValueError:
         job = None
     return PngMetadata(infotext=infotext, job=job if isinstance(job, dict) else None, raw=raw)
+
+
+def thumbnail_relpath(job_id: str, when: datetime) -> str:
+    """`thumbnails/YYYY-MM-DD/job.webp`: beside the outputs, named by job id only."""
+    if not _RE_JOB_ID.fullmatch(job_id):
+        raise ValueError(f"job id {job_id!r} must match {_RE_JOB_ID.pattern}")
+    return f"thumbnails/{when:%Y-%m-%d}/{job_id}.webp"
+
+
+def thumbnail_source(saved: list[SavedFile]) -> SavedFile | None:
+    """The output a job's thumbnail is made from, or None when it has no picture at all."""
+    for kind in THUMBNAIL_SOURCES:
+        for item in saved:
+            if item.kind == kind:
+                return item
+    return None
+
+
+def save_thumbnail(source: Path, outputs_dir: Path, relpath: str) -> SavedFile:
+    """A WebP no larger than THUMBNAIL_PX on its longest side, from an image file; atomic like every output."""
+    try:
+        with Image.open(source) as im:
+            im.seek(0)  # the first frame of an animation
+            thumb = im.convert("RGBA" if im.mode in ("RGBA", "LA", "P") else "RGB")
+    except Exception as exc:
+        raise MediaError(f"could not read {source} to make its thumbnail: {exc}") from exc
+    thumb.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
+    path, size, sha = _write_atomic(outputs_dir, relpath, lambda f: thumb.save(f, format="WEBP", quality=82,
+                                                                                method=4))
+    return SavedFile(path=path, relpath=PurePosixPath(relpath).as_posix(), kind="thumbnail", mime="image/webp",
+                     width=thumb.width, height=thumb.height, bytes=size, sha256=sha)

@@ -52,6 +52,7 @@ class Settings:
     hf_endpoint: str = "https://huggingface.co"
     # Access token for gated repos; HF_TOKEN, else the token `hf auth login` stored.
     hf_token: str | None = field(default=None, repr=False)
+    presets_dir: Path = REPO_ROOT / "presets"  # the shipped prompt libraries and style templates
 
     @property
     def db_path(self) -> Path:
@@ -86,6 +87,7 @@ class Settings:
             "channels_last": env.get("STUDIO_CHANNELS_LAST", "0").lower() in ("1", "true", "yes", "on"),
             "hf_endpoint": (env.get("HF_ENDPOINT") or cls.hf_endpoint).rstrip("/"),
             "hf_token": env.get("HF_TOKEN") or None,
+            "presets_dir": Path(env.get("STUDIO_PRESETS") or REPO_ROOT / "presets"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls._validated(values)
@@ -115,7 +117,8 @@ class Settings:
             raise InvalidInput(f"placement must be one of {', '.join(PLACEMENTS)}, got {values['placement']!r}")
         if values["attention"] not in ("sdpa", "flash", "native"):
             raise InvalidInput(f"attention must be sdpa or flash, got {values['attention']!r}")
-        paths = {k: Path(values[k]).expanduser().resolve() for k in ("home", "outputs_dir", "model_cache", "model_zoo_dir")}
+        paths = {k: Path(values[k]).expanduser().resolve() for k in ("home", "outputs_dir", "model_cache", "model_zoo_dir",
+                                                                       "presets_dir")}
         return cls(**{**values, **paths, "port": port, "device": device})
 
     def replace(self, **changes: Any) -> "Settings":

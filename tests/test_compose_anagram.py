@@ -192,7 +192,7 @@ def test_anagram_end_to_end_saves_the_picture_its_reading_and_the_animation(stud
     assert "as it is: an oil painting of an old man" in meta.infotext.prompt
     assert "rotated 180°: an oil painting of a snowy mountain" in meta.infotext.prompt
     record = studio.history.get_job(job.id)
-    assert [a.kind for a in record.assets] == ["image", "image", "animation"]
+    assert [a.kind for a in record.assets] == ["image", "image", "animation", "thumbnail"]
     assert record.prompt == "an oil painting of an old man / an oil painting of a snowy mountain"
     # Its reading under the view is another picture of the same size.
     seen, original = np.asarray(Image.open(viewed.path)), np.asarray(Image.open(picture.path))

@@ -46,10 +46,14 @@ def test_generates_a_png_with_metadata_and_history(studio, model):
     assert record.status is JobStatus.DONE and record.model_id == model and record.seed == 1234
     assert record.params["steps"] == FAST_STEPS and record.params["width"] == 384
     assert record.duration_s is not None and record.duration_s >= 0
-    [asset] = record.assets
+    asset, thumb = record.assets
     assert asset.path == saved.relpath and asset.mime == "image/png"
     assert (asset.width, asset.height) == (384, 256)
     assert asset.sha256 == hashlib.sha256(saved.path.read_bytes()).hexdigest()
+    # The gallery's thumbnail was made at save time: a small WebP of the same picture.
+    assert thumb.kind == "thumbnail" and thumb.mime == "image/webp" and thumb.path.endswith(f"{job.id}.webp")
+    with Image.open(studio.settings.outputs_dir / thumb.path) as im:
+        assert im.format == "WEBP" and im.size == (thumb.width, thumb.height) == (320, 213)
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -81,7 +85,7 @@ def test_several_images_per_prompt(studio):
     job = studio.run("image", image_params(num_images=2))
     assert [s.path.name for s in job.outputs] == [f"{job.id}-00.png", f"{job.id}-01.png"]
     assert not np.array_equal(pixels(job.outputs[0].path), pixels(job.outputs[1].path))
-    assert [a.index for a in studio.history.get_job(job.id).assets] == [0, 1]
+    assert [(a.index, a.kind) for a in studio.history.get_job(job.id).assets] == [(0, "image"), (1, "image"), (2, "thumbnail")]
 
 
 def test_progress_is_reported_per_step(studio):

@@ -5,6 +5,6 @@ migrations that run whenever a `HistoryStore` is opened. The rest of the app tal
 `HistoryStore` only and gets frozen `JobRecord` / `AssetRecord` values back.
 """
 
-from .store import AssetRecord, HistoryStore, JobRecord, JobStatus
+from .store import AssetRecord, HistoryStore, JobFilter, JobPage, JobRecord, JobStatus
 
-__all__ = ["AssetRecord", "HistoryStore", "JobRecord", "JobStatus"]
+__all__ = ["AssetRecord", "HistoryStore", "JobFilter", "JobPage", "JobRecord", "JobStatus"]

@@ -6,24 +6,32 @@ bound to a session. Status changes follow the job's life and refuse impossible j
 
     pending -> running -> done
     pending | running -> failed | cancelled;  running -> interrupted (the app stopped mid-job)
+
+The gallery reads through `find_jobs`: filters, full-text search over prompts (the `jobs_fts`
+FTS5 table, written here in the same transaction as the job row) and one page at a time.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sqlalchemy import literal_column, select
+from sqlalchemy import ColumnElement, column, func, literal_column, select, table, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from .db import make_engine, migrate, writer
-from .tables import Asset, Job, utcnow
+from .tables import JOBS_FTS, Asset, Job, utcnow
+
+# FTS5's trigram tokenizer indexes 3-character substrings: shorter search words can't use the index.
+_MIN_FTS_TERM = 3
+_RE_TERM = re.compile(r'"([^"]*)"|(\S+)')
 
 
 class JobStatus(str, enum.Enum):
@@ -74,6 +82,32 @@ class JobRecord:
     duration_s: float | None
     assets: tuple[AssetRecord, ...]
     placement: str | None = None
+    favorite: bool = False
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What the gallery asks for. `text` is searched in prompts (every caption and reading included):
+    each word, or "quoted phrase", must appear somewhere in the prompt, in any case."""
+
+    text: str = ""
+    task: str | None = None
+    model_id: str | None = None
+    status: JobStatus | str | None = None
+    favorites: bool = False
+    since: datetime | None = None  # created at or after (aware)
+    until: datetime | None = None  # created before (aware)
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a filtered history, newest first, and how many jobs the filter matches in all."""
+
+    jobs: list[JobRecord]
+    total: int
+    offset: int
+    limit: int
+    filters: JobFilter = field(default_factory=JobFilter)
 
 
 def _asset_record(a: Asset) -> AssetRecord:
@@ -110,7 +144,48 @@ def _job_record(j: Job) -> JobRecord:
         duration_s=j.duration_s,
         assets=tuple(_asset_record(a) for a in sorted(j.assets, key=lambda a: a.index)),
         placement=j.placement,
+        favorite=bool(j.favorite),
     )
+
+
+def search_terms(text_query: str) -> list[str]:
+    """The words and "quoted phrases" of a search box, blanks dropped."""
+    terms = (quoted if quoted is not None and quoted != "" else bare for quoted, bare in _RE_TERM.findall(text_query))
+    return [t.strip() for t in terms if t and t.strip()]
+
+
+def _text_conditions(text_query: str) -> list[ColumnElement[bool]]:
+    """SQL conditions for a search box: FTS5 for terms it can index, LIKE on the prompt for the rest."""
+    conditions: list[ColumnElement[bool]] = []
+    indexed = [t for t in search_terms(text_query) if len(t) >= _MIN_FTS_TERM]
+    if indexed:
+        # Every term becomes a quoted FTS5 phrase (quotes doubled), so no user text is read as query syntax.
+        match = " AND ".join('"' + t.replace('"', '""') + '"' for t in indexed)
+        fts = table(JOBS_FTS, column("job_id"))
+        hits = select(fts.c.job_id).where(text(f"{JOBS_FTS} MATCH :match").bindparams(match=match))
+        conditions.append(Job.id.in_(hits))
+    for term in search_terms(text_query):
+        if len(term) < _MIN_FTS_TERM:
+            escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conditions.append(Job.prompt.like(f"%{escaped}%", escape="\\"))
+    return conditions
+
+
+def _filter_conditions(filters: JobFilter) -> list[ColumnElement[bool]]:
+    conditions = _text_conditions(filters.text)
+    if filters.task:
+        conditions.append(Job.task == filters.task)
+    if filters.model_id:
+        conditions.append(Job.model_id == filters.model_id)
+    if filters.status:
+        conditions.append(Job.status == JobStatus(filters.status).value)
+    if filters.favorites:
+        conditions.append(Job.favorite.is_(True))
+    if filters.since is not None:
+        conditions.append(Job.created_at >= filters.since)
+    if filters.until is not None:
+        conditions.append(Job.created_at < filters.until)
+    return conditions
 
 
 def _check_relative_path(path: str) -> str:
@@ -172,6 +247,8 @@ class HistoryStore:
                     seed=seed,
                 )
             )
+            s.execute(text(f"INSERT INTO {JOBS_FTS} (job_id, prompt) VALUES (:id, :prompt)"),
+                      {"id": job_id, "prompt": prompt})
         return job_id
 
     def mark_running(self, job_id: str) -> None:
@@ -269,7 +346,16 @@ class HistoryStore:
                 raise KeyError(f"no job with id {job_id!r} in the history")
             record = _job_record(job)
             s.delete(job)
+            s.execute(text(f"DELETE FROM {JOBS_FTS} WHERE job_id = :id"), {"id": job_id})
         return record
+
+    def set_favorite(self, job_id: str, favorite: bool) -> None:
+        """Star or unstar a job (any status)."""
+        with self._write() as s, s.begin():
+            job = s.get(Job, job_id)
+            if job is None:
+                raise KeyError(f"no job with id {job_id!r} in the history")
+            job.favorite = bool(favorite)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -288,16 +374,23 @@ class HistoryStore:
         status: JobStatus | str | None = None,
     ) -> list[JobRecord]:
         """Jobs newest first, optionally only one task kind and/or one status."""
-        query = select(Job).options(selectinload(Job.assets))
-        if task is not None:
-            query = query.where(Job.task == task)
-        if status is not None:
-            query = query.where(Job.status == JobStatus(status).value)
+        return self.find_jobs(JobFilter(task=task, status=status), limit=limit, offset=offset).jobs
+
+    def find_jobs(self, filters: JobFilter = JobFilter(), *, limit: int = 48, offset: int = 0) -> JobPage:
+        """One page of the jobs that match `filters`, newest first, with the total count.
+
+        Only the page's rows (and their assets) are loaded; the (filter column, created_at) indexes
+        keep this a short index walk however long the history is (bench/gallery.py measures it)."""
+        limit, offset = max(0, limit), max(0, offset)
+        conditions = _filter_conditions(filters)
         # rowid breaks ties between jobs created within the same microsecond.
-        query = query.order_by(Job.created_at.desc(), literal_column("jobs.rowid").desc())
-        query = query.limit(max(0, limit)).offset(max(0, offset))
+        page = (select(Job).options(selectinload(Job.assets)).where(*conditions)
+                .order_by(Job.created_at.desc(), literal_column("jobs.rowid").desc()).limit(limit).offset(offset))
+        count = select(func.count()).select_from(Job).where(*conditions)
         with Session(self.engine) as s, s.begin():
-            return [_job_record(j) for j in s.scalars(query)]
+            jobs = [_job_record(j) for j in s.scalars(page)]
+            total = s.scalar(count) or 0
+        return JobPage(jobs=jobs, total=total, offset=offset, limit=limit, filters=filters)
 
     def close(self) -> None:
         """Close every pooled connection (the store is not usable afterwards)."""

@@ -11,15 +11,18 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -60,6 +63,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(timezone.utc)
 
 
+# The FTS5 full-text index of job prompts (migration 0004). SQLAlchemy has no model for virtual
+# tables, so the store writes it with SQL; FTS5 keeps its data in shadow tables named jobs_fts_*.
+JOBS_FTS = "jobs_fts"
+
+
+def managed_by_orm(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Alembic `include_name` hook: compare only what these classes describe, not the FTS tables."""
+    return not (type_ == "table" and name is not None and name.startswith(JOBS_FTS))
+
+
 def utcnow() -> datetime:
     """Now, as an aware UTC datetime (the only kind the history stores)."""
     return datetime.now(timezone.utc)
@@ -80,9 +93,9 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    task: Mapped[str] = mapped_column(String(32), index=True)
-    model_id: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    task: Mapped[str] = mapped_column(String(32))
+    model_id: Mapped[str] = mapped_column(String(200))
     prompt: Mapped[str] = mapped_column(Text)
     negative_prompt: Mapped[str] = mapped_column(Text, default="")
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -90,6 +103,16 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text)
     duration_s: Mapped[float | None] = mapped_column(Float)
     placement: Mapped[str | None] = mapped_column(String(32))  # how the model's weights were placed
+    favorite: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+
+    # The gallery pages newest first within a filter; each filter column paired with created_at lets
+    # SQLite walk the index in order and stop after one page, even at 100,000 jobs (bench/gallery.py).
+    __table_args__ = (
+        Index("ix_jobs_task_created", "task", "created_at"),
+        Index("ix_jobs_model_created", "model_id", "created_at"),
+        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_favorite_created", "favorite", "created_at"),
+    )
 
     assets: Mapped[list[Asset]] = relationship(
         back_populates="job",
@@ -138,4 +161,25 @@ class InstalledModel(Base):
     error: Mapped[str | None] = mapped_column(Text)
     installed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class UserPreset(Base):
+    """A preset or style template the user saved or imported (the shipped ones live in presets/*.yaml).
+
+    kind "preset": `modality` is the tab (image, video, audio, music, compositional, anagrams) and `data`
+    holds {prompt, negative_prompt, params}. kind "style": `modality` is "" and `data` holds
+    {prompt (with a {prompt} placeholder), negative_prompt}.
+    """
+
+    __tablename__ = "user_presets"
+    __table_args__ = (UniqueConstraint("kind", "modality", "name", name="uq_user_presets_kind_modality_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    modality: Mapped[str] = mapped_column(String(32), default="")
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(100), default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

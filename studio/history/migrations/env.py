@@ -12,7 +12,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool
 
-from studio.history.tables import Base
+from studio.history.tables import Base, managed_by_orm
 
 config = context.config
 target_metadata = Base.metadata
@@ -29,6 +29,7 @@ def _configure(connection: Connection) -> None:
         # SQLite can't ALTER most things; batch mode recreates the table instead.
         render_as_batch=True,
         compare_type=True,
+        include_name=managed_by_orm,
     )
 
 

@@ -1,0 +1,632 @@
+"""Prompt libraries and style templates: what they hold, how they are checked, loaded, applied and exchanged.
+
+A preset fills one tab's form: a title and category for the picker, the prompt, the negative prompt
+and any TaskSpec parameters of that tab's task (never the model or the seed). The shipped ones live
+in `presets/<modality>.yaml`; a user's own live in the history database (`history.user_presets`).
+A style is a prompt template in the A1111 sense: `{prompt}` marks where the user's prompt goes, and
+its negative prompt is added to the user's; the shipped ones live in `presets/styles.yaml`.
+
+A malformed preset file is reported by file and reason (and the entry, where one entry is at fault)
+while the other files still load. Imports read our own export and the style files of A1111
+(styles.csv), Fooocus (sdxl_styles JSON) and InvokeAI (style preset JSON/CSV); these are pure
+functions of the uploaded bytes, and the history store writes what they return.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import InitErrorDetails
+
+from .engines.anagram import check_views
+from .errors import InvalidInput
+from .tasks import get_task
+from .tasks.anagram import AnagramSpec
+from .tasks.base import describe_validation_error
+
+log = logging.getLogger(__name__)
+
+# Tab (and preset file name) -> the task its presets fill.
+MODALITIES: dict[str, str] = {"image": "image", "video": "video", "audio": "audio", "music": "music",
+                              "compositional": "compose", "anagrams": "anagram"}
+# Tabs whose task builds the prompt from another field (the cell captions, the readings): their presets have none.
+DERIVED_PROMPT: dict[str, str] = {"compositional": "captions", "anagrams": "prompts"}
+# What a preset never sets: the model and seed are the user's choice, the prompts are fields of their own.
+RESERVED_PARAMS = ("model", "seed", "prompt", "negative_prompt")
+
+StyleModality = Literal["image", "video", "audio", "music"]
+DEFAULT_STYLE_MODALITIES: list[StyleModality] = ["image", "video"]
+PLACEHOLDER = "{prompt}"
+STYLES_FILE = "styles.yaml"
+
+MAX_IMPORT_BYTES = 5 * 1024 * 1024
+EXPORT_VERSION = 1  # the `studio_presets` key of an export names its format version
+
+
+class PresetFormatError(ValueError):
+    """A preset or style file, or one entry of it, is not in the expected form; the message says how."""
+
+
+class PresetFields(BaseModel):
+    """A preset as a preset file (or an export) writes it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    title: str = Field(min_length=1, max_length=200)
+    category: str = Field(default="", max_length=100)
+    prompt: str = ""
+    negative_prompt: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Preset(PresetFields):
+    """A preset plus where it came from: the shipped files, or the user's own (with its database id)."""
+
+    source: Literal["builtin", "user"] = "user"
+    id: int | None = None
+
+
+class StyleFields(BaseModel):
+    """A style template as styles.yaml (or an export) writes it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    prompt: str
+    negative_prompt: str = ""
+    modalities: list[StyleModality] = Field(default_factory=lambda: list(DEFAULT_STYLE_MODALITIES), min_length=1)
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_placeholder(cls, value: str) -> str:
+        if PLACEHOLDER not in value:
+            raise ValueError("a style's prompt needs {prompt} where the user's prompt goes, "
+                             "e.g. 'an oil painting of {prompt}, thick brush strokes'")
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _once_each(cls, value: list[StyleModality]) -> list[StyleModality]:
+        return list(dict.fromkeys(value))
+
+
+class Style(StyleFields):
+    """A style plus where it came from: the shipped styles.yaml, or the user's own (with its database id)."""
+
+    source: Literal["builtin", "user"] = "user"
+    id: int | None = None
+
+
+# -- checking a preset against its tab's task ------------------------------------------------------
+
+
+def preset_problem(modality: str, preset: PresetFields) -> str | None:
+    """Why `preset` cannot fill the `modality` tab (e.g. 'params.width: ...'), or None if it can."""
+    if modality not in MODALITIES:
+        return f"unknown modality {modality!r}; presets exist for {', '.join(MODALITIES)}"
+    reserved = [name for name in RESERVED_PARAMS if name in preset.params]
+    if reserved:
+        return (f"params: {', '.join(reserved)} cannot be set by a preset (the model and seed stay the user's "
+                "choice; the prompt and negative prompt are fields of their own)")
+    derived = modality in DERIVED_PROMPT
+    if derived and preset.prompt:
+        return f"prompt: a {modality} preset has no prompt; the task builds it from params.{DERIVED_PROMPT[modality]}"
+    if not derived and not preset.prompt:
+        return f"prompt: a {modality} preset needs a prompt"
+    spec_type = get_task(MODALITIES[modality]).spec_type
+    raw = {"model": "preset", "negative_prompt": preset.negative_prompt, **preset.params}
+    if not derived:
+        raw["prompt"] = preset.prompt
+    try:
+        spec = spec_type.model_validate(raw)
+    except ValidationError as err:
+        return _describe_spec_error(err, preset.params)
+    return _views_problem(spec) if isinstance(spec, AnagramSpec) else None
+
+
+def check_preset(modality: str, preset: PresetFields) -> None:
+    """Raise InvalidInput, saying what to change, if `preset` cannot fill the `modality` tab."""
+    problem = preset_problem(modality, preset)
+    if problem:
+        raise InvalidInput(f"The {modality} preset {preset.title!r} is not valid — {problem}")
+
+
+def _describe_spec_error(err: ValidationError, params: dict[str, Any]) -> str:
+    """The task's own message, naming each parameter as the preset writes it (params.width)."""
+    def where(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+        # Whole-spec errors (a grid without enough captions) are about the params too.
+        return ("params", *loc) if not loc or loc[0] in params else loc
+
+    try:
+        err = ValidationError.from_exception_data(err.title, [
+            InitErrorDetails(type=e["type"], loc=where(e["loc"]), input=e["input"], ctx=e.get("ctx", {}))
+            for e in err.errors()])
+    except (KeyError, TypeError):
+        pass  # an error type pydantic cannot rebuild: keep the task's own field names
+    return describe_validation_error(err).removeprefix("Invalid input — ")
+
+
+def _views_problem(spec: AnagramSpec) -> str | None:
+    """Anagram views are checked against the engine's list only when a job runs; a preset names them now."""
+    width, height = spec.width, spec.height
+    if not (width and height):
+        width = height = 1  # the model's default size decides: only the view names can be checked now
+    try:
+        check_views(spec.views, width, height)
+    except InvalidInput as err:
+        return f"params.views: {err}"
+    return None
+
+
+# -- applying a style -------------------------------------------------------------------------------
+
+
+def merge_prompt(template: str, text: str) -> str:
+    """A1111's merge: `text` in place of {prompt}, or, in a template without one, `text, template`.
+
+    With an empty `text` the separators left around the placeholder are tidied away, so that
+    'film still of {prompt}, shallow focus' gives 'film still of, shallow focus', not 'of , ...'.
+    """
+    text = text.strip()
+    if PLACEHOLDER not in template:
+        return ", ".join(part for part in (text, template.strip()) if part)
+    merged = template.replace(PLACEHOLDER, text)
+    return merged.strip() if text else _tidy(merged)
+
+
+def _tidy(text: str) -> str:
+    text = re.sub(r"\(\s*\)|\[\s*\]|\{\s*\}", "", text)  # brackets that only held the prompt
+    text = re.sub(r"\s*,(?:\s*,)+", ",", text)  # ', ,' -> ','
+    text = re.sub(r"[ \t]+([,.;:])", r"\1", text)  # 'of , x' -> 'of, x'
+    text = re.sub(r"[ \t]{2,}", " ", text)
+    return text.strip(" \t\r\n,;")
+
+
+def apply_style(style: StyleFields, prompt: str, negative_prompt: str) -> tuple[str, str]:
+    """(prompt, negative prompt) with `style` applied the way A1111 does it.
+
+    The style's prompt is a template for the user's prompt; its negative prompt is joined after the
+    user's with ', ' (or, if it has a {prompt} itself, takes the user's negative there).
+    """
+    return merge_prompt(style.prompt, prompt), merge_prompt(style.negative_prompt, negative_prompt)
+
+
+# -- the shipped library -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PresetProblem:
+    """A preset file, or one entry of it, that did not load, and why."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path.name}: {self.reason}"
+
+
+def _describe(err: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'entry'}: {e['msg'].removeprefix('Value error, ')}"
+                     for e in err.errors())
+
+
+def _label(kind: str, number: int, entry: Any, key: str) -> str:
+    """'preset 3 'Lighthouse'' — how a problem names the entry at fault (numbered from 1, as people count)."""
+    name = entry.get(key) if isinstance(entry, dict) else None
+    return f"{kind} {number} {name.strip()!r}" if isinstance(name, str) and name.strip() else f"{kind} {number}"
+
+
+def parse_preset(modality: str, entry: Any, source: Literal["builtin", "user"] = "user") -> Preset:
+    """One preset entry of a file or an import, checked against its tab; ValueError says what is wrong."""
+    if not isinstance(entry, dict):
+        raise PresetFormatError("must be a mapping with title, category, prompt, negative_prompt and params")
+    try:
+        fields = PresetFields.model_validate(entry)
+    except ValidationError as err:
+        raise ValueError(_describe(err)) from None
+    problem = preset_problem(modality, fields)
+    if problem:
+        raise ValueError(problem)
+    return Preset(**fields.model_dump(), source=source)
+
+
+def parse_style(entry: Any, source: Literal["builtin", "user"] = "user") -> Style:
+    """One style entry of styles.yaml or an export; ValueError says what is wrong."""
+    if not isinstance(entry, dict):
+        raise PresetFormatError("must be a mapping with name, prompt, negative_prompt and modalities")
+    try:
+        return Style(**StyleFields.model_validate(entry).model_dump(), source=source)
+    except ValidationError as err:
+        raise ValueError(_describe(err)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ValueError(f"not valid YAML ({err})") from None
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8 text") from None
+    except OSError as err:
+        raise ValueError(f"cannot be read ({err})") from None
+    if data is None:
+        raise ValueError("the file is empty")
+    if not isinstance(data, dict):
+        raise PresetFormatError("a preset file must be a YAML mapping")
+    return data
+
+
+@dataclass
+class PresetLibrary:
+    """The shipped presets (per modality) and styles, plus what could not be loaded.
+
+    Within a file, one bad entry is reported and skipped and the file's other entries still load: a
+    typo in one preset should not hide thirty good ones. A file whose whole shape is wrong (not
+    YAML, no `presets` list, a `modality` other than its name) is skipped whole.
+    """
+
+    by_modality: dict[str, list[Preset]] = field(default_factory=dict)
+    all_styles: list[Style] = field(default_factory=list)
+    problems: list[PresetProblem] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, folder: Path) -> PresetLibrary:
+        library = cls()
+        folder = Path(folder)
+        if not folder.is_dir():
+            library.problems.append(PresetProblem(folder, "the presets folder does not exist"))
+        else:
+            for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
+                library._load_file(path)
+        for problem in library.problems:
+            log.warning("preset file problem: %s", problem)
+        return library
+
+    def _problem(self, path: Path, reason: str) -> None:
+        self.problems.append(PresetProblem(path, reason))
+
+    def _load_file(self, path: Path) -> None:
+        # Unknown YAML files are reported rather than ignored: 'imgae.yaml' or 'image.yml' would
+        # otherwise silently ship an empty tab.
+        if path.suffix != ".yaml" or (path.stem not in MODALITIES and path.name != STYLES_FILE):
+            names = ", ".join([*(f"{m}.yaml" for m in MODALITIES), STYLES_FILE])
+            self._problem(path, f"not a preset file, so not loaded (preset files are named {names})")
+            return
+        try:
+            data = _read_yaml(path)
+        except ValueError as err:
+            self._problem(path, str(err))
+            return
+        if path.name == STYLES_FILE:
+            self._load_styles(path, data)
+        else:
+            self._load_presets(path, path.stem, data)
+
+    def _unknown_keys(self, path: Path, data: dict[str, Any], known: set[str]) -> None:
+        unknown = sorted(str(k) for k in data.keys() - known)
+        if unknown:
+            self._problem(path, f"unknown top-level key(s) {', '.join(unknown)} ignored "
+                                f"(expected {', '.join(sorted(known))})")
+
+    def _load_presets(self, path: Path, modality: str, data: dict[str, Any]) -> None:
+        if data.get("modality") != modality:
+            self._problem(path, f"modality is {data.get('modality')!r}, but this file holds the {modality!r} "
+                                f"presets (a preset file is named after its tab); file not loaded")
+            return
+        self._unknown_keys(path, data, {"modality", "presets"})
+        entries = data.get("presets")
+        if not isinstance(entries, list):
+            self._problem(path, "presets: must be a list of presets; file not loaded")
+            return
+        loaded: dict[str, Preset] = {}
+        for number, entry in enumerate(entries, 1):
+            label = _label("preset", number, entry, "title")
+            try:
+                preset = parse_preset(modality, entry, source="builtin")
+            except ValueError as err:
+                self._problem(path, f"{label}: {err}")
+                continue
+            if preset.title in loaded:
+                self._problem(path, f"{label}: the title is already used by an earlier preset in this file")
+                continue
+            loaded[preset.title] = preset
+        self.by_modality[modality] = list(loaded.values())
+
+    def _load_styles(self, path: Path, data: dict[str, Any]) -> None:
+        self._unknown_keys(path, data, {"styles"})
+        entries = data.get("styles")
+        if not isinstance(entries, list):
+            self._problem(path, "styles: must be a list of styles; file not loaded")
+            return
+        loaded: dict[str, Style] = {}
+        for number, entry in enumerate(entries, 1):
+            label = _label("style", number, entry, "name")
+            try:
+                style = parse_style(entry, source="builtin")
+            except ValueError as err:
+                self._problem(path, f"{label}: {err}")
+                continue
+            if style.name in loaded:
+                self._problem(path, f"{label}: the name is already used by an earlier style in this file")
+                continue
+            loaded[style.name] = style
+        self.all_styles = list(loaded.values())
+
+    def presets(self, modality: str) -> list[Preset]:
+        """The shipped presets of a tab, in file order."""
+        if modality not in MODALITIES:
+            raise KeyError(f"unknown modality {modality!r}; presets exist for {', '.join(MODALITIES)}")
+        return list(self.by_modality.get(modality, []))
+
+    def styles(self, modality: str | None = None) -> list[Style]:
+        """The shipped styles that apply to a tab (all of them for None), in file order."""
+        return [s for s in self.all_styles if modality is None or modality in s.modalities]
+
+    def preset(self, modality: str, title: str) -> Preset | None:
+        return next((p for p in self.presets(modality) if p.title == title), None)
+
+    def style(self, name: str) -> Style | None:
+        return next((s for s in self.all_styles if s.name == name), None)
+
+
+# -- import and export -------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportResult:
+    """What an uploaded file holds: presets (with their tab), styles, and the entries that were skipped."""
+
+    presets: list[tuple[str, Preset]] = field(default_factory=list)
+    styles: list[Style] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    format: str = ""  # what the file was read as, e.g. "A1111 styles.csv", for the message the user sees
+
+    def add_style(self, label: str, style: Style) -> None:
+        if any(s.name == style.name for s in self.styles):
+            self.problems.append(f"{label}: a style named {style.name!r} came earlier in the file; skipped")
+        else:
+            self.styles.append(style)
+
+
+def export_user(presets: Iterable[tuple[str, PresetFields]], styles: Iterable[StyleFields]) -> str:
+    """The user's presets and styles as one YAML document that `parse_import` reads back.
+
+    studio_presets: 1          # format version
+    presets:
+      image:
+        - {title, category, prompt, negative_prompt, params}   (fields at their default are left out)
+    styles:
+      - {name, prompt, negative_prompt, modalities}
+    """
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for modality, preset in presets:
+        entry = preset.model_dump(include=set(PresetFields.model_fields), exclude_defaults=True)
+        grouped.setdefault(modality, []).append(entry)
+    order = list(MODALITIES)
+    grouped = dict(sorted(grouped.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)))
+    document = {"studio_presets": EXPORT_VERSION, "presets": grouped,
+                "styles": [s.model_dump(include=set(StyleFields.model_fields), exclude_defaults=True) for s in styles]}
+    header = "# Studio presets and styles, exported; importing this file into Studio restores them\n"
+    return header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=120)
+
+
+def parse_import(filename: str, data: bytes) -> ImportResult:
+    """Read an uploaded preset/style file: our export (YAML/JSON), A1111 styles.csv, Fooocus or InvokeAI styles.
+
+    A file that cannot be read at all raises InvalidInput; a bad entry in a readable file is listed
+    in `problems` and the others still import.
+    """
+    if len(data) > MAX_IMPORT_BYTES:
+        raise InvalidInput(f"{filename} is {len(data) / 2**20:.1f} MB; preset and style files can be at most "
+                           f"{MAX_IMPORT_BYTES // 2**20} MB")
+    try:
+        text = data.decode("utf-8-sig")  # A1111 writes its styles.csv with a BOM
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{filename} is not UTF-8 text; save it as UTF-8 and import it again") from None
+    suffix = Path(filename).suffix.lower()
+    stripped = text.lstrip()
+    if suffix == ".csv" or (suffix not in (".json", ".yaml", ".yml") and _looks_like_csv(stripped)):
+        return _parse_styles_csv(filename, text)
+    if suffix == ".json" or (suffix not in (".yaml", ".yml") and stripped.startswith(("[", "{"))):
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InvalidInput(f"{filename} is not valid JSON ({err})") from None
+    else:
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise InvalidInput(f"{filename} is not valid YAML ({err})") from None
+    return _parse_document(filename, document)
+
+
+def _looks_like_csv(text: str) -> bool:
+    header = text.split("\n", 1)[0].lower()
+    return "," in header and "name" in header and ":" not in header
+
+
+def _parse_document(filename: str, document: Any) -> ImportResult:
+    if isinstance(document, dict) and ("presets" in document or "styles" in document):
+        return _parse_studio_export(filename, document)
+    if isinstance(document, list):
+        invoke = "invoke" in filename.lower() or any(
+            isinstance(e, dict) and ("positive_prompt" in e or "preset_data" in e) for e in document)
+        return _parse_invokeai_json(document) if invoke else _parse_fooocus_json(document)
+    raise InvalidInput(f"{filename} is not a preset or style file: expected a Studio export (with 'presets' "
+                       "and/or 'styles'), an A1111 styles.csv, or a Fooocus/InvokeAI list of styles")
+
+
+def _parse_studio_export(filename: str, document: dict[str, Any]) -> ImportResult:
+    version = document.get("studio_presets", EXPORT_VERSION)
+    if version != EXPORT_VERSION:
+        raise InvalidInput(f"{filename} was written in preset format {version!r}; this version of the studio "
+                           f"reads format {EXPORT_VERSION}")
+    result = ImportResult(format="Studio export")
+    unknown = sorted(str(k) for k in document.keys() - {"studio_presets", "presets", "styles"})
+    if unknown:
+        result.problems.append(f"unknown top-level key(s) {', '.join(unknown)} ignored")
+    presets = document.get("presets") or {}
+    if not isinstance(presets, dict):
+        result.problems.append("presets: must map each tab (image, video, ...) to a list of presets; none imported")
+        presets = {}
+    for modality, entries in presets.items():
+        _read_export_presets(result, str(modality), entries)
+    styles = document.get("styles") or []
+    if not isinstance(styles, list):
+        result.problems.append("styles: must be a list of styles; none imported")
+        styles = []
+    for number, entry in enumerate(styles, 1):
+        label = _label("style", number, entry, "name")
+        try:
+            result.add_style(label, parse_style(entry))
+        except ValueError as err:
+            result.problems.append(f"{label}: {err}")
+    return result
+
+
+def _read_export_presets(result: ImportResult, modality: str, entries: Any) -> None:
+    if modality not in MODALITIES:
+        result.problems.append(f"presets.{modality}: unknown tab; presets exist for {', '.join(MODALITIES)}")
+        return
+    if not isinstance(entries, list):
+        result.problems.append(f"presets.{modality}: must be a list of presets")
+        return
+    titles: set[str] = set()
+    for number, entry in enumerate(entries, 1):
+        label = _label(f"{modality} preset", number, entry, "title")
+        try:
+            preset = parse_preset(modality, entry)
+        except ValueError as err:
+            result.problems.append(f"{label}: {err}")
+            continue
+        if preset.title in titles:
+            result.problems.append(f"{label}: a {modality} preset with this title came earlier in the file; skipped")
+            continue
+        titles.add(preset.title)
+        result.presets.append((modality, preset))
+
+
+def _imported_style(name: Any, prompt: Any, negative: Any, joiner: str) -> Style:
+    """A style from another app's fields; a template without {prompt} gets one where that app puts the prompt.
+
+    A1111 and Fooocus append such a template after the user's prompt with ', ', InvokeAI with ' ';
+    writing the placeholder in keeps the result the same and shows the user where their prompt goes.
+    """
+    if not all(isinstance(v, str) for v in (name, prompt, negative)):
+        raise ValueError("name, prompt and negative_prompt must be text")
+    prompt, negative = prompt.strip(), negative.strip()
+    if not prompt and not negative:
+        raise ValueError("has neither a prompt nor a negative prompt, so it would change nothing")
+    if PLACEHOLDER not in prompt:
+        prompt = f"{PLACEHOLDER}{joiner}{prompt}" if prompt else PLACEHOLDER
+    try:
+        return Style(name=name, prompt=prompt, negative_prompt=negative)
+    except ValidationError as err:
+        raise ValueError(_describe(err)) from None
+
+
+def fooocus_name(name: str) -> str:
+    """A style name as Fooocus shows it (modules/sdxl_styles.py normalize_key): 'sai-3d-model' -> 'SAI 3D Model'."""
+    words = name.replace("-", " ").split(" ")
+    name = " ".join(w[:1].upper() + w[1:].lower() for w in words)
+    for before, after in (("3d", "3D"), ("Sai", "SAI"), ("Mre", "MRE"), ("(s", "(S")):
+        name = name.replace(before, after)
+    return name
+
+
+def _parse_fooocus_json(entries: list[Any]) -> ImportResult:
+    result = ImportResult(format="Fooocus styles")
+    for number, entry in enumerate(entries, 1):
+        label = _label("entry", number, entry, "name")
+        try:
+            if not isinstance(entry, dict):
+                raise PresetFormatError("must be an object with name, prompt and negative_prompt")
+            if not isinstance(entry.get("name"), str) or not entry["name"].strip():
+                raise ValueError("needs a name")
+            # Fooocus reads a missing prompt as the user's prompt unchanged.
+            style = _imported_style(fooocus_name(entry["name"].strip()), entry.get("prompt") or PLACEHOLDER,
+                                    entry.get("negative_prompt") or "", ", ")
+        except ValueError as err:
+            result.problems.append(f"{label}: {err}")
+            continue
+        result.add_style(label, style)
+    return result
+
+
+def _invokeai_fields(entry: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(name, prompt, negative) of an InvokeAI import row, or of a preset record with nested preset_data."""
+    data = entry.get("preset_data") if isinstance(entry.get("preset_data"), dict) else entry
+    prompt = data.get("positive_prompt", data.get("prompt", ""))
+    return entry.get("name", ""), prompt or "", data.get("negative_prompt") or ""
+
+
+def _parse_invokeai_json(entries: list[Any]) -> ImportResult:
+    result = ImportResult(format="InvokeAI style presets")
+    for number, entry in enumerate(entries, 1):
+        label = _label("entry", number, entry, "name")
+        try:
+            if not isinstance(entry, dict):
+                raise PresetFormatError("must be an object with name, prompt and negative_prompt")
+            name, prompt, negative = _invokeai_fields(entry)
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError("needs a name")
+            style = _imported_style(name.strip(), prompt, negative, " ")
+        except ValueError as err:
+            result.problems.append(f"{label}: {err}")
+            continue
+        result.add_style(label, style)
+    return result
+
+
+def _parse_styles_csv(filename: str, text: str) -> ImportResult:
+    """A1111 styles.csv (name, prompt or the legacy text, negative_prompt) or InvokeAI's CSV.
+
+    InvokeAI exports the same three columns as A1111 and imports positive_prompt too; only a
+    positive_prompt column tells them apart, and then only the joiner of a placeholder-less template differs.
+    """
+    rows = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = [column.strip().lower() for column in next(rows, [])]
+    except csv.Error as err:
+        raise InvalidInput(f"{filename} is not a readable CSV file ({err})") from None
+    prompt_column = next((c for c in ("prompt", "positive_prompt", "text") if c in header), None)
+    if "name" not in header or (prompt_column is None and "negative_prompt" not in header):
+        raise InvalidInput(f"{filename} is not a styles CSV: its header needs name, prompt and negative_prompt "
+                           f"(found: {', '.join(header) or 'nothing'})")
+    invoke = prompt_column == "positive_prompt"
+    result = ImportResult(format="InvokeAI style presets (CSV)" if invoke else "A1111 styles.csv")
+    try:
+        for number, row in enumerate(rows, 1):
+            _read_csv_row(result, number, dict(zip(header, row)), prompt_column, " " if invoke else ", ")
+    except csv.Error as err:
+        result.problems.append(f"line {rows.line_num}: {err}; the rest of the file was not read")
+    return result
+
+
+def _read_csv_row(result: ImportResult, number: int, record: dict[str, str], prompt_column: str | None,
+                  joiner: str) -> None:
+    name = record.get("name", "").strip()
+    prompt = record.get(prompt_column, "") if prompt_column else ""
+    negative = record.get("negative_prompt", "")
+    if not name:
+        # A1111 skips these rows (blank lines, the "None" placeholder row); say so only if it held a template.
+        if prompt.strip() or negative.strip():
+            result.problems.append(f"row {number}: no name; skipped")
+        return
+    if name.startswith("#"):
+        return  # A1111 reads a name starting with '#' as a comment row
+    label = f"row {number} {name!r}"
+    try:
+        result.add_style(label, _imported_style(name, prompt, negative, joiner))
+    except ValueError as err:
+        result.problems.append(f"{label}: {err}")
