@@ -1,7 +1,7 @@
 """The composition root: builds the studio's services from Settings and wires them together.
 
 CLI, UI, API and tests all work through one `Studio`: cards -> history -> memory scheduler -> job
-queue. Nothing else constructs these services.
+queue -> gallery, plus the preset libraries. Nothing else constructs these services.
 """
 
 from __future__ import annotations
@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping
 
+from .gallery import Gallery
 from .history import HistoryStore
 from .history.installed import InstalledModels
+from .history.user_presets import UserPresets
 from .jobs import Job, JobQueue
+from .presets import PresetLibrary
 from .runtime import budgets
 from .runtime.loader import SharedComponents, load_pipeline
 from .runtime.memory import MemoryScheduler
@@ -40,6 +43,9 @@ class Studio:
             placement_for=self._placement_for,
         )
         self.jobs = JobQueue(self.cards, self.history, self.scheduler, settings.outputs_dir)
+        self.gallery = Gallery(self.history, self.jobs, settings.outputs_dir)
+        self.presets = PresetLibrary.load(settings.presets_dir)  # logs each malformed file; the rest load
+        self.user_presets = UserPresets(self.history.engine)
         self._started = False
 
     def _placement_for(self, card) -> Placement | None:

@@ -1,0 +1,156 @@
+"""The gallery: find past jobs by text and filters a page at a time, re-run them exactly, star,
+delete with their files, and export a selection as a zip with a manifest."""
+
+import json
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from studio.errors import InvalidInput
+from studio.history import HistoryStore, JobFilter, JobStatus
+from studio.history.tables import utcnow
+
+from helpers import FAST_STEPS, files_under, image_params
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    s = HistoryStore(tmp_path / "history.db")
+    yield s
+    s.close()
+
+
+def _job(store: HistoryStore, prompt: str, task: str = "image", model: str = "tiny-lumina-next",
+         status: JobStatus = JobStatus.DONE) -> str:
+    job_id = store.create_job(task=task, model_id=model, prompt=prompt, params={"prompt": prompt}, seed=1)
+    if status is not JobStatus.PENDING:
+        store.mark_running(job_id)
+        {JobStatus.DONE: store.mark_done, JobStatus.FAILED: lambda i: store.mark_failed(i, "boom"),
+         JobStatus.RUNNING: lambda i: None}[status](job_id)
+    return job_id
+
+
+def _ids(page) -> list[str]:
+    return [j.id for j in page.jobs]
+
+
+def test_pages_newest_first_with_the_total(store):
+    ids = [_job(store, f"picture number {i}") for i in range(7)]
+    first = store.find_jobs(limit=3)
+    assert _ids(first) == ids[::-1][:3] and first.total == 7
+    assert _ids(store.find_jobs(limit=3, offset=3)) == ids[::-1][3:6]
+    assert _ids(store.find_jobs(limit=3, offset=6)) == [ids[0]]
+    assert store.find_jobs(limit=3, offset=9).jobs == []
+
+
+def test_filters_combine(store):
+    cat = _job(store, "a cat on a red sofa", task="image", model="tiny-lumina-next")
+    dog = _job(store, "a dog running on a beach", task="video", model="tiny-wan")
+    failed = _job(store, "a cat in the rain", task="image", model="tiny-lumina2", status=JobStatus.FAILED)
+    store.set_favorite(dog, True)
+
+    assert _ids(store.find_jobs(JobFilter(task="image"))) == [failed, cat]
+    assert _ids(store.find_jobs(JobFilter(model_id="tiny-wan"))) == [dog]
+    assert _ids(store.find_jobs(JobFilter(status="failed"))) == [failed]
+    assert _ids(store.find_jobs(JobFilter(favorites=True))) == [dog]
+    assert store.get_job(dog).favorite and not store.get_job(cat).favorite
+    assert _ids(store.find_jobs(JobFilter(text="cat", task="image", status=JobStatus.DONE))) == [cat]
+    store.set_favorite(dog, False)
+    assert store.find_jobs(JobFilter(favorites=True)).total == 0
+
+
+def test_date_range(store):
+    job = _job(store, "a lighthouse")
+    now = utcnow()
+    assert _ids(store.find_jobs(JobFilter(since=now - timedelta(hours=1)))) == [job]
+    assert store.find_jobs(JobFilter(since=now + timedelta(seconds=1))).total == 0
+    assert store.find_jobs(JobFilter(until=now - timedelta(hours=1))).total == 0
+    assert _ids(store.find_jobs(JobFilter(until=now + timedelta(seconds=1)))) == [job]
+
+
+def test_full_text_search_finds_words_phrases_and_other_scripts(store):
+    red = _job(store, "A RED fox jumps over the lazy dog")
+    tea = _job(store, "雨の中の茶屋, 水彩画")
+    grid = _job(store, "snowy peaks | a pine forest | 一只猫在睡觉 🐱", task="compose")
+    short = _job(store, "go to 5 km")
+
+    def found(text: str) -> list[str]:
+        return _ids(store.find_jobs(JobFilter(text=text)))
+
+    assert found("red fox") == [red]  # every word, any case, any order
+    assert found("fox red") == [red]
+    assert found('"lazy dog"') == [red] and found('"dog lazy"') == []  # a quoted phrase keeps its order
+    assert found("茶屋") == [tea]  # words inside Japanese and Chinese text, which have no spaces
+    assert found("猫在睡") == [grid] and found("pine") == [grid]  # every caption of a compositional job
+    assert found("🐱") == [grid]
+    assert found("go km") == [short]  # words shorter than the index's trigrams still match
+    assert found("unicorn") == []
+    # Query syntax typed by a user is text, never FTS5 operators: no error, just no match.
+    for odd in ('AND OR NOT', 'fox*', '"unbalanced', 'col:fox', "NEAR(a b)", "%", "_"):
+        assert isinstance(found(odd), list)
+    store.delete_job(red)
+    assert found("red fox") == []
+
+
+def test_rerun_is_pixel_identical(studio):
+    first = studio.run("image", image_params(seed=-1))  # a random seed: the job records the one it drew
+    assert first.status is JobStatus.DONE, first.error
+    again = studio.gallery.rerun(first.id)
+    again.wait(120)
+    assert again.status is JobStatus.DONE, again.error
+    assert again.id != first.id and studio.history.get_job(again.id).seed == studio.history.get_job(first.id).seed
+    assert np.array_equal(np.asarray(Image.open(first.outputs[0].path)), np.asarray(Image.open(again.outputs[0].path)))
+
+
+def test_delete_removes_rows_and_files_and_keeps_the_rest(studio):
+    keep = studio.run("image", image_params(prompt="keep me"))
+    drop = studio.run("image", image_params(prompt="drop me", num_images=2))
+    drop_files = [studio.settings.outputs_dir / a.path for a in studio.history.get_job(drop.id).assets]
+    assert len(drop_files) == 3 and all(p.is_file() for p in drop_files)  # two images and the thumbnail
+
+    assert studio.gallery.delete(drop.id) == 3
+    assert studio.history.get_job(drop.id) is None and not any(p.exists() for p in drop_files)
+    assert all((studio.settings.outputs_dir / a.path).is_file() for a in studio.history.get_job(keep.id).assets)
+    assert studio.gallery.page(JobFilter(text="drop")).total == 0
+    with pytest.raises(InvalidInput, match="not in the history"):
+        studio.gallery.delete(drop.id)
+
+
+def test_a_running_job_cannot_be_deleted(studio):
+    job_id = _job(studio.history, "still going", status=JobStatus.RUNNING)
+    with pytest.raises(InvalidInput, match="running"):
+        studio.gallery.delete(job_id)
+    assert studio.history.get_job(job_id) is not None
+
+
+def test_export_zip_holds_the_outputs_and_a_manifest(studio):
+    a = studio.run("image", image_params(prompt="first picture"))
+    b = studio.run("image", image_params(prompt="second picture", num_images=2))
+    failed = studio.run("image", image_params(width=-5))
+    export = studio.gallery.export([a.id, b.id, failed.id])
+    assert export.path.parent == studio.settings.outputs_dir / "exports" and export.path.suffix == ".zip"
+    assert (export.jobs, export.files) == (3, 3)
+    with zipfile.ZipFile(export.path) as zf:
+        names = set(zf.namelist())
+        manifest = json.loads(zf.read("manifest.json"))
+        assert names == {"manifest.json", *(f"{j.id}/{o.path.name}" for j in (a, b) for o in j.outputs)}
+        assert zf.read(f"{a.id}/{a.outputs[0].path.name}") == a.outputs[0].path.read_bytes()
+    jobs = {j["id"]: j for j in manifest["jobs"]}
+    assert jobs[a.id]["prompt"] == "first picture" and jobs[a.id]["params"]["steps"] == FAST_STEPS
+    assert [f["kind"] for f in jobs[b.id]["files"]] == ["image", "image"]  # thumbnails stay out
+    assert jobs[failed.id]["status"] == "failed" and "width" in jobs[failed.id]["error"]
+    assert not [p for p in files_under(export.path.parent) if p.name.endswith(".part")]
+    with pytest.raises(InvalidInput, match="select"):
+        studio.gallery.export([])
+
+
+def test_thumbnails_for_every_kind_of_output(studio):
+    job = studio.run("image", image_params())
+    thumb = studio.gallery.thumbnail(studio.history.get_job(job.id))
+    assert thumb is not None and thumb.suffix == ".webp" and max(Image.open(thumb).size) <= 320
+    failed = studio.run("image", image_params(width=-5))
+    assert studio.gallery.thumbnail(studio.history.get_job(failed.id)) is None
