@@ -6,6 +6,9 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# The browser tests drive Debian's Chromium: Playwright's own browser download needs the internet.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test bench install clean
 
@@ -24,7 +27,11 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(PY) app.py
 
-test: $(VENV)/.installed-test
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+test: $(VENV)/.installed-test $(CHROMIUM)
 	$(PY) -m pytest
 
 bench: $(VENV)/.installed

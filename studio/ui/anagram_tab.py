@@ -3,17 +3,21 @@ controls; shows the picture, its viewed reading and the animation. It only build
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
 from ..engines.anagram import VIEWS
+from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.anagram import AnagramSpec
 from .common import Timer, job_summary, model_header, run_job, sampling_controls
+from .forms import TabForm, preset_controls, wire_presets
 
 VIEW_CHOICES = [(view.title, name) for name, view in VIEWS.items()]
 
 
-def build(studio: Studio) -> None:
+def build(studio: Studio) -> TabForm:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             model, defaults = model_header(studio, "anagram", AnagramSpec, "anagram-model")
@@ -29,7 +33,8 @@ def build(studio: Studio) -> None:
                     picked = gr.Dropdown(VIEW_CHOICES, value=view, label="seen", scale=2, elem_id=f"anagram-view-{i}")
                 readings.append((row, text, picked))
             more = gr.Checkbox(label="More readings (up to four)", value=False)
-            negative = gr.Textbox(label="Negative prompt", lines=1)
+            negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="anagram-negative")
+            presets = preset_controls(studio, "anagrams", with_style=False)
             size = gr.Dropdown([f"{s}x{s}" for s in (256, 512, 768, 1024)] + [f"{side}x{side}"],
                                value=f"{side}x{side}", label="Size", allow_custom_value=True)
             steps, cfg, shift, seed = sampling_controls(defaults)
@@ -43,8 +48,7 @@ def build(studio: Studio) -> None:
     more.change(lambda on: [gr.update(visible=on)] * 2, more, [readings[2][0], readings[3][0]],
                 api_visibility="private")
 
-    def on_generate(model_id, style_text, negative_text, size_text, steps_v, cfg_v, shift_v, seed_v, *pairs,
-                    progress=gr.Progress()):
+    def read(model_id, style_text, negative_text, size_text, steps_v, cfg_v, shift_v, seed_v, *pairs) -> dict:
         prompts, views = [], []
         for i in range(0, len(pairs), 2):
             text, view = pairs[i], pairs[i + 1]
@@ -55,10 +59,16 @@ def build(studio: Studio) -> None:
         try:
             width, height = (int(v) for v in str(size_text).lower().split("x"))
         except ValueError:
-            return [], None, f"❌ Size must look like WIDTHxHEIGHT, got {size_text!r}"
-        params = {"model": model_id or "", "prompts": prompts, "views": views, "style": style_text or "",
-                  "negative_prompt": negative_text or "", "width": width, "height": height, "steps": steps_v,
-                  "cfg": cfg_v, "shift": shift_v, "seed": -1 if seed_v is None else seed_v}
+            raise InvalidInput(f"Size must look like WIDTHxHEIGHT, got {size_text!r}") from None
+        return {"model": model_id or "", "prompts": prompts, "views": views, "style": style_text or "",
+                "negative_prompt": negative_text or "", "width": width, "height": height, "steps": steps_v,
+                "cfg": cfg_v, "shift": shift_v, "seed": -1 if seed_v is None else seed_v}
+
+    def on_generate(*values, progress=gr.Progress()):
+        try:
+            params = read(*values)
+        except InvalidInput as err:
+            return [], None, f"❌ {err}"
         with Timer() as timer:
             job = run_job(studio, "anagram", params, progress)
         if job.error:
@@ -67,6 +77,36 @@ def build(studio: Studio) -> None:
         gif = next((str(o.path) for o in job.outputs if o.kind == "animation"), None)
         return images, gif, job_summary(job, timer.seconds)
 
+    def model_updates(model_id: str) -> dict:
+        card = studio.cards.cards.get(model_id or "")
+        if card is None:
+            return {}
+        values = AnagramSpec.defaults_for(card)
+        return {steps: values.get("steps"), cfg: values.get("cfg"), shift: values.get("shift") or 4.0}
+
+    def readings_fill(params: dict[str, Any], _model: str | None) -> dict:
+        """Each reading's prompt and view in its row; the third and fourth rows shown when used."""
+        updates: dict = {}
+        if params.get("prompts"):
+            prompts, views = list(params["prompts"]), list(params.get("views") or [])
+            for i, (row, text, picked) in enumerate(readings):
+                updates[text] = prompts[i] if i < len(prompts) else ""
+                updates[picked] = views[i] if i < len(views) else None
+                if i >= 2:
+                    updates[row] = gr.update(visible=len(prompts) > 2)
+            updates[more] = len(prompts) > 2
+        if params.get("width") and params.get("height"):
+            updates[size] = f"{int(params['width'])}x{int(params['height'])}"
+        return updates
+
     pairs = [c for _, text, picked in readings for c in (text, picked)]
-    run.click(on_generate, [model, style, negative, size, steps, cfg, shift, seed, *pairs],
-              [gallery, animation, status], api_name="generate_anagram")
+    inputs = [model, style, negative, size, steps, cfg, shift, seed, *pairs]
+    form = TabForm(modality="anagrams", tab_id="anagrams", model=model, inputs=inputs, read=read,
+                   fields={"style": style, "negative_prompt": negative, "steps": steps, "cfg": cfg, "shift": shift,
+                           "seed": seed},
+                   model_updates=model_updates, extra_fill=readings_fill,
+                   outputs=[*inputs, more, *(row for row, _, _ in readings)])
+    model.input(model_updates, model, [steps, cfg, shift], api_visibility="private")
+    run.click(on_generate, inputs, [gallery, animation, status], api_name="generate_anagram")
+    wire_presets(studio, form, presets)
+    return form

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..services import Studio
-from . import anagram_tab, audio_tabs, compose_tab, image_tab, models_tab, placeholder_tabs, video_tab
+from . import anagram_tab, audio_tabs, compose_tab, gallery_tab, image_tab, models_tab, presets_tab, video_tab
 
 TITLE = "Studio"
 
@@ -15,20 +15,23 @@ def build_app(studio: Studio) -> gr.Blocks:
         gr.Markdown(f"# {TITLE}\nLocal generation with Lumina and friends — everything runs on this machine.",
                     elem_id="header")
         with gr.Tabs() as tabs:
+            # Each generation tab returns its form, which presets, the Gallery and the Models tab fill.
             with gr.Tab("Image", id="image"):
-                image_model = image_tab.build(studio)
+                forms = [image_tab.build(studio)]
             with gr.Tab("Video", id="video"):
-                video_tab.build(studio)
+                forms.append(video_tab.build(studio))
             with gr.Tab("Audio", id="audio"):
-                audio_tabs.build_audio(studio)
+                forms.append(audio_tabs.build_audio(studio))
             with gr.Tab("Music", id="music"):
-                audio_tabs.build_music(studio)
+                forms.append(audio_tabs.build_music(studio))
             with gr.Tab("Compositional", id="compositional"):
-                compose_tab.build(studio)
+                forms.append(compose_tab.build(studio))
             with gr.Tab("Anagrams", id="anagrams"):
-                anagram_tab.build(studio)
-            with gr.Tab("Gallery", id="gallery"):
-                placeholder_tabs.build("Gallery")
+                forms.append(anagram_tab.build(studio))
+            with gr.Tab("Gallery", id="gallery") as gallery:
+                gallery_tab.build(studio, tabs, gallery, forms)
+            with gr.Tab("Presets", id="presets") as presets:
+                presets_tab.build(studio, presets, forms)
             with gr.Tab("Models", id="models"):
-                models_tab.build(studio, tabs, image_model)
+                models_tab.build(studio, tabs, forms)
     return demo

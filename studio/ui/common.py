@@ -65,7 +65,11 @@ def sampling_controls(defaults: dict[str, Any]) -> tuple[gr.Slider, gr.Slider, g
 
 def run_job(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.Progress) -> Job:
     """Submit a job and follow it to the end, feeding the progress bar from its step events."""
-    job = studio.jobs.submit(task, params)
+    return follow_job(studio.jobs.submit(task, params), progress)
+
+
+def follow_job(job: Job, progress: gr.Progress) -> Job:
+    """Wait for a submitted job, feeding the progress bar from its step events."""
     progress(0, desc="queued")
     while not job.wait(0.1):
         if job.status is JobStatus.RUNNING and job.total_steps:

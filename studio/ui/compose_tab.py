@@ -4,12 +4,14 @@ and the usual sampling controls; it turns the form into a compose TaskSpec and n
 from __future__ import annotations
 
 import html
+from typing import Any
 
 import gradio as gr
 
 from ..services import Studio
 from ..tasks.compose import MAX_GRID, ComposeSpec
 from .common import Timer, job_summary, model_header, run_job, sampling_controls
+from .forms import TabForm, preset_controls, wire_presets
 
 CELL_SIZES = [128, 256, 384, 512, 768, 1024]
 
@@ -27,7 +29,7 @@ def layout_preview(rows: int, cols: int, captions: list[str], cell_w: int, cell_
             f'{"".join(cells)}</div><small>canvas {cols * cell_w}x{rows * cell_h}</small>')
 
 
-def build(studio: Studio) -> None:
+def build(studio: Studio) -> TabForm:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             model, defaults = model_header(studio, "compose", ComposeSpec, "compose-model")
@@ -42,7 +44,8 @@ def build(studio: Studio) -> None:
                         k = r * MAX_GRID + c
                         boxes.append(gr.Textbox(label=f"Cell {r * 2 + c + 1}", lines=2, visible=r < 2 and c < 2,
                                                 elem_id=f"compose-cell-{k}"))
-            negative = gr.Textbox(label="Negative caption", lines=1)
+            negative = gr.Textbox(label="Negative caption", lines=1, elem_id="compose-negative")
+            presets = preset_controls(studio, "compositional", with_style=False)
             cell_size = gr.Dropdown([(f"{s} px", s) for s in CELL_SIZES], value=cell, label="Cell size")
             steps, cfg, shift, seed = sampling_controls(defaults)
             run = gr.Button("Generate", variant="primary", elem_id="compose-generate")
@@ -66,23 +69,56 @@ def build(studio: Studio) -> None:
     def on_text(r, c, size, *values):
         return layout_preview(int(r), int(c), grid_captions(r, c, list(values)), int(size), int(size))
 
-    def on_generate(model_id, r, c, size, negative_text, steps_v, cfg_v, shift_v, seed_v, *values,
-                    progress=gr.Progress()):
-        params = {"model": model_id or "", "grid_rows": int(r), "grid_cols": int(c),
-                  "captions": grid_captions(r, c, list(values)), "negative_prompt": negative_text or "",
-                  "cell_width": int(size), "cell_height": int(size), "steps": steps_v, "cfg": cfg_v,
-                  "shift": shift_v, "seed": -1 if seed_v is None else seed_v}
+    def read(model_id, r, c, size, negative_text, steps_v, cfg_v, shift_v, seed_v, *values) -> dict[str, Any]:
+        return {"model": model_id or "", "grid_rows": int(r), "grid_cols": int(c),
+                "captions": grid_captions(r, c, list(values)), "negative_prompt": negative_text or "",
+                "cell_width": int(size), "cell_height": int(size), "steps": steps_v, "cfg": cfg_v,
+                "shift": shift_v, "seed": -1 if seed_v is None else seed_v}
+
+    def on_generate(*values, progress=gr.Progress()):
         with Timer() as timer:
-            job = run_job(studio, "compose", params, progress)
+            job = run_job(studio, "compose", read(*values), progress)
         if job.error:
             gr.Warning(job.error)
         image = str(job.outputs[0].path) if job.outputs else None
         return image, job_summary(job, timer.seconds)
 
+    def model_updates(model_id: str) -> dict:
+        card = studio.cards.cards.get(model_id or "")
+        if card is None:
+            return {}
+        values = ComposeSpec.defaults_for(card)
+        return {steps: values.get("steps"), cfg: values.get("cfg"), shift: values.get("shift") or 4.0,
+                cell_size: values.get("cell_width", cell)}
+
+    def grid_fill(params: dict[str, Any], _model: str | None) -> dict:
+        """Rows, columns and each caption in its box (box k of the form = row * MAX_GRID + col)."""
+        if not params.get("captions"):
+            return {}
+        r, c = int(params.get("grid_rows", 1)), int(params.get("grid_cols", 1))
+        captions = list(params["captions"])
+        updates: dict = {rows: r, cols: c}
+        for i in range(MAX_GRID):
+            for j in range(MAX_GRID):
+                k = i * c + j
+                text = captions[k] if i < r and j < c and k < len(captions) else ""
+                updates[boxes[i * MAX_GRID + j]] = gr.update(value=text, visible=i < r and j < c, label=f"Cell {k + 1}")
+        if params.get("cell_width") and int(params["cell_width"]) in CELL_SIZES:
+            updates[cell_size] = int(params["cell_width"])
+        updates[preview] = layout_preview(r, c, captions, int(params.get("cell_width") or cell_size.value),
+                                          int(params.get("cell_width") or cell_size.value))
+        return updates
+
     private = {"api_visibility": "private"}
     for control in (rows, cols, cell_size):
-        control.change(on_grid, [rows, cols, cell_size, *boxes], [preview, *boxes], **private)
+        control.input(on_grid, [rows, cols, cell_size, *boxes], [preview, *boxes], **private)
     for box in boxes:
-        box.change(on_text, [rows, cols, cell_size, *boxes], preview, **private)
-    run.click(on_generate, [model, rows, cols, cell_size, negative, steps, cfg, shift, seed, *boxes],
-              [result, status], api_name="generate_compose")
+        box.input(on_text, [rows, cols, cell_size, *boxes], preview, **private)
+    inputs = [model, rows, cols, cell_size, negative, steps, cfg, shift, seed, *boxes]
+    form = TabForm(modality="compositional", tab_id="compositional", model=model, inputs=inputs, read=read,
+                   fields={"negative_prompt": negative, "steps": steps, "cfg": cfg, "shift": shift, "seed": seed},
+                   model_updates=model_updates, extra_fill=grid_fill, outputs=[*inputs, preview])
+    model.input(model_updates, model, [steps, cfg, shift, cell_size], **private)
+    run.click(on_generate, inputs, [result, status], api_name="generate_compose")
+    wire_presets(studio, form, presets)
+    return form

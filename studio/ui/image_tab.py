@@ -7,10 +7,12 @@ from typing import Any
 import gradio as gr
 
 from ..engines.flow import SOLVERS
+from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.image import LUMINA_NEXT_ONLY, ImageSpec
 from ..zoo.cards import parse_size
 from .common import Timer, card_note, default_model, job_summary, model_choices, run_job
+from .forms import TabForm, nearest_shape, preset_controls, size_text, styled, wire_presets
 
 
 def _form_values(studio: Studio, model_id: str | None) -> dict[str, Any]:
@@ -25,8 +27,8 @@ def _form_values(studio: Studio, model_id: str | None) -> dict[str, Any]:
     return {"card": card, "size": size, "sizes": sizes, **values}
 
 
-def build(studio: Studio) -> gr.Dropdown:
-    """Build the tab; returns its model picker (the Models tab's "Use" sets it)."""
+def build(studio: Studio) -> TabForm:
+    """Build the tab; returns its form (presets, the Gallery and the Models tab's "Use" fill it)."""
     model_id = default_model(studio, "image")
     initial = _form_values(studio, model_id)
     lumina_next = all(name in initial for name in LUMINA_NEXT_ONLY)
@@ -35,7 +37,8 @@ def build(studio: Studio) -> gr.Dropdown:
             model = gr.Dropdown(model_choices(studio, "image"), value=model_id, label="Model", elem_id="image-model")
             note = gr.Markdown(card_note(initial["card"]) if initial else "No image model is installed.")
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Describe the picture…", elem_id="image-prompt")
-            negative = gr.Textbox(label="Negative prompt", lines=1)
+            negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="image-negative")
+            presets = preset_controls(studio, "image")
             size = gr.Dropdown(initial.get("sizes", []), value=initial.get("size"), label="Size (width x height)",
                                allow_custom_value=True, elem_id="image-size")
             with gr.Row():
@@ -66,26 +69,27 @@ def build(studio: Studio) -> gr.Dropdown:
 
     options = {"solver": solver, "rope_scaling": rope, "watershed": watershed, "proportional_attn": proportional,
                "cfg_mode": cfg_mode}
-    form_outputs = [note, size, steps, cfg, shift, seed, lumina_group, *options.values()]
+    model_outputs = [note, size, steps, cfg, shift, seed, lumina_group, *options.values()]
 
-    def on_model(model_id: str) -> tuple:
+    def model_updates(model_id: str) -> dict:
         values = _form_values(studio, model_id)
         if not values:
-            return (gr.update(),) * len(form_outputs)
+            return {}
         is_next = all(name in values for name in LUMINA_NEXT_ONLY)
-        return (card_note(values["card"]), gr.update(choices=values["sizes"], value=values["size"]),
-                values["steps"], values["cfg"], gr.update(value=values.get("shift") or 1.0, visible="shift" in values),
-                -1, gr.update(visible=is_next), *(gr.update(value=values[n]) if n in values else gr.update()
-                                                  for n in options))
+        updates = {note: card_note(values["card"]), size: gr.update(choices=values["sizes"], value=values["size"]),
+                   steps: values["steps"], cfg: values["cfg"], seed: -1, lumina_group: gr.update(visible=is_next),
+                   shift: gr.update(value=values.get("shift") or 1.0, visible="shift" in values)}
+        updates.update({component: values[name] for name, component in options.items() if name in values})
+        return updates
 
-    def on_generate(model_id, prompt_text, negative_text, size_text, steps_v, cfg_v, shift_v, seed_v, count,
-                    solver_v="midpoint", rope_v="time_aware", watershed_v=0.3, proportional_v=True,
-                    cfg_mode_v="lumina", progress=gr.Progress()):
+    def read(model_id, prompt_text, negative_text, size_text, steps_v, cfg_v, shift_v, seed_v, count,
+             solver_v="midpoint", rope_v="time_aware", watershed_v=0.3, proportional_v=True, cfg_mode_v="lumina"
+             ) -> dict[str, Any]:
+        """The form as image TaskSpec parameters; only what the chosen model takes."""
         try:
             width, height = parse_size(size_text or "")
         except ValueError as err:
-            gr.Warning(str(err))
-            return [], f"❌ {err}"
+            raise InvalidInput(str(err)) from None
         card = studio.cards.cards.get(model_id or "")
         takes = set(ImageSpec.defaults_for(card)) if card else set()
         params = {"model": model_id or "", "prompt": prompt_text or "", "negative_prompt": negative_text or "",
@@ -95,13 +99,42 @@ def build(studio: Studio) -> gr.Dropdown:
         chosen = {"shift": shift_v, "solver": solver_v, "rope_scaling": rope_v, "watershed": watershed_v,
                   "proportional_attn": proportional_v, "cfg_mode": cfg_mode_v}
         params.update({name: value for name, value in chosen.items() if name in takes})
+        return params
+
+    def on_generate(*values, progress=gr.Progress()):
+        *form_values, style_key = values
+        try:
+            params = styled(studio, style_key, read(*form_values))
+        except InvalidInput as err:
+            gr.Warning(str(err))
+            return [], f"❌ {err}"
         with Timer() as timer:
             job = run_job(studio, "image", params, progress)
         if job.error:
             gr.Warning(job.error)
         return [str(saved.path) for saved in job.outputs], job_summary(job, timer.seconds)
 
-    model.change(on_model, model, form_outputs, api_visibility="private")
     inputs = [model, prompt, negative, size, steps, cfg, shift, seed, num_images, *options.values()]
-    run.click(on_generate, inputs, [gallery, status], api_name="generate_image")
-    return model
+    form = TabForm(modality="image", tab_id="image", model=model, inputs=inputs, read=read,
+                   fields={"prompt": prompt, "negative_prompt": negative, "steps": steps, "cfg": cfg, "shift": shift,
+                           "seed": seed, "num_images": num_images, **options},
+                   model_updates=model_updates,
+                   extra_fill=lambda params, model_id: _size_fill(studio, size, params, model_id),
+                   outputs=[model, prompt, negative, num_images, *model_outputs])
+    model.input(model_updates, model, model_outputs, api_visibility="private")
+    run.click(on_generate, [*inputs, presets.style], [gallery, status], api_name="generate_image")
+    wire_presets(studio, form, presets)
+    return form
+
+
+def _size_fill(studio: Studio, size: gr.Dropdown, params: dict[str, Any], model_id: str | None) -> dict:
+    """A size from parameters: as is when it came with a model (a past job); for a preset, the current
+    model's listed size closest in shape, since presets are written for the full-size models."""
+    text = size_text(params)
+    if text is None:
+        return {}
+    if params.get("model"):
+        return {size: text}
+    # Only the sizes the model was trained at: a preset should not land on an extrapolation size.
+    choices = [value for label, value in _form_values(studio, model_id).get("sizes", []) if label == value]
+    return {size: nearest_shape(text, choices)}

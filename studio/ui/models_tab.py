@@ -12,6 +12,8 @@ from ..model_manager import human_bytes, status_text
 from ..services import Studio
 from ..zoo.downloads import disk_bytes
 from ..zoo.user_cards import add_user_card
+from .common import model_choices
+from .forms import TabForm
 
 COLUMNS = ["Model", "Status", "On disk", "Last used", "License"]
 
@@ -63,7 +65,7 @@ def details(studio: Studio, card_id: str | None) -> str:
     return "\n\n".join(lines)
 
 
-def build(studio: Studio, tabs: gr.Tabs, image_model: gr.Dropdown) -> None:
+def build(studio: Studio, tabs: gr.Tabs, forms: list[TabForm]) -> None:
     choices = [(f"{c.title} ({c.id})", c.id) for c in sorted(studio.cards.cards.values(), key=lambda c: c.title)]
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
@@ -136,12 +138,13 @@ def build(studio: Studio, tabs: gr.Tabs, image_model: gr.Dropdown) -> None:
     def do_use(card_id):
         card = studio.cards.cards.get(card_id or "")
         if card is None:
-            return gr.update(), gr.update(), "Pick a model first."
-        if "image" not in card.tasks or not card.runnable:
-            return gr.update(), gr.update(), f"{card.title} has no tab that can run it yet."
-        from .common import model_choices
-
-        return gr.Tabs(selected="image"), gr.update(choices=model_choices(studio, "image"), value=card.id), ""
+            return {message: "Pick a model first."}
+        form = next((f for f in forms if f.task in card.tasks), None)
+        if form is None or not card.runnable:
+            return {message: f"{card.title} has no tab that can run it yet."}
+        # The tab's form as this model starts it: its card's defaults, like picking it there.
+        return {tabs: gr.Tabs(selected=form.tab_id), message: "", **form.model_updates(card.id),
+                form.model: gr.update(choices=model_choices(studio, form.task), value=card.id)}
 
     def do_add(repo_id):
         try:
@@ -161,5 +164,5 @@ def build(studio: Studio, tabs: gr.Tabs, image_model: gr.Dropdown) -> None:
     delete.click(ask_delete, picked, [confirm_row, confirm_text, message], **private)
     keep.click(lambda: gr.update(visible=False), None, confirm_row, **private)
     confirm.click(do_delete, picked, [confirm_row, message], **private).then(refresh, picked, [table, info])
-    use.click(do_use, picked, [tabs, image_model, message], **private)
+    use.click(do_use, picked, [tabs, message, *{c: None for f in forms for c in f.outputs}], **private)
     add.click(do_add, repo, [picked, message], **private)

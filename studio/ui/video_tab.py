@@ -7,10 +7,12 @@ from typing import Any
 
 import gradio as gr
 
+from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.video import VideoSpec, takes_control, takes_image, takes_video
 from ..zoo.cards import parse_size
 from .common import Timer, job_summary, model_header, run_job, sampling_controls
+from .forms import TabForm, preset_controls, size_text, styled, wire_presets
 
 
 def _values(studio: Studio, model_id: str | None) -> dict[str, Any]:
@@ -24,13 +26,15 @@ def _values(studio: Studio, model_id: str | None) -> dict[str, Any]:
             "restyle": takes_video(card), "control": takes_control(card), **values}
 
 
-def build(studio: Studio) -> None:
+def build(studio: Studio) -> TabForm:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             model, _ = model_header(studio, "video", VideoSpec, "video-model")
             initial = _values(studio, model.value)
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Describe the shot…", elem_id="video-prompt")
-            negative = gr.Textbox(label="Negative prompt", lines=1, value=initial.get("negative", ""))
+            negative = gr.Textbox(label="Negative prompt", lines=1, value=initial.get("negative", ""),
+                                  elem_id="video-negative")
+            presets = preset_controls(studio, "video")
             start = gr.Image(label="Start image", type="filepath", visible=initial.get("image", False),
                              elem_id="video-image")
             with gr.Accordion("Restyle a video (video-to-video)", open=False,
@@ -55,22 +59,24 @@ def build(studio: Studio) -> None:
             video = gr.Video(label="Result", height=480, elem_id="video-result")
             status = gr.Markdown(elem_id="video-status")
 
-    def on_model(model_id):
+    def model_updates(model_id: str) -> dict:
         values = _values(studio, model_id)
         if not values:
-            return (gr.update(),) * 10
-        return (gr.update(choices=values["sizes"], value=values["size"]), values["frames"], values["fps"],
-                values["steps"], values["cfg"], gr.update(value=values.get("shift") or 4.0),
-                gr.update(visible=values["image"]), values["negative"], gr.update(visible=values["restyle"]),
-                gr.update(visible=values["control"]))
+            return {}
+        return {size: gr.update(choices=values["sizes"], value=values["size"]), frames: values["frames"],
+                fps: values["fps"], steps: values["steps"], cfg: values["cfg"],
+                shift: gr.update(value=values.get("shift") or 4.0), start: gr.update(visible=values["image"]),
+                negative: values["negative"], restyle: gr.update(visible=values["restyle"]),
+                control_group: gr.update(visible=values["control"])}
 
-    def on_generate(model_id, prompt_text, negative_text, image_path, size_text, frames_v, fps_v, steps_v, cfg_v,
-                    shift_v, seed_v, source_video=None, strength_v=0.8, control_video=None, reference_path=None,
-                    control_scale_v=1.0, progress=gr.Progress()):
+    def read(model_id, prompt_text, negative_text, image_path, size_text, frames_v, fps_v, steps_v, cfg_v, shift_v,
+             seed_v, source_video=None, strength_v=0.8, control_video=None, reference_path=None,
+             control_scale_v=1.0) -> dict[str, Any]:
+        """The form as video TaskSpec parameters; only the inputs the chosen model takes."""
         try:
             width, height = parse_size(size_text or "")
         except ValueError as err:
-            return None, f"❌ {err}"
+            raise InvalidInput(str(err)) from None
         card = studio.cards.cards.get(model_id or "")
         params = {"model": model_id or "", "prompt": prompt_text or "", "negative_prompt": negative_text or "",
                   "width": width, "height": height, "frames": frames_v, "fps": fps_v, "steps": steps_v,
@@ -85,6 +91,18 @@ def build(studio: Studio) -> None:
             params["control_video"] = control_video
             if card.pipeline == "WanVACEPipeline":
                 params.update(reference_image=reference_path, control_scale=control_scale_v)
+        return params
+
+    # The file inputs keep their None defaults here: API clients may leave them out.
+    def on_generate(model_id, prompt_text, negative_text, image_path, size_text, frames_v, fps_v, steps_v, cfg_v,
+                    shift_v, seed_v, source_video=None, strength_v=0.8, control_video=None, reference_path=None,
+                    control_scale_v=1.0, style_key=None, progress=gr.Progress()):
+        try:
+            params = styled(studio, style_key, read(model_id, prompt_text, negative_text, image_path, size_text,
+                                                    frames_v, fps_v, steps_v, cfg_v, shift_v, seed_v, source_video,
+                                                    strength_v, control_video, reference_path, control_scale_v))
+        except InvalidInput as err:
+            return None, f"❌ {err}"
         with Timer() as timer:
             job = run_job(studio, "video", params, progress)
         if job.error:
@@ -92,8 +110,17 @@ def build(studio: Studio) -> None:
         clip = next((str(o.path) for o in job.outputs if o.kind == "video"), None)
         return clip, job_summary(job, timer.seconds)
 
-    model.change(on_model, model, [size, frames, fps, steps, cfg, shift, start, negative, restyle, control_group],
-                 api_visibility="private")
-    run.click(on_generate, [model, prompt, negative, start, size, frames, fps, steps, cfg, shift, seed, source,
-                            strength, control, reference, control_scale],
-              [video, status], api_name="generate_video")
+    model_outputs = [size, frames, fps, steps, cfg, shift, start, negative, restyle, control_group]
+    inputs = [model, prompt, negative, start, size, frames, fps, steps, cfg, shift, seed, source, strength, control,
+              reference, control_scale]
+    # Input files (start image, clips) are not refilled: a past job's uploads may be gone, so they are picked again.
+    form = TabForm(modality="video", tab_id="video", model=model, inputs=inputs, read=read,
+                   fields={"prompt": prompt, "negative_prompt": negative, "frames": frames, "fps": fps, "steps": steps,
+                           "cfg": cfg, "shift": shift, "seed": seed, "strength": strength,
+                           "control_scale": control_scale},
+                   model_updates=model_updates, extra_fill=lambda params, _model: {size: size_text(params)}
+                   if size_text(params) else {}, outputs=[model, prompt, seed, strength, control_scale, *model_outputs])
+    model.input(model_updates, model, model_outputs, api_visibility="private")
+    run.click(on_generate, [*inputs, presets.style], [video, status], api_name="generate_video")
+    wire_presets(studio, form, presets)
+    return form
