@@ -1,4 +1,4 @@
-"""Command line: `studio serve`, `studio generate image ...`, `studio models list`.
+"""Command line: `studio serve`, `studio generate image ...`, `studio models list`, `studio history list`.
 
 Every command goes through the same Studio services as the UI; `generate` submits a TaskSpec to the
 job queue like the Generate button does, and exits non-zero with the reason when the job fails.
@@ -12,6 +12,7 @@ import sys
 from typing import Any, Sequence
 
 from .errors import StudioError
+from .history import JobStatus
 from .settings import Settings
 from .zoo.cards import parse_size
 
@@ -75,6 +76,25 @@ def build_parser() -> argparse.ArgumentParser:
         _add_settings_flags(action)
         if name != "list":
             action.add_argument("model", help="model card id")
+
+    history = commands.add_parser("history", help="find, show, re-run, delete and export past jobs")
+    steps = history.add_subparsers(dest="action", required=True)
+    listing = steps.add_parser("list", help="past jobs, newest first (a page at a time)")
+    _add_settings_flags(listing)
+    listing.add_argument("--search", default="", help='words or "a phrase" to find in the prompts')
+    listing.add_argument("--task", help="only this task (image, video, audio, music, compose, anagram)")
+    listing.add_argument("--model", help="only this model card id")
+    listing.add_argument("--status", choices=[s.value for s in JobStatus], help="only jobs in this state")
+    listing.add_argument("--favorites", action="store_true", help="only starred jobs")
+    listing.add_argument("--page", type=int, default=1)
+    for name, text in (("show", "one job with its parameters and files"),
+                       ("rerun", "run a job again with its parameters and seed (the same output)"),
+                       ("delete", "delete a finished job and its files"),
+                       ("export", "zip jobs' outputs with a manifest.json (printed: the zip's path)")):
+        step = steps.add_parser(name, help=text)
+        _add_settings_flags(step)
+        step.add_argument("jobs" if name == "export" else "job", nargs="+" if name == "export" else None,
+                          help="job id" + ("s" if name == "export" else ""))
     return parser
 
 
@@ -117,6 +137,47 @@ def _models(args: argparse.Namespace) -> int:
     return model_manager.run_cli(args.action, getattr(args, "model", None), _settings(args))
 
 
+def _history(args: argparse.Namespace) -> int:
+    import json
+
+    from .history import JobFilter
+    from .services import Studio
+
+    with Studio(_settings(args)) as studio:
+        gallery = studio.gallery
+        if args.action == "list":
+            filters = JobFilter(text=args.search, task=args.task, model_id=args.model, status=args.status,
+                                favorites=args.favorites)
+            page = gallery.page(filters, args.page)
+            for job in page.jobs:
+                when = job.created_at.astimezone().strftime("%Y-%m-%d %H:%M")
+                star = "*" if job.favorite else " "
+                print(f"{job.id} {star} {when} {job.status.value:<11} {job.task:<8} {job.model_id:<22} "
+                      f"{job.prompt[:60]!r}")
+            print(f"page {args.page}: {len(page.jobs)} of {page.total} jobs")
+        elif args.action == "show":
+            job = gallery.job(args.job)
+            print(json.dumps({"id": job.id, "task": job.task, "model": job.model_id, "status": job.status.value,
+                              "error": job.error, "seed": job.seed, "created_at": job.created_at.isoformat(),
+                              "duration_s": job.duration_s, "favorite": job.favorite, "params": job.params,
+                              "files": [str(gallery.path(a)) for a in gallery.outputs(job)]},
+                             indent=2, ensure_ascii=False))
+        elif args.action == "rerun":
+            job = gallery.rerun(args.job)
+            job.wait()
+            print(f"job {job.id}: {job.status.value}")
+            if job.error:
+                print(f"error: {job.error}", file=sys.stderr)
+                return 1
+            for saved in job.outputs:
+                print(saved.path)
+        elif args.action == "delete":
+            print(f"deleted job {args.job} and {gallery.delete(args.job)} files")
+        else:
+            print(gallery.export(args.jobs).path)
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .ui.launch import serve
 
@@ -135,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _generate(args)
         if command == "models":
             return _models(args)
+        if command == "history":
+            return _history(args)
         return _serve(args)
     except StudioError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,9 +1,13 @@
 """The command line runs the same job path headless: `studio generate image ...`."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from studio.history import HistoryStore, JobStatus
 from studio.media import read_png_metadata
@@ -67,3 +71,29 @@ def test_models_list_shows_the_cards(tmp_path, model_cache):
     result = run_cli(["models", "list"], tmp_path, model_cache)
     assert result.returncode == 0
     assert "tiny-lumina-next" in result.stdout and "random weights" in result.stdout
+
+
+def test_history_list_rerun_show_export_and_delete(tmp_path, model_cache):
+    home = tmp_path / "home"
+    for prompt in ("a paper boat", "a red kite"):
+        assert run_cli(["generate", "image", "--model", "tiny-lumina-next", "--prompt", prompt, "--steps",
+                        str(FAST_STEPS), "--size", "256x256"], home, model_cache).returncode == 0
+    listed = run_cli(["history", "list", "--search", "kite"], home, model_cache)
+    assert listed.returncode == 0, listed.stderr
+    [row, footer] = listed.stdout.strip().splitlines()
+    job_id = row.split()[0]
+    assert "'a red kite'" in row and footer == "page 1: 1 of 1 jobs"
+
+    again = run_cli(["history", "rerun", job_id], home, model_cache)
+    assert again.returncode == 0, again.stderr
+    rerun_file = Path(again.stdout.strip().splitlines()[1])
+    original = Path(json.loads(run_cli(["history", "show", job_id], home, model_cache).stdout)["files"][0])
+    assert rerun_file != original  # a new job and file, with the same picture
+    assert np.array_equal(np.asarray(Image.open(original)), np.asarray(Image.open(rerun_file)))
+
+    exported = run_cli(["history", "export", job_id], home, model_cache)
+    assert exported.returncode == 0 and Path(exported.stdout.strip()).suffix == ".zip"
+    deleted = run_cli(["history", "delete", job_id], home, model_cache)
+    assert deleted.returncode == 0 and "2 files" in deleted.stdout and not original.exists()
+    missing = run_cli(["history", "show", job_id], home, model_cache)
+    assert missing.returncode == 2 and "not in the history" in missing.stderr

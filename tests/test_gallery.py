@@ -149,8 +149,22 @@ def test_export_zip_holds_the_outputs_and_a_manifest(studio):
 
 
 def test_thumbnails_for_every_kind_of_output(studio):
-    job = studio.run("image", image_params())
-    thumb = studio.gallery.thumbnail(studio.history.get_job(job.id))
-    assert thumb is not None and thumb.suffix == ".webp" and max(Image.open(thumb).size) <= 320
+    """A small WebP made at save time: of the image, of a video's poster frame, of a sound's waveform."""
+    jobs = {
+        "image": studio.run("image", image_params()),
+        "poster": studio.run("video", {"model": "tiny-wan", "prompt": "waves", "width": 64, "height": 48,
+                                       "frames": 5, "steps": 2, "seed": 1}),
+        "waveform": studio.run("audio", {"model": "tiny-stable-audio", "prompt": "rain", "seconds": 1.0,
+                                         "steps": 2, "seed": 1}),
+    }
+    for source_kind, job in jobs.items():
+        assert job.status is JobStatus.DONE, job.error
+        record = studio.history.get_job(job.id)
+        thumb = studio.gallery.thumbnail(record)
+        [source] = [a for a in record.assets if a.kind == source_kind]
+        with Image.open(thumb) as small, Image.open(studio.settings.outputs_dir / source.path) as full:
+            assert thumb.suffix == ".webp" and small.format == "WEBP" and max(small.size) <= 320
+            # The same picture, smaller: the aspect ratio is kept.
+            assert abs(small.width / small.height - full.width / full.height) < 0.05
     failed = studio.run("image", image_params(width=-5))
     assert studio.gallery.thumbnail(studio.history.get_job(failed.id)) is None

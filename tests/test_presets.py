@@ -12,19 +12,8 @@ from pydantic import ValidationError
 from studio.errors import InvalidInput
 from studio.history import HistoryStore
 from studio.history.user_presets import NameTaken, UserPresets
-from studio.presets import (
-    MAX_IMPORT_BYTES,
-    MODALITIES,
-    Preset,
-    PresetLibrary,
-    Style,
-    apply_style,
-    export_user,
-    fooocus_name,
-    merge_prompt,
-    parse_import,
-    preset_problem,
-)
+from studio.preset_files import MAX_IMPORT_BYTES, export_user, fooocus_name, parse_import
+from studio.presets import MODALITIES, Preset, PresetLibrary, Style, apply_style, merge_prompt, preset_problem
 from studio.settings import REPO_ROOT
 
 SHIPPED = REPO_ROOT / "presets"

@@ -14,7 +14,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from ..errors import InvalidInput
-from ..presets import ImportResult, Preset, PresetFields, Style, StyleFields, check_preset, preset_problem
+from ..preset_files import ImportResult
+from ..presets import Preset, PresetFields, Style, StyleFields, check_preset, preset_problem
 from .db import writer
 from .tables import UserPreset, utcnow
 

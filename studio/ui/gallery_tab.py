@@ -7,7 +7,6 @@ from __future__ import annotations
 import html
 import json
 from datetime import datetime, timedelta
-from typing import Any
 
 import gradio as gr
 from PIL import Image, ImageDraw

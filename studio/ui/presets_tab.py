@@ -14,7 +14,8 @@ import gradio as gr
 from ..errors import InvalidInput
 from ..gallery import EXPORTS_DIR
 from ..history.tables import utcnow
-from ..presets import MODALITIES, Preset, Style, export_user, parse_import
+from ..preset_files import export_user, parse_import
+from ..presets import MODALITIES, Preset, Style
 from ..services import Studio
 from .forms import TabForm, find_style, preset_choices, style_choices
 
