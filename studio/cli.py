@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1); env STUDIO_HOST")
     serve.add_argument("--port", type=int, help="port (default 7860); env STUDIO_PORT")
     serve.add_argument("--auth", help="USER:PASSWORD required to open the studio")
+    serve.add_argument("--auth-file", help="a file of USER:PASSWORD lines, each allowed to log in")
+    serve.add_argument("--share", action="store_true",
+                       help="also open a public Gradio share link (always behind a login)")
+    serve.add_argument("--mcp", action="store_true", help="also serve Gradio's MCP server (needs gradio[mcp])")
+    serve.add_argument("--max-upload-mb", dest="max_upload_mb", type=int,
+                       help="largest file a browser may upload, in MB (default 500); env STUDIO_MAX_UPLOAD_MB")
 
     generate = commands.add_parser("generate", help="run one job headless and print its outputs")
     kinds = generate.add_subparsers(dest="task", required=True)
@@ -181,8 +187,10 @@ def _history(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .ui.launch import serve
 
-    settings = _settings(args, host=getattr(args, "host", None), port=getattr(args, "port", None))
-    serve(settings, auth=getattr(args, "auth", None))
+    # `studio` alone serves too, with none of serve's flags parsed.
+    flag = lambda name: getattr(args, name, None)  # noqa: E731
+    settings = _settings(args, host=flag("host"), port=flag("port"), max_upload_mb=flag("max_upload_mb"))
+    serve(settings, auth=flag("auth"), auth_file=flag("auth_file"), share=bool(flag("share")), mcp=bool(flag("mcp")))
     return 0
 
 

@@ -1,17 +1,24 @@
 """The job queue: every generation, from any front end, is submitted here and run by one worker.
 
 submit(task, params) validates the parameters into a TaskSpec resolved against its model card and
-records the job (pending). A worker thread per device takes jobs in order, acquires the pipeline
-from the MemoryScheduler, runs the task with per-step progress, saves the outputs, and records the
-job done with its assets, or failed with a reason. Bad input never reaches the worker: the job row
-is recorded failed with the message straight away. Nothing a job does can kill the worker.
+records the job (pending). The queue *is* the jobs table: the worker thread (one per device) claims
+the oldest pending row, acquires the pipeline from the MemoryScheduler, runs the task with per-step
+progress, saves the outputs, and records the job done with its assets, or failed with a reason. So a
+restart loses nothing: pending jobs run when the studio comes back, and jobs that were running are
+marked interrupted (the Studio does that before starting the worker).
+
+Bad input never reaches the worker: the job row is recorded failed with the message straight away.
+A pending job can be cancelled at once; a running one stops at its next step (the step callback
+raises). The queue can be paused (the running job finishes, nothing new starts). Nothing a job does
+can kill the worker.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
+import statistics
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +28,7 @@ import torch
 
 from .errors import StudioError
 
-from .history import HistoryStore, JobStatus
+from .history import HistoryStore, JobRecord, JobStatus
 from .media import SavedFile, save_thumbnail, thumbnail_relpath, thumbnail_source
 from .runtime.memory import MemoryScheduler
 from .tasks import get_task
@@ -37,6 +44,15 @@ class OutOfMemory(StudioError):
     """The job did not fit the device even with the most frugal placement the scheduler tried."""
 
 
+class Cancelled(Exception):
+    """Raised from the step callback when the user cancelled the running job (not a failure)."""
+
+
+# How often the idle worker looks at the jobs table on its own (a submit wakes it at once).
+_POLL_S = 1.0
+_FINISHED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
+
+
 @dataclass
 class Job:
     """A handle on one submitted job: its live status, progress and result."""
@@ -49,18 +65,36 @@ class Job:
     total_steps: int = 0
     outputs: list[SavedFile] = field(default_factory=list)
     error: str | None = None
+    started: float | None = None  # time.monotonic() when it started running
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def finished(self) -> bool:
         return self._done.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job has finished (done or failed); False on timeout."""
+        """Block until the job has finished (done, failed or cancelled); False on timeout."""
         return self._done.wait(timeout)
 
+    def _finish(self, status: JobStatus, error: str | None = None) -> None:
+        self.status, self.error = status, error
+        self._done.set()
 
-_STOP = object()
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """A job in line or running, as the Queue panel shows it."""
+
+    job_id: str
+    task: str
+    model_id: str
+    prompt: str
+    status: JobStatus
+    position: int  # 0 = running, 1 = next, ...
+    step: int
+    total_steps: int
+    eta_s: float | None  # seconds until it is done, from recent jobs of the same task and model
 
 
 class JobQueue:
@@ -70,7 +104,12 @@ class JobQueue:
         self._history = history
         self._scheduler = scheduler
         self._outputs_dir = outputs_dir
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._live: dict[str, Job] = {}  # handles of unfinished jobs, by id (front ends follow these)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._paused = False
+        self._stopping = False
+        self._running: Job | None = None
         self._worker: threading.Thread | None = None
         self._listeners: list[ProgressListener] = []
 
@@ -92,8 +131,99 @@ class JobQueue:
             seed=spec.seed,
         )
         job = Job(id=job_id, task=task.name, spec=spec, total_steps=int(getattr(spec, "steps", 0) or 0))
-        self._queue.put(job)
+        with self._wake:
+            self._live[job_id] = job
+            self._wake.notify_all()
         return job
+
+    def get(self, job_id: str) -> Job | None:
+        """The live handle of an unfinished job (None once it has finished or if it is not known)."""
+        with self._lock:
+            return self._live.get(job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a pending job at once, or a running one at its next step. False if it had finished."""
+        with self._lock:
+            job = self._live.get(job_id)
+            if job is not None:
+                job._cancel.set()  # if the worker has just claimed it, it stops at the first step
+            # Only a row still pending can be cancelled here: the worker's claim and this are each one
+            # write transaction, so exactly one of them wins.
+            was_pending = self._history.cancel_pending(job_id)
+            if was_pending and job is not None:
+                del self._live[job_id]
+        if was_pending and job is not None:
+            job._finish(JobStatus.CANCELLED)
+            self._notify(job)
+        return was_pending or job is not None
+
+    def pause(self) -> None:
+        """Start nothing new (the running job finishes); jobs can still be submitted."""
+        with self._wake:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._wake:
+            self._paused = False
+            self._wake.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def position(self, job_id: str) -> int | None:
+        """0 while running, n when n-1 jobs are ahead of it in line, None when not queued."""
+        with self._lock:
+            if self._running is not None and self._running.id == job_id:
+                return 0
+        pending = self._history.pending_ids()
+        return pending.index(job_id) + 1 if job_id in pending else None
+
+    def ahead(self, job_id: str) -> int | None:
+        """How many jobs will run before this pending one (the running job included); None if not pending."""
+        position = self.position(job_id)
+        if not position:
+            return None
+        with self._lock:
+            return position - 1 + (self._running is not None)
+
+    def snapshot(self) -> list[QueueEntry]:
+        """The running job and the pending ones in order, with their progress and an ETA each."""
+        with self._lock:
+            running = self._running
+        entries: list[QueueEntry] = []
+        clock = 0.0  # seconds from now until the previous entry is done
+        if running is not None and running.spec is not None:
+            clock = self._remaining(running)
+            entries.append(QueueEntry(running.id, running.task, running.spec.model, running.spec.prompt,
+                                      JobStatus.RUNNING, 0, running.step, running.total_steps, clock))
+        estimates: dict[tuple[str, str], float | None] = {}
+        for position, job_id in enumerate(self._history.pending_ids(), start=1):
+            record = self._history.get_job(job_id)
+            if record is None:
+                continue
+            key = (record.task, record.model_id)
+            if key not in estimates:
+                estimates[key] = self._typical(*key)
+            clock = clock + estimates[key] if clock is not None and estimates[key] is not None else None
+            steps = int(record.params.get("steps") or 0) if isinstance(record.params.get("steps"), int) else 0
+            entries.append(QueueEntry(record.id, record.task, record.model_id, record.prompt, JobStatus.PENDING,
+                                      position, 0, steps, clock))
+        return entries
+
+    def _typical(self, task: str, model_id: str) -> float | None:
+        durations = self._history.recent_durations(task, model_id)
+        return statistics.median(durations) if durations else None
+
+    def _remaining(self, job: Job) -> float | None:
+        """The running job's time left: from its own pace once it has made steps, else from history."""
+        if job.started is None:
+            return None
+        elapsed = time.monotonic() - job.started
+        if job.step > 0 and job.total_steps:
+            return max(0.0, elapsed / job.step * (job.total_steps - job.step))
+        typical = self._typical(job.task, job.spec.model) if job.spec else None
+        return max(0.0, typical - elapsed) if typical is not None else None
 
     def _record_rejected(self, task_name: str, params: Mapping[str, Any], reason: str) -> Job:
         raw = {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v) for k, v in params.items()}
@@ -117,13 +247,18 @@ class JobQueue:
     # -- worker side -----------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the worker; it runs what is pending in the jobs table, oldest first."""
         if self._worker is None or not self._worker.is_alive():
+            self._stopping = False
             self._worker = threading.Thread(target=self._work, name="studio-worker", daemon=True)
             self._worker.start()
 
     def stop(self, timeout: float | None = 30) -> None:
+        """Stop after the running job (pending jobs stay pending, for the next start)."""
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
         if self._worker is not None and self._worker.is_alive():
-            self._queue.put(_STOP)
             self._worker.join(timeout)
 
     def _notify(self, job: Job) -> None:
@@ -135,32 +270,73 @@ class JobQueue:
 
     def _work(self) -> None:
         while True:
-            job = self._queue.get()
-            if job is _STOP:
-                return
+            with self._wake:
+                if self._stopping:
+                    return
+                if self._paused:
+                    self._wake.wait(_POLL_S)
+                    continue
             try:
-                self._run(job)
+                record = self._history.claim_next()
+            except Exception:  # e.g. the database stayed locked: wait and look again
+                log.exception("worker: could not read the queue")
+                record = None
+            if record is None:
+                with self._wake:
+                    if not self._stopping:
+                        self._wake.wait(_POLL_S)
+                continue
+            job = self._handle(record)
+            try:
+                if job.spec is not None:
+                    self._run(job)
             except Exception:  # belt and braces: _run records its own failures
                 log.exception("worker: unexpected error around job %s", job.id)
             finally:
+                with self._lock:
+                    self._running = None
+                    self._live.pop(job.id, None)
+                if job.status not in _FINISHED:
+                    job.status = JobStatus.FAILED
                 job._done.set()
                 self._notify(job)
+
+    def _handle(self, record: JobRecord) -> Job:
+        """The live handle of a claimed job: the one `submit` returned, or (for a job left pending by a
+        previous run of the studio) a new one from its recorded, already resolved parameters."""
+        with self._lock:
+            job = self._live.get(record.id)
+        if job is None:
+            try:
+                spec = get_task(record.task).spec_type.parse(record.params)
+            except StudioError as err:
+                self._history.mark_failed(record.id, f"could not resume this job: {err}")
+                return Job(id=record.id, task=record.task, spec=None, status=JobStatus.FAILED, error=str(err))
+            job = Job(id=record.id, task=record.task, spec=spec, total_steps=int(getattr(spec, "steps", 0) or 0))
+        with self._lock:
+            self._live[job.id] = job
+            self._running = job
+        return job
 
     def _run(self, job: Job) -> None:
         assert job.spec is not None
         task = get_task(job.task)
-        self._history.mark_running(job.id)
         job.status = JobStatus.RUNNING
+        job.started = time.monotonic()
         self._notify(job)
         written: list[SavedFile] = []  # the outputs, then the thumbnail
         try:
             card = self._cards.get(job.spec.model)
 
             def on_step(step: int, total: int) -> None:
+                if job._cancel.is_set():
+                    raise Cancelled()  # stops the pipeline between two steps
                 job.step, job.total_steps = step, total
                 self._notify(job)
 
             output = self._run_with_memory(job, task, card, on_step)
+            if job._cancel.is_set():
+                raise Cancelled()
             ctx = JobContext(job_id=job.id, outputs_dir=self._outputs_dir, created_at=datetime.now(timezone.utc))
             saved = written = task.save(output, job.spec, card, ctx)
             source = thumbnail_source(saved)
@@ -171,6 +347,11 @@ class JobQueue:
                 self._history.add_asset(job.id, index=index, kind=item.kind, path=item.relpath, mime=item.mime,
                                         bytes=item.bytes, sha256=item.sha256, width=item.width, height=item.height,
                                         duration_s=item.duration_s)
+        except Cancelled:
+            self._discard(written)
+            self._history.mark_cancelled(job.id)
+            job._finish(JobStatus.CANCELLED)
+            return
         except Exception as err:
             self._fail(job, err, written)
             return
@@ -216,9 +397,13 @@ class JobQueue:
         else:
             log.exception("job %s failed", job.id)
             reason = f"Internal error: {type(err).__name__}: {err}"
-        # A failed job keeps no outputs: remove whatever part of its set was already written.
-        for item in saved:
-            item.path.unlink(missing_ok=True)
+        self._discard(saved)
         self._history.mark_failed(job.id, reason)
         job.error = reason
         job.status = JobStatus.FAILED
+
+    @staticmethod
+    def _discard(saved: list[SavedFile]) -> None:
+        """A job that did not finish keeps no outputs: remove whatever part of its set was written."""
+        for item in saved:
+            item.path.unlink(missing_ok=True)

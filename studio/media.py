@@ -148,6 +148,24 @@ def _resolve_target(outputs_dir: Path, relpath: str) -> Path:
     return target
 
 
+PARTIAL_SUFFIX = ".part"  # what _write_atomic's temporary files end with, until published
+
+
+def remove_partial_files(outputs_dir: Path) -> int:
+    """Delete the temporary files of writes that never finished (the process was killed mid-write).
+
+    Only hidden `.*.part` files (the names _write_atomic gives them) are touched; returns how many."""
+    count = 0
+    if not Path(outputs_dir).is_dir():
+        return 0
+    for path in Path(outputs_dir).rglob(f".*{PARTIAL_SUFFIX}"):
+        if path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                count += 1
+    return count
+
+
 def _fsync_dir(path: Path) -> None:
     try:  # makes the rename itself durable; not possible on every OS/filesystem, so best effort
         fd = os.open(path, os.O_RDONLY)
@@ -178,7 +196,7 @@ def _write_atomic(outputs_dir: Path, relpath: str, write: Callable[[BinaryIO], N
     tmp: str | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=PARTIAL_SUFFIX, dir=target.parent)
         digest = hashlib.sha256()
         if write_path is not None:
             os.close(fd)

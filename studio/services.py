@@ -14,6 +14,7 @@ from .history import HistoryStore
 from .history.installed import InstalledModels
 from .history.user_presets import UserPresets
 from .jobs import Job, JobQueue
+from .media import remove_partial_files
 from .presets import PresetLibrary
 from .runtime import budgets
 from .runtime.loader import SharedComponents, load_pipeline
@@ -60,9 +61,17 @@ class Studio:
         return pipeline
 
     def start(self, resume_downloads: bool = True) -> "Studio":
-        """Start the job worker and the download queue (which picks up interrupted downloads). Idempotent."""
+        """Recover from a previous run that stopped mid-job, then start the job worker (which runs the
+        jobs still pending) and the download queue (which picks up interrupted downloads). Idempotent."""
         if not self._started:
             self._started = True
+            interrupted = self.history.interrupt_running()
+            if interrupted:
+                log.warning("%d job(s) were running when the studio stopped; marked interrupted (Re-run retries "
+                            "them): %s", len(interrupted), ", ".join(interrupted))
+            removed = remove_partial_files(self.settings.outputs_dir)
+            if removed:
+                log.warning("removed %d partly written output file(s) left by the previous run", removed)
             self.jobs.start()
             self.downloads.start(resume=resume_downloads)
         return self

@@ -53,6 +53,7 @@ class Settings:
     # Access token for gated repos; HF_TOKEN, else the token `hf auth login` stored.
     hf_token: str | None = field(default=None, repr=False)
     presets_dir: Path = REPO_ROOT / "presets"  # the shipped prompt libraries and style templates
+    max_upload_mb: int = 500  # the largest file a browser may upload (a video to restyle, a start image)
 
     @property
     def db_path(self) -> Path:
@@ -88,6 +89,7 @@ class Settings:
             "hf_endpoint": (env.get("HF_ENDPOINT") or cls.hf_endpoint).rstrip("/"),
             "hf_token": env.get("HF_TOKEN") or None,
             "presets_dir": Path(env.get("STUDIO_PRESETS") or REPO_ROOT / "presets"),
+            "max_upload_mb": env.get("STUDIO_MAX_UPLOAD_MB", cls.max_upload_mb),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls._validated(values)
@@ -117,8 +119,14 @@ class Settings:
             raise InvalidInput(f"placement must be one of {', '.join(PLACEMENTS)}, got {values['placement']!r}")
         if values["attention"] not in ("sdpa", "flash", "native"):
             raise InvalidInput(f"attention must be sdpa or flash, got {values['attention']!r}")
-        paths = {k: Path(values[k]).expanduser().resolve() for k in ("home", "outputs_dir", "model_cache", "model_zoo_dir",
-                                                                       "presets_dir")}
+        try:
+            values["max_upload_mb"] = int(values["max_upload_mb"])
+        except (TypeError, ValueError):
+            raise InvalidInput(f"max_upload_mb must be a whole number of MB, got {values['max_upload_mb']!r}") from None
+        if values["max_upload_mb"] < 1:
+            raise InvalidInput("max_upload_mb must be at least 1")
+        path_keys = ("home", "outputs_dir", "model_cache", "model_zoo_dir", "presets_dir")
+        paths = {k: Path(values[k]).expanduser().resolve() for k in path_keys}
         return cls(**{**values, **paths, "port": port, "device": device})
 
     def replace(self, **changes: Any) -> "Settings":

@@ -11,7 +11,7 @@ from ..engines.anagram import VIEWS
 from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.anagram import AnagramSpec
-from .common import Timer, job_summary, model_header, run_job, sampling_controls
+from .common import GENERATE, Timer, job_summary, model_header, run_job, sampling_controls
 from .forms import TabForm, preset_controls, wire_presets
 
 VIEW_CHOICES = [(view.title, name) for name, view in VIEWS.items()]
@@ -107,6 +107,6 @@ def build(studio: Studio) -> TabForm:
                    model_updates=model_updates, extra_fill=readings_fill,
                    outputs=[*inputs, more, *(row for row, _, _ in readings)])
     model.input(model_updates, model, [steps, cfg, shift], api_visibility="private")
-    run.click(on_generate, inputs, [gallery, animation, status], api_name="generate_anagram")
+    run.click(on_generate, inputs, [gallery, animation, status], api_name="generate_anagram", **GENERATE)
     wire_presets(studio, form, presets)
     return form

@@ -5,7 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 from ..services import Studio
-from . import anagram_tab, audio_tabs, compose_tab, gallery_tab, image_tab, models_tab, presets_tab, video_tab
+from . import (anagram_tab, api, audio_tabs, compose_tab, gallery_tab, image_tab, models_tab, presets_tab,
+               queue_tab, video_tab)
 
 TITLE = "Studio"
 
@@ -28,10 +29,13 @@ def build_app(studio: Studio) -> gr.Blocks:
                 forms.append(compose_tab.build(studio))
             with gr.Tab("Anagrams", id="anagrams"):
                 forms.append(anagram_tab.build(studio))
+            with gr.Tab("Queue", id="queue") as queue:
+                queue_tab.build(studio, queue)
             with gr.Tab("Gallery", id="gallery") as gallery:
                 gallery_tab.build(studio, tabs, gallery, forms)
             with gr.Tab("Presets", id="presets") as presets:
                 presets_tab.build(studio, presets, forms)
             with gr.Tab("Models", id="models"):
                 models_tab.build(studio, tabs, forms)
+        api.register(studio)
     return demo

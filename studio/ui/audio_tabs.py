@@ -10,7 +10,7 @@ import gradio as gr
 from ..services import Studio
 from ..tasks.audio import AudioSpec
 from ..tasks.music import MusicSpec
-from .common import Timer, job_summary, model_header, run_job
+from .common import GENERATE, Timer, job_summary, model_header, run_job
 from .forms import TabForm, preset_controls, styled, wire_presets
 
 
@@ -87,7 +87,8 @@ def build_audio(studio: Studio) -> TabForm:
                    model_updates=model_updates, outputs=inputs,
                    extra_fill=lambda params, model_id: _length_fill(studio, seconds, params, model_id, 47))
     model.input(model_updates, model, [seconds, steps, cfg], api_visibility="private")
-    run.click(on_generate, [*inputs, presets.style], [player, picture, files, status], api_name="generate_audio")
+    run.click(on_generate, [*inputs, presets.style], [player, picture, files, status], api_name="generate_audio",
+              **GENERATE)
     wire_presets(studio, form, presets)
     return form
 
@@ -148,6 +149,7 @@ def build_music(studio: Studio) -> TabForm:
                    model_updates=model_updates, outputs=inputs,
                    extra_fill=lambda params, model_id: _length_fill(studio, seconds, params, model_id, 30))
     model.input(model_updates, model, [seconds, cfg], api_visibility="private")
-    run.click(on_generate, [*inputs, presets.style], [player, picture, files, status], api_name="generate_music")
+    run.click(on_generate, [*inputs, presets.style], [player, picture, files, status], api_name="generate_music",
+              **GENERATE)
     wire_presets(studio, form, presets)
     return form

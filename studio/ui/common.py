@@ -15,6 +15,11 @@ from ..services import Studio
 from ..zoo.cards import ModelCard
 
 
+# Generate handlers only submit and wait: every browser tab and API client may wait on its own job at
+# once, and the studio's job queue (one worker per device), not Gradio's, decides what runs when.
+GENERATE: dict[str, Any] = {"concurrency_limit": None}
+
+
 def model_choices(studio: Studio, task: str) -> list[tuple[str, str]]:
     """(label, card id) for the task's models; the label says when a model is not on this machine."""
     choices = []
@@ -65,19 +70,28 @@ def sampling_controls(defaults: dict[str, Any]) -> tuple[gr.Slider, gr.Slider, g
 
 def run_job(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.Progress) -> Job:
     """Submit a job and follow it to the end, feeding the progress bar from its step events."""
-    return follow_job(studio.jobs.submit(task, params), progress)
+    return follow_job(studio.jobs.submit(task, params), progress, studio)
 
 
-def follow_job(job: Job, progress: gr.Progress) -> Job:
-    """Wait for a submitted job, feeding the progress bar from its step events."""
+def follow_job(job: Job, progress: gr.Progress, studio: Studio | None = None) -> Job:
+    """Wait for a submitted job: its place in line while it waits, then its steps while it runs."""
     progress(0, desc="queued")
+    checked = 0.0
     while not job.wait(0.1):
         if job.status is JobStatus.RUNNING and job.total_steps:
             progress((job.step, job.total_steps), desc="generating", unit="steps")
+        elif studio is not None and time.monotonic() - checked > 0.5:
+            checked = time.monotonic()
+            ahead = studio.jobs.ahead(job.id)
+            if ahead is not None:
+                paused = " (queue paused)" if studio.jobs.paused else ""
+                progress(0, desc=f"queued: {ahead} job{'s' if ahead != 1 else ''} ahead{paused}")
     return job
 
 
 def job_summary(job: Job, seconds: float) -> str:
+    if job.status is JobStatus.CANCELLED:
+        return f"⏹ **Cancelled** — job `{job.id}`"
     if job.status is JobStatus.FAILED:
         return f"❌ **Failed** — {html.escape(job.error or 'unknown error')}  \njob `{job.id}`"
     count = len(job.outputs)

@@ -10,7 +10,7 @@ import gradio as gr
 
 from ..services import Studio
 from ..tasks.compose import MAX_GRID, ComposeSpec
-from .common import Timer, job_summary, model_header, run_job, sampling_controls
+from .common import GENERATE, Timer, job_summary, model_header, run_job, sampling_controls
 from .forms import TabForm, preset_controls, wire_presets
 
 CELL_SIZES = [128, 256, 384, 512, 768, 1024]
@@ -119,6 +119,6 @@ def build(studio: Studio) -> TabForm:
                    fields={"negative_prompt": negative, "steps": steps, "cfg": cfg, "shift": shift, "seed": seed},
                    model_updates=model_updates, extra_fill=grid_fill, outputs=[*inputs, preview])
     model.input(model_updates, model, [steps, cfg, shift, cell_size], **private)
-    run.click(on_generate, inputs, [result, status], api_name="generate_compose")
+    run.click(on_generate, inputs, [result, status], api_name="generate_compose", **GENERATE)
     wire_presets(studio, form, presets)
     return form

@@ -174,7 +174,7 @@ def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab, forms: list[TabForm]) -> N
         if not job_id:
             return {message: "Pick an item first."}
         try:
-            job = follow_job(gallery.rerun(job_id), progress)
+            job = follow_job(gallery.rerun(job_id), progress, studio)
         except StudioError as err:
             return {message: f"❌ {html.escape(str(err))}"}
         note = (f"✅ Re-ran as job `{job.id}` with the same parameters and seed." if job.error is None

@@ -11,7 +11,7 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.image import LUMINA_NEXT_ONLY, ImageSpec
 from ..zoo.cards import parse_size
-from .common import Timer, card_note, default_model, job_summary, model_choices, run_job
+from .common import GENERATE, Timer, card_note, default_model, job_summary, model_choices, run_job
 from .forms import TabForm, nearest_shape, preset_controls, size_text, styled, wire_presets
 
 
@@ -122,7 +122,7 @@ def build(studio: Studio) -> TabForm:
                    extra_fill=lambda params, model_id: _size_fill(studio, size, params, model_id),
                    outputs=[model, prompt, negative, num_images, *model_outputs])
     model.input(model_updates, model, model_outputs, api_visibility="private")
-    run.click(on_generate, [*inputs, presets.style], [gallery, status], api_name="generate_image")
+    run.click(on_generate, [*inputs, presets.style], [gallery, status], api_name="generate_image", **GENERATE)
     wire_presets(studio, form, presets)
     return form
 

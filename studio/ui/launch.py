@@ -1,7 +1,9 @@
 """Starts the web UI: the services, the Blocks app, and a launch that is never open to strangers.
 
-On the loopback address the studio runs without a password, like every local tool. On any other
-address it requires one: `--auth USER:PASSWORD`, or else a random password is made and printed once.
+On the loopback address the studio runs without a password, like every local tool. Listening on any
+other address, or with a public share link, it always requires one: `--auth USER:PASSWORD`,
+`--auth-file FILE` (one USER:PASSWORD per line), or else a random password is made and printed once.
+Only the outputs folder (and static/) is served, and uploads are capped in size.
 """
 
 from __future__ import annotations
@@ -9,11 +11,16 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from pathlib import Path
+from typing import Any
 
 from ..errors import InvalidInput
 from ..settings import REPO_ROOT, Settings
 
 AUTH_USER = "studio"
+STATIC_DIR = REPO_ROOT / "static"
+
+Credentials = list[tuple[str, str]]
 
 
 def is_loopback(host: str) -> bool:
@@ -26,39 +33,78 @@ def is_loopback(host: str) -> bool:
 
 
 def parse_auth(text: str) -> tuple[str, str]:
-    user, sep, password = text.partition(":")
+    user, sep, password = text.strip().partition(":")
     if not sep or not user or not password:
         raise InvalidInput("--auth must look like USER:PASSWORD")
     return user, password
 
 
-def resolve_auth(host: str, auth: str | None) -> tuple[tuple[str, str] | None, bool]:
-    """(credentials or None, whether they were generated here)."""
+def read_auth_file(path: str | Path) -> Credentials:
+    """USER:PASSWORD lines (blank lines and # comments skipped); at least one is required."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise InvalidInput(f"cannot read the auth file {path}: {err.strerror or err}") from None
+    entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not entries:
+        raise InvalidInput(f"the auth file {path} has no USER:PASSWORD line")
+    try:
+        return [parse_auth(entry) for entry in entries]
+    except InvalidInput:
+        raise InvalidInput(f"every line of the auth file {path} must look like USER:PASSWORD") from None
+
+
+def resolve_auth(host: str, auth: str | None, auth_file: str | Path | None = None,
+                 share: bool = False) -> tuple[Credentials | None, bool]:
+    """(credentials or None, whether they were generated here). Only a loopback launch without a share
+    link may run without credentials."""
+    credentials: Credentials = []
     if auth:
-        return parse_auth(auth), False
-    if is_loopback(host):
+        credentials.append(parse_auth(auth))
+    if auth_file:
+        credentials.extend(read_auth_file(auth_file))
+    if credentials:
+        return credentials, False
+    if is_loopback(host) and not share:
         return None, False
-    return (AUTH_USER, secrets.token_urlsafe(12)), True
+    return [(AUTH_USER, secrets.token_urlsafe(12))], True
 
 
-def serve(settings: Settings, auth: str | None = None) -> None:
+def launch_options(settings: Settings, credentials: Credentials | None, share: bool = False,
+                   mcp: bool = False) -> dict[str, Any]:
+    """What `Blocks.launch` gets: where to listen, who may log in, what may be served and uploaded."""
+    if (share or not is_loopback(settings.host)) and not credentials:
+        raise InvalidInput("refusing to listen beyond this machine without a login")  # resolve_auth never allows it
+    served = [str(settings.outputs_dir)] + ([str(STATIC_DIR)] if STATIC_DIR.is_dir() else [])
+    favicon = STATIC_DIR / "favicon.svg"
+    return {
+        "server_name": settings.host,
+        "server_port": settings.port,
+        "auth": credentials,
+        "share": share,
+        "allowed_paths": served,  # the only folders of ours that are served
+        "max_file_size": f"{settings.max_upload_mb}mb",
+        "mcp_server": mcp,
+        "favicon_path": str(favicon) if favicon.exists() else None,
+        "show_error": True,
+    }
+
+
+def serve(settings: Settings, auth: str | None = None, auth_file: str | None = None, share: bool = False,
+          mcp: bool = False) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from ..services import Studio
     from .app import build_app
 
-    credentials, generated = resolve_auth(settings.host, auth)
+    credentials, generated = resolve_auth(settings.host, auth, auth_file, share)
+    options = launch_options(settings, credentials, share, mcp)
     studio = Studio(settings).start()
     demo = build_app(studio)
     if generated:
-        print(f"Listening on {settings.host}: log in as {credentials[0]} / {credentials[1]} (shown only now).")
+        where = "through the share link" if share else f"on {settings.host}"
+        user, password = credentials[0]
+        print(f"Open {where}: log in as {user} / {password} (shown only now).", flush=True)
     try:
-        demo.queue(default_concurrency_limit=4).launch(
-            server_name=settings.host,
-            server_port=settings.port,
-            auth=credentials,
-            allowed_paths=[str(settings.outputs_dir)],  # the only folder of ours that is served
-            favicon_path=str(REPO_ROOT / "static" / "favicon.svg") if (REPO_ROOT / "static" / "favicon.svg").exists() else None,
-            show_error=True,
-        )
+        demo.queue(default_concurrency_limit=4).launch(**options)
     finally:
         studio.close()

@@ -11,7 +11,7 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.video import VideoSpec, takes_control, takes_image, takes_video
 from ..zoo.cards import parse_size
-from .common import Timer, job_summary, model_header, run_job, sampling_controls
+from .common import GENERATE, Timer, job_summary, model_header, run_job, sampling_controls
 from .forms import TabForm, preset_controls, size_text, styled, wire_presets
 
 
@@ -121,6 +121,6 @@ def build(studio: Studio) -> TabForm:
                    model_updates=model_updates, extra_fill=lambda params, _model: {size: size_text(params)}
                    if size_text(params) else {}, outputs=[model, prompt, seed, strength, control_scale, *model_outputs])
     model.input(model_updates, model, model_outputs, api_visibility="private")
-    run.click(on_generate, [*inputs, presets.style], [video, status], api_name="generate_video")
+    run.click(on_generate, [*inputs, presets.style], [video, status], api_name="generate_video", **GENERATE)
     wire_presets(studio, form, presets)
     return form

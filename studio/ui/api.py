@@ -1,0 +1,86 @@
+"""The studio's API beside the tabs' own `generate_*` endpoints: queue jobs without waiting, follow
+and cancel them, pause the queue, and read the history. `gradio_client` calls these by name, e.g.
+
+    from gradio_client import Client
+    client = Client("http://127.0.0.1:7860/", auth=("user", "password"))
+    job = client.predict("image", {"model": "tiny-lumina-next", "prompt": "a kite"}, api_name="/submit_job")
+    client.predict(job["id"], api_name="/job_status")
+
+Every call goes through the same JobQueue and Gallery as the UI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from ..gallery import PAGE_SIZE
+from ..history import JobFilter, JobRecord, JobStatus
+from ..services import Studio
+from .forms import FILE_PARAMS
+
+
+def _job(studio: Studio, record: JobRecord) -> dict[str, Any]:
+    live = studio.jobs.get(record.id)
+    return {"id": record.id, "task": record.task, "model": record.model_id, "status": record.status.value,
+            "prompt": record.prompt, "seed": record.seed, "error": record.error, "favorite": record.favorite,
+            "created_at": record.created_at.isoformat(), "duration_s": record.duration_s,
+            "queue_ahead": studio.jobs.ahead(record.id) if record.status is JobStatus.PENDING else None,
+            "step": live.step if live else None, "total_steps": live.total_steps if live else None,
+            "params": record.params, "files": [str(studio.gallery.path(a)) for a in studio.gallery.outputs(record)]}
+
+
+def register(studio: Studio) -> None:
+    """Add the endpoints to the Blocks being built (call inside `with gr.Blocks()`)."""
+
+    def submit_job(task: str, params: dict) -> dict:
+        """Queue a job and return at once: {id, status, error}. Poll job_status for its progress and files.
+        Jobs that take input files (start image, input or control video) go through generate_video."""
+        named = [name for name in FILE_PARAMS if params.get(name)]
+        if named:
+            # A path in an API call would name a file on this machine: only uploads (generate_video) may.
+            raise gr.Error(f"{', '.join(named)}: send input files through /generate_video, not as paths")
+        job = studio.jobs.submit(task, params)
+        return {"id": job.id, "status": job.status.value, "error": job.error}
+
+    def job_status(job_id: str) -> dict:
+        """A job: status, place in the queue, progress, parameters, output files, error."""
+        record = studio.history.get_job(job_id)
+        if record is None:
+            raise gr.Error(f"no job {job_id!r} in the history")
+        return _job(studio, record)
+
+    def cancel_job(job_id: str) -> bool:
+        """Cancel a pending job, or stop a running one at its next step; False if it had finished."""
+        return studio.jobs.cancel(job_id)
+
+    def queue_status() -> dict:
+        """Whether the queue is paused, and the running and waiting jobs in order with ETAs (seconds)."""
+        return {"paused": studio.jobs.paused,
+                "jobs": [{"id": e.job_id, "status": e.status.value, "position": e.position, "task": e.task,
+                          "model": e.model_id, "step": e.step, "total_steps": e.total_steps, "eta_s": e.eta_s}
+                         for e in studio.jobs.snapshot()]}
+
+    def pause_queue() -> bool:
+        """Start no new job until resume_queue (the running one finishes). Returns whether paused."""
+        studio.jobs.pause()
+        return studio.jobs.paused
+
+    def resume_queue() -> bool:
+        """Run waiting jobs again. Returns whether paused."""
+        studio.jobs.resume()
+        return studio.jobs.paused
+
+    def list_history(search: str = "", task: str = "", status: str = "", page: int = 1) -> dict:
+        """Past jobs newest first, 48 a page: {total, page, jobs: [...]}; `search` finds words in prompts."""
+        try:
+            filters = JobFilter(text=search, task=task or None, status=JobStatus(status) if status else None)
+        except ValueError:
+            raise gr.Error(f"status must be one of {', '.join(s.value for s in JobStatus)}") from None
+        found = studio.gallery.page(filters, max(1, int(page)))
+        return {"total": found.total, "page": max(1, int(page)), "page_size": PAGE_SIZE,
+                "jobs": [_job(studio, record) for record in found.jobs]}
+
+    for fn in (submit_job, job_status, cancel_job, queue_status, pause_queue, resume_queue, list_history):
+        gr.api(fn, api_name=fn.__name__, concurrency_limit=None)
