@@ -11,7 +11,7 @@ from ..engines.anagram import VIEWS
 from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.anagram import AnagramSpec
-from .common import GENERATE, Timer, job_summary, model_header, run_job, sampling_controls
+from .common import GENERATE, Timer, job_summary, model_header, run_job, sampling_controls, stop_button
 from .forms import TabForm, preset_controls, wire_presets
 
 VIEW_CHOICES = [(view.title, name) for name, view in VIEWS.items()]
@@ -38,7 +38,9 @@ def build(studio: Studio) -> TabForm:
             size = gr.Dropdown([f"{s}x{s}" for s in (256, 512, 768, 1024)] + [f"{side}x{side}"],
                                value=f"{side}x{side}", label="Size", allow_custom_value=True)
             steps, cfg, shift, seed = sampling_controls(defaults)
-            run = gr.Button("Generate", variant="primary", elem_id="anagram-generate")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", scale=3, elem_id="anagram-generate")
+                stop_button(studio, "anagram")
         with gr.Column(scale=3, min_width=320):
             gallery = gr.Gallery(label="The picture, and as seen under each view", columns=2, height=420,
                                  elem_id="anagram-result")
@@ -64,13 +66,13 @@ def build(studio: Studio) -> TabForm:
                 "negative_prompt": negative_text or "", "width": width, "height": height, "steps": steps_v,
                 "cfg": cfg_v, "shift": shift_v, "seed": -1 if seed_v is None else seed_v}
 
-    def on_generate(*values, progress=gr.Progress()):
+    def on_generate(request: gr.Request, *values, progress=gr.Progress()):
         try:
             params = read(*values)
         except InvalidInput as err:
             return [], None, f"❌ {err}"
         with Timer() as timer:
-            job = run_job(studio, "anagram", params, progress)
+            job = run_job(studio, "anagram", params, progress, request)
         if job.error:
             gr.Warning(job.error)
         images = [str(o.path) for o in job.outputs if o.kind == "image"]

@@ -10,7 +10,7 @@ import gradio as gr
 from ..services import Studio
 from ..tasks.audio import AudioSpec
 from ..tasks.music import MusicSpec
-from .common import GENERATE, Timer, job_summary, model_header, run_job
+from .common import GENERATE, Timer, job_summary, model_header, run_job, stop_button
 from .forms import TabForm, preset_controls, styled, wire_presets
 
 
@@ -54,7 +54,9 @@ def build_audio(studio: Studio) -> TabForm:
                 count = gr.Slider(1, 4, value=1, step=1, label="Waveforms")
                 fmt = gr.Radio(["wav", "flac"], value="wav", label="File format")
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
-            run = gr.Button("Generate", variant="primary", elem_id="audio-generate")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", scale=3, elem_id="audio-generate")
+                stop_button(studio, "audio")
         with gr.Column(scale=3, min_width=320):
             player, picture, files, status = _result_widgets("audio")
 
@@ -72,10 +74,10 @@ def build_audio(studio: Studio) -> TabForm:
                 "seconds": seconds_v, "steps": steps_v, "cfg": cfg_v, "num_waveforms": count_v, "format": fmt_v,
                 "seed": -1 if seed_v is None else seed_v}
 
-    def on_generate(*values, progress=gr.Progress()):
+    def on_generate(request: gr.Request, *values, progress=gr.Progress()):
         *form_values, style_key = values
         with Timer() as timer:
-            job = run_job(studio, "audio", styled(studio, style_key, read(*form_values)), progress)
+            job = run_job(studio, "audio", styled(studio, style_key, read(*form_values)), progress, request)
         if job.error:
             gr.Warning(job.error)
         return (*_outputs(job), job_summary(job, timer.seconds))
@@ -110,7 +112,9 @@ def build_music(studio: Studio) -> TabForm:
                                   label="Steps (diffusion models)")
                 fmt = gr.Radio(["wav", "flac"], value="wav", label="File format")
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
-            run = gr.Button("Generate", variant="primary", elem_id="music-generate")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", scale=3, elem_id="music-generate")
+                stop_button(studio, "music")
         with gr.Column(scale=3, min_width=320):
             player, picture, files, status = _result_widgets("music")
 
@@ -134,10 +138,10 @@ def build_music(studio: Studio) -> TabForm:
             params["steps"] = steps_v
         return params
 
-    def on_generate(*values, progress=gr.Progress()):
+    def on_generate(request: gr.Request, *values, progress=gr.Progress()):
         *form_values, style_key = values
         with Timer() as timer:
-            job = run_job(studio, "music", styled(studio, style_key, read(*form_values)), progress)
+            job = run_job(studio, "music", styled(studio, style_key, read(*form_values)), progress, request)
         if job.error:
             gr.Warning(job.error)
         return (*_outputs(job), job_summary(job, timer.seconds))

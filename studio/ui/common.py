@@ -68,9 +68,36 @@ def sampling_controls(defaults: dict[str, Any]) -> tuple[gr.Slider, gr.Slider, g
     return steps, cfg, shift, seed
 
 
-def run_job(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.Progress) -> Job:
+# The job each browser session is waiting on, per tab: what that tab's Stop button cancels.
+_waiting: dict[tuple[str, str], str] = {}
+
+
+def run_job(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.Progress,
+            request: gr.Request | None = None) -> Job:
     """Submit a job and follow it to the end, feeding the progress bar from its step events."""
-    return follow_job(studio.jobs.submit(task, params), progress, studio)
+    job = studio.jobs.submit(task, params)
+    key = (request.session_hash or "", task) if request is not None else None
+    if key:
+        _waiting[key] = job.id
+    try:
+        return follow_job(job, progress, studio)
+    finally:
+        if key and _waiting.get(key) == job.id:
+            del _waiting[key]
+
+
+def stop_button(studio: Studio, task: str) -> gr.Button:
+    """A Stop button that cancels the job this browser tab is waiting for (queued or running)."""
+    button = gr.Button("Stop", variant="stop", scale=1, min_width=80, elem_id=f"{task}-stop")
+
+    def stop(request: gr.Request) -> None:
+        job_id = _waiting.get((request.session_hash or "", task))
+        if job_id:
+            studio.jobs.cancel(job_id)
+
+    # Its own queue slot: a Stop must never wait behind the Generate it is meant to stop.
+    button.click(stop, None, None, api_visibility="private", concurrency_limit=None)
+    return button
 
 
 def follow_job(job: Job, progress: gr.Progress, studio: Studio | None = None) -> Job:

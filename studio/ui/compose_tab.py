@@ -10,7 +10,7 @@ import gradio as gr
 
 from ..services import Studio
 from ..tasks.compose import MAX_GRID, ComposeSpec
-from .common import GENERATE, Timer, job_summary, model_header, run_job, sampling_controls
+from .common import GENERATE, Timer, job_summary, model_header, run_job, sampling_controls, stop_button
 from .forms import TabForm, preset_controls, wire_presets
 
 CELL_SIZES = [128, 256, 384, 512, 768, 1024]
@@ -48,7 +48,9 @@ def build(studio: Studio) -> TabForm:
             presets = preset_controls(studio, "compositional", with_style=False)
             cell_size = gr.Dropdown([(f"{s} px", s) for s in CELL_SIZES], value=cell, label="Cell size")
             steps, cfg, shift, seed = sampling_controls(defaults)
-            run = gr.Button("Generate", variant="primary", elem_id="compose-generate")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", scale=3, elem_id="compose-generate")
+                stop_button(studio, "compose")
         with gr.Column(scale=3, min_width=320):
             preview = gr.HTML(layout_preview(2, 2, [], cell, cell), elem_id="compose-preview")
             result = gr.Image(label="Result", type="filepath", height=560, elem_id="compose-result")
@@ -75,9 +77,9 @@ def build(studio: Studio) -> TabForm:
                 "cell_width": int(size), "cell_height": int(size), "steps": steps_v, "cfg": cfg_v,
                 "shift": shift_v, "seed": -1 if seed_v is None else seed_v}
 
-    def on_generate(*values, progress=gr.Progress()):
+    def on_generate(request: gr.Request, *values, progress=gr.Progress()):
         with Timer() as timer:
-            job = run_job(studio, "compose", read(*values), progress)
+            job = run_job(studio, "compose", read(*values), progress, request)
         if job.error:
             gr.Warning(job.error)
         image = str(job.outputs[0].path) if job.outputs else None

@@ -11,7 +11,7 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.image import LUMINA_NEXT_ONLY, ImageSpec
 from ..zoo.cards import parse_size
-from .common import GENERATE, Timer, card_note, default_model, job_summary, model_choices, run_job
+from .common import GENERATE, Timer, card_note, default_model, job_summary, model_choices, run_job, stop_button
 from .forms import TabForm, nearest_shape, preset_controls, size_text, styled, wire_presets
 
 
@@ -42,7 +42,7 @@ def build(studio: Studio) -> TabForm:
             size = gr.Dropdown(initial.get("sizes", []), value=initial.get("size"), label="Size (width x height)",
                                allow_custom_value=True, elem_id="image-size")
             with gr.Row():
-                steps = gr.Slider(1, 200, value=initial.get("steps", 30), step=1, label="Steps")
+                steps = gr.Slider(1, 200, value=initial.get("steps", 30), step=1, label="Steps", elem_id="image-steps")
                 cfg = gr.Slider(1.0, 20.0, value=initial.get("cfg", 4.0), step=0.5, label="CFG scale")
             with gr.Accordion("Advanced", open=False):
                 shift = gr.Slider(1.0, 20.0, value=initial.get("shift") or 1.0, step=0.5, label="Time shift",
@@ -62,7 +62,9 @@ def build(studio: Studio) -> TabForm:
                                                label="Proportional attention")
                     cfg_mode = gr.Radio([("Lumina-Next (first 3 channels)", "lumina"), ("Plain", "plain")],
                                         value=initial.get("cfg_mode", "lumina"), label="CFG form")
-            run = gr.Button("Generate", variant="primary", elem_id="image-generate")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", scale=3, elem_id="image-generate")
+                stop_button(studio, "image")
         with gr.Column(scale=3, min_width=320):
             gallery = gr.Gallery(label="Result", columns=2, height=560, elem_id="image-result")
             status = gr.Markdown(elem_id="image-status")
@@ -101,7 +103,7 @@ def build(studio: Studio) -> TabForm:
         params.update({name: value for name, value in chosen.items() if name in takes})
         return params
 
-    def on_generate(*values, progress=gr.Progress()):
+    def on_generate(request: gr.Request, *values, progress=gr.Progress()):
         *form_values, style_key = values
         try:
             params = styled(studio, style_key, read(*form_values))
@@ -109,7 +111,7 @@ def build(studio: Studio) -> TabForm:
             gr.Warning(str(err))
             return [], f"❌ {err}"
         with Timer() as timer:
-            job = run_job(studio, "image", params, progress)
+            job = run_job(studio, "image", params, progress, request)
         if job.error:
             gr.Warning(job.error)
         return [str(saved.path) for saved in job.outputs], job_summary(job, timer.seconds)

@@ -96,6 +96,11 @@ def serve(settings: Settings, auth: str | None = None, auth_file: str | None = N
     from ..services import Studio
     from .app import build_app
 
+    if mcp:
+        try:
+            import mcp as _mcp  # noqa: F401  (Gradio's MCP server is an optional extra)
+        except ImportError:
+            raise InvalidInput("--mcp needs Gradio's MCP extra: .venv/bin/pip install 'gradio[mcp]'") from None
     credentials, generated = resolve_auth(settings.host, auth, auth_file, share)
     options = launch_options(settings, credentials, share, mcp)
     studio = Studio(settings).start()

@@ -11,7 +11,7 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.video import VideoSpec, takes_control, takes_image, takes_video
 from ..zoo.cards import parse_size
-from .common import GENERATE, Timer, job_summary, model_header, run_job, sampling_controls
+from .common import GENERATE, Timer, job_summary, model_header, run_job, sampling_controls, stop_button
 from .forms import TabForm, preset_controls, size_text, styled, wire_presets
 
 
@@ -54,7 +54,9 @@ def build(studio: Studio) -> TabForm:
                 frames = gr.Slider(5, 161, value=initial.get("frames", 81), step=4, label="Frames (4k+1)")
                 fps = gr.Slider(4, 30, value=initial.get("fps", 16), step=1, label="Frames per second")
             steps, cfg, shift, seed = sampling_controls(initial)
-            run = gr.Button("Generate", variant="primary", elem_id="video-generate")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", scale=3, elem_id="video-generate")
+                stop_button(studio, "video")
         with gr.Column(scale=3, min_width=320):
             video = gr.Video(label="Result", height=480, elem_id="video-result")
             status = gr.Markdown(elem_id="video-status")
@@ -96,7 +98,7 @@ def build(studio: Studio) -> TabForm:
     # The file inputs keep their None defaults here: API clients may leave them out.
     def on_generate(model_id, prompt_text, negative_text, image_path, size_text, frames_v, fps_v, steps_v, cfg_v,
                     shift_v, seed_v, source_video=None, strength_v=0.8, control_video=None, reference_path=None,
-                    control_scale_v=1.0, style_key=None, progress=gr.Progress()):
+                    control_scale_v=1.0, style_key=None, progress=gr.Progress(), request: gr.Request = None):
         try:
             params = styled(studio, style_key, read(model_id, prompt_text, negative_text, image_path, size_text,
                                                     frames_v, fps_v, steps_v, cfg_v, shift_v, seed_v, source_video,
@@ -104,7 +106,7 @@ def build(studio: Studio) -> TabForm:
         except InvalidInput as err:
             return None, f"❌ {err}"
         with Timer() as timer:
-            job = run_job(studio, "video", params, progress)
+            job = run_job(studio, "video", params, progress, request)
         if job.error:
             gr.Warning(job.error)
         clip = next((str(o.path) for o in job.outputs if o.kind == "video"), None)
