@@ -149,7 +149,10 @@ def _history(args: argparse.Namespace) -> int:
     from .history import JobFilter
     from .services import Studio
 
-    with Studio(_settings(args)) as studio:
+    studio = Studio(_settings(args))
+    if args.action == "rerun":
+        studio.start()  # runs the job here, or hands it to the studio that is serving this folder
+    try:
         gallery = studio.gallery
         if args.action == "list":
             filters = JobFilter(text=args.search, task=args.task, model_id=args.model, status=args.status,
@@ -181,6 +184,8 @@ def _history(args: argparse.Namespace) -> int:
             print(f"deleted job {args.job} and {gallery.delete(args.job)} files")
         else:
             print(gallery.export(args.jobs).path)
+    finally:
+        studio.close()
     return 0
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import tempfile
+import uuid
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,7 +54,7 @@ class Gallery:
 
     def page(self, filters: JobFilter = JobFilter(), page: int = 1, page_size: int = PAGE_SIZE) -> JobPage:
         """Page `page` (1-based) of the jobs matching `filters`, newest first."""
-        page = max(1, int(page))
+        page = max(1, min(int(page), 10**9))
         return self._history.find_jobs(filters, limit=page_size, offset=(page - 1) * page_size)
 
     def job(self, job_id: str) -> JobRecord:
@@ -123,7 +124,7 @@ class Gallery:
         folder = self._outputs_dir / EXPORTS_DIR
         folder.mkdir(parents=True, exist_ok=True)
         now = utcnow()
-        target = folder / f"studio-export-{now:%Y%m%d-%H%M%S}-{ids[0][:8]}.zip"
+        target = folder / f"studio-export-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:8]}.zip"  # never overwrites
         fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".zip.part", dir=folder)
         os.close(fd)
         files = 0

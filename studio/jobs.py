@@ -19,6 +19,7 @@ import logging
 import statistics
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 
 from .errors import StudioError
 
-from .history import HistoryStore, JobRecord, JobStatus
+from .history import AssetRecord, HistoryStore, JobRecord, JobStatus
 from .media import SavedFile, save_thumbnail, thumbnail_relpath, thumbnail_source
 from .runtime.memory import MemoryScheduler
 from .tasks import get_task
@@ -50,7 +51,21 @@ class Cancelled(Exception):
 
 # How often the idle worker looks at the jobs table on its own (a submit wakes it at once).
 _POLL_S = 1.0
+_FOLLOW_S = 0.5  # how often a process that does not run the queue looks at its jobs' rows
+_MAX_REJECTED_FIELDS = 50
+_MAX_REJECTED_CHARS = 2000
 _FINISHED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.INTERRUPTED)
+
+
+def _saved(outputs_dir: Path, asset: AssetRecord) -> SavedFile:
+    return SavedFile(path=outputs_dir / asset.path, relpath=asset.path, kind=asset.kind, mime=asset.mime,
+                     width=asset.width, height=asset.height, bytes=asset.bytes, sha256=asset.sha256,
+                     duration_s=asset.duration_s)
+
+
+def _clip(value: Any) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    return text[:_MAX_REJECTED_CHARS]
 
 
 @dataclass
@@ -111,6 +126,7 @@ class JobQueue:
         self._stopping = False
         self._running: Job | None = None
         self._worker: threading.Thread | None = None
+        self._runs_jobs = False
         self._listeners: list[ProgressListener] = []
 
     # -- front-end side -------------------------------------------------------------------------
@@ -122,17 +138,20 @@ class JobQueue:
             spec = task.spec_type.parse(params).resolved(self._cards.get(str(params.get("model", ""))))
         except StudioError as err:
             return self._record_rejected(task_name, params, str(err))
-        job_id = self._history.create_job(
-            task=task.name,
-            model_id=spec.model,
-            prompt=spec.prompt,
-            negative_prompt=spec.negative_prompt,
-            params=spec.model_dump(mode="json"),
-            seed=spec.seed,
-        )
-        job = Job(id=job_id, task=task.name, spec=spec, total_steps=int(getattr(spec, "steps", 0) or 0))
+        # The handle is known before its row exists: the worker may claim the row the moment it is
+        # committed, and must then find this handle (the one the caller follows), not make its own.
+        job = Job(id=uuid.uuid4().hex, task=task.name, spec=spec, total_steps=int(getattr(spec, "steps", 0) or 0))
+        with self._lock:
+            self._live[job.id] = job
+        try:
+            self._history.create_job(job_id=job.id, task=task.name, model_id=spec.model, prompt=spec.prompt,
+                                     negative_prompt=spec.negative_prompt, params=spec.model_dump(mode="json"),
+                                     seed=spec.seed)
+        except BaseException:
+            with self._lock:
+                self._live.pop(job.id, None)
+            raise
         with self._wake:
-            self._live[job_id] = job
             self._wake.notify_all()
         return job
 
@@ -142,20 +161,22 @@ class JobQueue:
             return self._live.get(job_id)
 
     def cancel(self, job_id: str) -> bool:
-        """Cancel a pending job at once, or a running one at its next step. False if it had finished."""
+        """Cancel a pending job at once, or a running one at its next step. False if it had finished.
+
+        (A job running in another studio process can only be cancelled there.)"""
         with self._lock:
             job = self._live.get(job_id)
-            if job is not None:
-                job._cancel.set()  # if the worker has just claimed it, it stops at the first step
-            # Only a row still pending can be cancelled here: the worker's claim and this are each one
-            # write transaction, so exactly one of them wins.
-            was_pending = self._history.cancel_pending(job_id)
-            if was_pending and job is not None:
-                del self._live[job_id]
+        if job is not None:
+            job._cancel.set()  # if the worker has just claimed it, it stops at the first step
+        # Only a row still pending is cancelled here: the worker's claim and this are each one write
+        # transaction, so exactly one of them wins.
+        was_pending = self._history.cancel_pending(job_id)
         if was_pending and job is not None:
+            with self._lock:
+                self._live.pop(job_id, None)
             job._finish(JobStatus.CANCELLED)
             self._notify(job)
-        return was_pending or job is not None
+        return was_pending or (job is not None and self._runs_jobs)
 
     def pause(self) -> None:
         """Start nothing new (the running job finishes); jobs can still be submitted."""
@@ -198,17 +219,14 @@ class JobQueue:
             entries.append(QueueEntry(running.id, running.task, running.spec.model, running.spec.prompt,
                                       JobStatus.RUNNING, 0, running.step, running.total_steps, clock))
         estimates: dict[tuple[str, str], float | None] = {}
-        for position, job_id in enumerate(self._history.pending_ids(), start=1):
-            record = self._history.get_job(job_id)
-            if record is None:
-                continue
+        for position, record in enumerate(self._history.pending_jobs(), start=1):
             key = (record.task, record.model_id)
             if key not in estimates:
                 estimates[key] = self._typical(*key)
             clock = clock + estimates[key] if clock is not None and estimates[key] is not None else None
-            steps = int(record.params.get("steps") or 0) if isinstance(record.params.get("steps"), int) else 0
+            steps = record.params.get("steps")
             entries.append(QueueEntry(record.id, record.task, record.model_id, record.prompt, JobStatus.PENDING,
-                                      position, 0, steps, clock))
+                                      position, 0, steps if isinstance(steps, int) else 0, clock))
         return entries
 
     def _typical(self, task: str, model_id: str) -> float | None:
@@ -226,12 +244,15 @@ class JobQueue:
         return max(0.0, typical - elapsed) if typical is not None else None
 
     def _record_rejected(self, task_name: str, params: Mapping[str, Any], reason: str) -> Job:
-        raw = {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v) for k, v in params.items()}
+        # What was sent is kept for the user to see and fix, within bounds: a refused request must not
+        # be a way to fill the database (or its search index) with megabytes.
+        raw = {str(k)[:64]: v if isinstance(v, (int, float, bool, type(None))) else _clip(v)
+               for k, v in list(params.items())[:_MAX_REJECTED_FIELDS]}
         job_id = self._history.create_job(
             task=str(task_name)[:32],
             model_id=str(params.get("model", ""))[:128],
-            prompt=str(params.get("prompt", "")),
-            negative_prompt=str(params.get("negative_prompt", "")),
+            prompt=_clip(params.get("prompt", "")),
+            negative_prompt=_clip(params.get("negative_prompt", "")),
             params=raw,
             seed=None,
         )
@@ -246,11 +267,14 @@ class JobQueue:
 
     # -- worker side -----------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the worker; it runs what is pending in the jobs table, oldest first."""
+    def start(self, run_jobs: bool = True) -> None:
+        """Start the worker, which runs what is pending in the jobs table, oldest first; or, when another
+        process owns the queue (`run_jobs=False`), a follower that reports when this process's jobs finish."""
         if self._worker is None or not self._worker.is_alive():
             self._stopping = False
-            self._worker = threading.Thread(target=self._work, name="studio-worker", daemon=True)
+            target, name = (self._work, "studio-worker") if run_jobs else (self._follow, "studio-follower")
+            self._worker = threading.Thread(target=target, name=name, daemon=True)
+            self._runs_jobs = run_jobs
             self._worker.start()
 
     def stop(self, timeout: float | None = 30) -> None:
@@ -286,19 +310,52 @@ class JobQueue:
                     if not self._stopping:
                         self._wake.wait(_POLL_S)
                 continue
-            job = self._handle(record)
+            job: Job | None = None
             try:
+                job = self._handle(record)
                 if job.spec is not None:
                     self._run(job)
-            except Exception:  # belt and braces: _run records its own failures
-                log.exception("worker: unexpected error around job %s", job.id)
+            except Exception as err:  # _run records its own failures; this is when recording itself failed
+                log.exception("worker: unexpected error around job %s", record.id)
+                job = job or Job(id=record.id, task=record.task, spec=None)
+                job.error = job.error or f"Internal error: the job could not be recorded ({type(err).__name__}: {err})"
+                job.status = JobStatus.FAILED
             finally:
                 with self._lock:
                     self._running = None
+                    handle = self._live.pop(record.id, None)
+                for finished in {id(j): j for j in (job, handle) if j is not None}.values():
+                    if finished.status not in _FINISHED:
+                        finished.status = JobStatus.FAILED
+                        finished.error = finished.error or "Internal error: the job ended without a result"
+                    finished._done.set()
+                    self._notify(finished)
+
+    def _follow(self) -> None:
+        """Another process runs the jobs: watch this process's jobs in the database until they finish."""
+        while True:
+            with self._wake:
+                if self._stopping:
+                    return
+                self._wake.wait(_FOLLOW_S)
+                live = list(self._live.values())
+            for job in live:
+                try:
+                    record = self._history.get_job(job.id)
+                except Exception:
+                    log.exception("follower: could not read job %s", job.id)
+                    continue
+                if record is None or record.status is JobStatus.PENDING:
+                    continue
+                if record.status is JobStatus.RUNNING:
+                    if job.status is JobStatus.PENDING:
+                        job.status = JobStatus.RUNNING
+                        self._notify(job)
+                    continue
+                job.outputs = [_saved(self._outputs_dir, a) for a in record.assets if a.kind != "thumbnail"]
+                with self._lock:
                     self._live.pop(job.id, None)
-                if job.status not in _FINISHED:
-                    job.status = JobStatus.FAILED
-                job._done.set()
+                job._finish(record.status, record.error)
                 self._notify(job)
 
     def _handle(self, record: JobRecord) -> Job:
@@ -339,10 +396,7 @@ class JobQueue:
                 raise Cancelled()
             ctx = JobContext(job_id=job.id, outputs_dir=self._outputs_dir, created_at=datetime.now(timezone.utc))
             saved = written = task.save(output, job.spec, card, ctx)
-            source = thumbnail_source(saved)
-            if source is not None:  # made once, now, so the gallery never decodes full outputs
-                thumbnail = save_thumbnail(source.path, self._outputs_dir, thumbnail_relpath(job.id, ctx.created_at))
-                written = [*saved, thumbnail]
+            written = [*saved, *self._thumbnail(job, saved, ctx)]
             for index, item in enumerate(written):
                 self._history.add_asset(job.id, index=index, kind=item.kind, path=item.relpath, mime=item.mime,
                                         bytes=item.bytes, sha256=item.sha256, width=item.width, height=item.height,
@@ -358,6 +412,18 @@ class JobQueue:
         self._history.mark_done(job.id)
         job.outputs = saved
         job.status = JobStatus.DONE
+
+    def _thumbnail(self, job: Job, saved: list[SavedFile], ctx: JobContext) -> list[SavedFile]:
+        """The gallery's thumbnail, made once now so the gallery never decodes full outputs. Without one
+        the gallery shows the picture itself, so a failure here costs nothing but is logged."""
+        source = thumbnail_source(saved)
+        if source is None:
+            return []
+        try:
+            return [save_thumbnail(source.path, self._outputs_dir, thumbnail_relpath(job.id, ctx.created_at))]
+        except StudioError as err:
+            log.warning("job %s: no thumbnail: %s", job.id, err)
+            return []
 
     def _run_with_memory(self, job: Job, task: Any, card: Any, on_step: Callable[[int, int], None]) -> Any:
         """Run the task on its pipeline; on out-of-memory, free everything else and retry once with

@@ -151,15 +151,21 @@ def _resolve_target(outputs_dir: Path, relpath: str) -> Path:
 PARTIAL_SUFFIX = ".part"  # what _write_atomic's temporary files end with, until published
 
 
+# The names _write_atomic (".<job>-NN.ext.<random>.part", ".<job>.webp.<random>.part") and the
+# gallery's export (".export-<random>.zip.part") give their temporary files.
+_RE_PARTIAL = re.compile(r"\.([0-9a-f]{32}(-\d{2})?\.[a-z0-9]+|export-[a-z0-9_]+\.zip)\.[a-z0-9_]+\.part")
+
+
 def remove_partial_files(outputs_dir: Path) -> int:
     """Delete the temporary files of writes that never finished (the process was killed mid-write).
 
-    Only hidden `.*.part` files (the names _write_atomic gives them) are touched; returns how many."""
+    Only files named the way this studio names its temporary files are touched (the outputs folder
+    may be shared with other programs); the queue's owner calls this before its worker starts."""
     count = 0
     if not Path(outputs_dir).is_dir():
         return 0
     for path in Path(outputs_dir).rglob(f".*{PARTIAL_SUFFIX}"):
-        if path.is_file() and not path.is_symlink():
+        if _RE_PARTIAL.fullmatch(path.name) and path.is_file() and not path.is_symlink():
             with contextlib.suppress(OSError):
                 path.unlink()
                 count += 1

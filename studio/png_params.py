@@ -70,7 +70,7 @@ def _int(value: Any) -> int | None:
         return value
     if isinstance(value, float):
         return int(value) if value.is_integer() else None
-    if isinstance(value, str) and _RE_INT.fullmatch(value):
+    if isinstance(value, str) and len(value) <= 40 and _RE_INT.fullmatch(value):  # no 4,300-digit ints
         return int(value)
     return None
 
@@ -274,7 +274,8 @@ def _is_link(value: Any) -> bool:
 
 
 def _id_order(node_id: str) -> tuple[int, int, str]:
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+    # isdecimal, not isdigit: "²" is a digit that int() refuses.
+    return (0, int(node_id), "") if node_id.isdecimal() and len(node_id) <= 18 else (1, 0, node_id)
 
 
 class _ComfyGraph:

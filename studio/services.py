@@ -15,6 +15,7 @@ from .history.installed import InstalledModels
 from .history.user_presets import UserPresets
 from .jobs import Job, JobQueue
 from .media import remove_partial_files
+from .owner import QueueOwnership
 from .presets import PresetLibrary
 from .runtime import budgets
 from .runtime.loader import SharedComponents, load_pipeline
@@ -47,6 +48,8 @@ class Studio:
         self.gallery = Gallery(self.history, self.jobs, settings.outputs_dir)
         self.presets = PresetLibrary.load(settings.presets_dir)  # logs each malformed file; the rest load
         self.user_presets = UserPresets(self.history.engine)
+        self._ownership = QueueOwnership(settings.home)
+        self.owner = False
         self._started = False
 
     def _placement_for(self, card) -> Placement | None:
@@ -61,19 +64,30 @@ class Studio:
         return pipeline
 
     def start(self, resume_downloads: bool = True) -> "Studio":
-        """Recover from a previous run that stopped mid-job, then start the job worker (which runs the
-        jobs still pending) and the download queue (which picks up interrupted downloads). Idempotent."""
-        if not self._started:
-            self._started = True
-            interrupted = self.history.interrupt_running()
-            if interrupted:
-                log.warning("%d job(s) were running when the studio stopped; marked interrupted (Re-run retries "
-                            "them): %s", len(interrupted), ", ".join(interrupted))
-            removed = remove_partial_files(self.settings.outputs_dir)
-            if removed:
-                log.warning("removed %d partly written output file(s) left by the previous run", removed)
-            self.jobs.start()
-            self.downloads.start(resume=resume_downloads)
+        """Start the job queue and the download queue. Idempotent.
+
+        The first process on a data folder owns the queue: it recovers from a previous run that stopped
+        mid-job (running jobs are marked interrupted, partly written files removed), then its worker runs
+        what is pending, and interrupted downloads resume. Any other process on the same folder only
+        submits jobs, which the owner runs, and follows them (see studio.owner)."""
+        if self._started:
+            return self
+        self._started = True
+        self.owner = self._ownership.acquire()
+        if not self.owner:
+            log.info("another studio process runs the queue of %s; jobs from here are run there", self.settings.home)
+            self.jobs.start(run_jobs=False)
+            self.downloads.start(resume=False)
+            return self
+        interrupted = self.history.interrupt_running()
+        if interrupted:
+            log.warning("%d job(s) were running when the studio stopped; marked interrupted (Re-run retries "
+                        "them): %s", len(interrupted), ", ".join(interrupted))
+        removed = remove_partial_files(self.settings.outputs_dir)
+        if removed:
+            log.warning("removed %d partly written output file(s) left by the previous run", removed)
+        self.jobs.start()
+        self.downloads.start(resume=resume_downloads)
         return self
 
     def run(self, task: str, params: Mapping[str, Any], timeout: float | None = None) -> Job:
@@ -87,6 +101,7 @@ class Studio:
         self.jobs.stop()
         self.scheduler.free_all()
         self.history.close()
+        self._ownership.release()
 
     def __enter__(self) -> "Studio":
         return self.start()

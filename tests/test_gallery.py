@@ -90,8 +90,10 @@ def test_full_text_search_finds_words_phrases_and_other_scripts(store):
     assert found("go km") == [short]  # words shorter than the index's trigrams still match
     assert found("unicorn") == []
     # Query syntax typed by a user is text, never FTS5 operators: no error, just no match.
-    for odd in ('AND OR NOT', 'fox*', '"unbalanced', 'col:fox', "NEAR(a b)", "%", "_"):
+    for odd in ('AND OR NOT', 'fox*', '"unbalanced', 'col:fox', "NEAR(a b)", "%", "_", "\x00fox", "a " * 1000,
+                "x" * 100_000):
         assert isinstance(found(odd), list)
+    assert found("\x00red fox") == [red]  # control characters are dropped, not searched for
     store.delete_job(red)
     assert found("red fox") == []
 

@@ -97,15 +97,17 @@ def test_a_restart_after_a_kill_interrupts_the_running_job_and_runs_the_waiting_
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     # What a kill in the middle of writing an output leaves: a hidden temporary file.
-    partial = home / "outputs" / "image" / ".x.png.abc123.part"
+    partial = home / "outputs" / "image" / f".{running_id}-00.png.k2j_x9.part"
+    unrelated = home / "outputs" / "notes.txt.part"  # not ours: left alone
     partial.parent.mkdir(parents=True, exist_ok=True)
     partial.write_bytes(b"half a picture")
+    unrelated.write_text("someone else's")
 
     with Studio(Settings.load(env={}, home=home, model_cache=model_cache)) as studio:
         interrupted = studio.history.get_job(running_id)
         assert interrupted.status is JobStatus.INTERRUPTED and "stopped while this job ran" in interrupted.error
         assert interrupted.params["steps"] == SLOW_STEPS  # the row is intact: it can be re-run as it was
-        assert not partial.exists()
+        assert not partial.exists() and unrelated.exists()
         wait_for(lambda: studio.history.get_job(waiting_id).status is JobStatus.DONE, 120, "the waiting job")
         retried = studio.gallery.rerun(running_id)
         assert studio.jobs.cancel(retried.id) and retried.wait(60)  # Retry queues it again (cancelled here)
@@ -155,3 +157,19 @@ def test_a_full_disk_fails_the_job_cleanly_and_the_next_one_runs(tmp_path, model
         subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
         again = studio.run("image", image_params(width=512, height=512, num_images=2), timeout=120)
         assert again.status is JobStatus.DONE, again.error
+
+
+def test_a_second_studio_on_the_same_folder_hands_its_jobs_to_the_first(studio, settings):
+    """`studio generate` or `studio history rerun` beside a running `studio serve`: one worker, no takeover."""
+    studio.jobs.pause()
+    waiting = studio.jobs.submit("image", image_params(prompt="the server's own job"))
+    with Studio(settings) as beside:
+        assert studio.owner and not beside.owner
+        # Starting it neither interrupted nor ran the first studio's job.
+        assert studio.history.get_job(waiting.id).status is JobStatus.PENDING
+        job = beside.jobs.submit("image", image_params(prompt="from a terminal"))
+        studio.jobs.resume()
+        assert job.wait(120) and job.status is JobStatus.DONE, job.error
+        assert [o.kind for o in job.outputs] == ["image"] and job.outputs[0].path.is_file()
+        assert waiting.wait(120) and waiting.status is JobStatus.DONE
+    assert studio.run("image", image_params(), timeout=120).status is JobStatus.DONE

@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement, column, func, literal_column, select, tabl
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
+from ..errors import InvalidInput
 from .db import make_engine, migrate, writer
 from .tables import JOBS_FTS, Asset, Job, utcnow
 
@@ -41,6 +42,9 @@ WRITE_RETRY_S = 60.0
 # FTS5's trigram tokenizer indexes 3-character substrings: shorter search words can't use the index.
 _MIN_FTS_TERM = 3
 _RE_TERM = re.compile(r'"([^"]*)"|(\S+)')
+_RE_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_SEARCH_TERMS = 16
+MAX_SEARCH_CHARS = 1000
 
 
 class JobStatus(str, enum.Enum):
@@ -158,9 +162,11 @@ def _job_record(j: Job) -> JobRecord:
 
 
 def search_terms(text_query: str) -> list[str]:
-    """The words and "quoted phrases" of a search box, blanks dropped."""
-    terms = (quoted if quoted is not None and quoted != "" else bare for quoted, bare in _RE_TERM.findall(text_query))
-    return [t.strip() for t in terms if t and t.strip()]
+    """The words and "quoted phrases" of a search box: blanks and control characters dropped, each
+    term once, at most MAX_SEARCH_TERMS of them (a search box is not a place for a novel)."""
+    cleaned = _RE_CONTROL.sub(" ", text_query[:MAX_SEARCH_CHARS])
+    terms = (quoted if quoted else bare for quoted, bare in _RE_TERM.findall(cleaned))
+    return list(dict.fromkeys(t.strip() for t in terms if t and t.strip()))[:MAX_SEARCH_TERMS]
 
 
 def _text_conditions(text_query: str) -> list[ColumnElement[bool]]:
@@ -259,9 +265,10 @@ class HistoryStore:
         negative_prompt: str = "",
         params: dict[str, Any],
         seed: int | None,
+        job_id: str | None = None,
     ) -> str:
-        """Record a new pending job and return its id (a uuid4 hex string)."""
-        job_id = uuid.uuid4().hex
+        """Record a new pending job and return its id (`job_id`, or a new uuid4 hex string)."""
+        job_id = job_id or uuid.uuid4().hex
         with self._write() as s, s.begin():
             s.add(
                 Job(
@@ -293,6 +300,13 @@ class HistoryStore:
             job.started_at = utcnow()
             s.flush()
             return _job_record(job)
+
+    def pending_jobs(self, limit: int = 500) -> list[JobRecord]:
+        """The jobs waiting to run, first in line first (one query, for the Queue panel)."""
+        query = (select(Job).options(selectinload(Job.assets)).where(Job.status == JobStatus.PENDING.value)
+                 .order_by(Job.created_at, literal_column("jobs.rowid")).limit(limit))
+        with Session(self.engine) as s, s.begin():
+            return [_job_record(j) for j in s.scalars(query)]
 
     def pending_ids(self) -> list[str]:
         """The ids of the jobs waiting to run, first in line first."""
@@ -457,15 +471,21 @@ class HistoryStore:
 
         Only the page's rows (and their assets) are loaded; the (filter column, created_at) indexes
         keep this a short index walk however long the history is (bench/gallery.py measures it)."""
-        limit, offset = max(0, limit), max(0, offset)
+        limit, offset = max(0, min(limit, 10_000)), max(0, min(offset, 2**62))  # SQLite integers are 64-bit
         conditions = _filter_conditions(filters)
         # rowid breaks ties between jobs created within the same microsecond.
         page = (select(Job).options(selectinload(Job.assets)).where(*conditions)
                 .order_by(Job.created_at.desc(), literal_column("jobs.rowid").desc()).limit(limit).offset(offset))
         count = select(func.count()).select_from(Job).where(*conditions)
-        with Session(self.engine) as s, s.begin():
-            jobs = [_job_record(j) for j in s.scalars(page)]
-            total = s.scalar(count) or 0
+        try:
+            with Session(self.engine) as s, s.begin():
+                jobs = [_job_record(j) for j in s.scalars(page)]
+                total = s.scalar(count) or 0
+        except OperationalError as err:
+            if "locked" in str(err) or "busy" in str(err):
+                raise
+            # Whatever the search text was, it is the user's to fix; say so rather than fail.
+            raise InvalidInput(f"this search could not be run ({err.orig}); try simpler words") from None
         return JobPage(jobs=jobs, total=total, offset=offset, limit=limit, filters=filters)
 
     def close(self) -> None:

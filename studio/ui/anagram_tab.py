@@ -12,7 +12,7 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.anagram import AnagramSpec
 from .common import GENERATE, Timer, job_summary, model_header, run_job, sampling_controls, stop_button
-from .forms import TabForm, preset_controls, wire_presets
+from .forms import TabForm, preset_controls, size_text, wire_presets
 
 VIEW_CHOICES = [(view.title, name) for name, view in VIEWS.items()]
 
@@ -37,7 +37,7 @@ def build(studio: Studio) -> TabForm:
             presets = preset_controls(studio, "anagrams", with_style=False)
             size = gr.Dropdown([f"{s}x{s}" for s in (256, 512, 768, 1024)] + [f"{side}x{side}"],
                                value=f"{side}x{side}", label="Size", allow_custom_value=True)
-            steps, cfg, shift, seed = sampling_controls(defaults)
+            steps, cfg, shift, seed = sampling_controls(defaults, "anagram")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", scale=3, elem_id="anagram-generate")
                 stop_button(studio, "anagram")
@@ -50,7 +50,7 @@ def build(studio: Studio) -> TabForm:
     more.change(lambda on: [gr.update(visible=on)] * 2, more, [readings[2][0], readings[3][0]],
                 api_visibility="private")
 
-    def read(model_id, style_text, negative_text, size_text, steps_v, cfg_v, shift_v, seed_v, *pairs) -> dict:
+    def read(model_id, style_text, negative_text, size_v, steps_v, cfg_v, shift_v, seed_v, *pairs) -> dict:
         prompts, views = [], []
         for i in range(0, len(pairs), 2):
             text, view = pairs[i], pairs[i + 1]
@@ -59,9 +59,9 @@ def build(studio: Studio) -> TabForm:
             prompts.append(text or "")
             views.append(view or "identity")
         try:
-            width, height = (int(v) for v in str(size_text).lower().split("x"))
+            width, height = (int(v) for v in str(size_v).lower().split("x"))
         except ValueError:
-            raise InvalidInput(f"Size must look like WIDTHxHEIGHT, got {size_text!r}") from None
+            raise InvalidInput(f"Size must look like WIDTHxHEIGHT, got {size_v!r}") from None
         return {"model": model_id or "", "prompts": prompts, "views": views, "style": style_text or "",
                 "negative_prompt": negative_text or "", "width": width, "height": height, "steps": steps_v,
                 "cfg": cfg_v, "shift": shift_v, "seed": -1 if seed_v is None else seed_v}
@@ -97,8 +97,8 @@ def build(studio: Studio) -> TabForm:
                 if i >= 2:
                     updates[row] = gr.update(visible=len(prompts) > 2)
             updates[more] = len(prompts) > 2
-        if params.get("width") and params.get("height"):
-            updates[size] = f"{int(params['width'])}x{int(params['height'])}"
+        if size_text(params):
+            updates[size] = size_text(params)
         return updates
 
     pairs = [c for _, text, picked in readings for c in (text, picked)]

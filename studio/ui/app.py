@@ -7,14 +7,12 @@ import gradio as gr
 from ..services import Studio
 from . import (anagram_tab, api, audio_tabs, compose_tab, gallery_tab, image_tab, models_tab, presets_tab,
                queue_tab, video_tab)
-
-TITLE = "Studio"
+from .appearance import TITLE, header_html
 
 
 def build_app(studio: Studio) -> gr.Blocks:
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {TITLE}\nLocal generation with Lumina and friends — everything runs on this machine.",
-                    elem_id="header")
+        gr.HTML(header_html())
         with gr.Tabs() as tabs:
             # Each generation tab returns its form, which presets, the Gallery and the Models tab fill.
             with gr.Tab("Image", id="image"):
@@ -30,7 +28,7 @@ def build_app(studio: Studio) -> gr.Blocks:
             with gr.Tab("Anagrams", id="anagrams"):
                 forms.append(anagram_tab.build(studio))
             with gr.Tab("Queue", id="queue") as queue:
-                queue_tab.build(studio, queue)
+                queue_tab.build(studio, tabs, queue)
             with gr.Tab("Gallery", id="gallery") as gallery:
                 gallery_tab.build(studio, tabs, gallery, forms)
             with gr.Tab("Presets", id="presets") as presets:

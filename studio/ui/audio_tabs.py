@@ -46,9 +46,11 @@ def build_audio(studio: Studio) -> TabForm:
                                 elem_id="audio-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1, value="Low quality.", elem_id="audio-negative")
             presets = preset_controls(studio, "audio")
-            seconds = gr.Slider(1, 47, value=defaults.get("seconds", 10), step=0.5, label="Length (seconds)")
+            seconds = gr.Slider(1, 47, value=defaults.get("seconds", 10), step=0.5, label="Length (seconds)",
+                                elem_id="audio-seconds")
             with gr.Row():
-                steps = gr.Slider(1, 300, value=defaults.get("steps", 100), step=1, label="Steps")
+                steps = gr.Slider(1, 300, value=defaults.get("steps", 100), step=1, label="Steps",
+                                  elem_id="audio-steps")
                 cfg = gr.Slider(1.0, 15.0, value=defaults.get("cfg", 7.0), step=0.5, label="Guidance")
             with gr.Accordion("Advanced", open=False):
                 count = gr.Slider(1, 4, value=1, step=1, label="Waveforms")
@@ -103,12 +105,13 @@ def build_music(studio: Studio) -> TabForm:
                                 elem_id="music-prompt")
             negative = gr.Textbox(label="Negative prompt (diffusion models only)", lines=1, elem_id="music-negative")
             presets = preset_controls(studio, "music")
-            seconds = gr.Slider(1, 30, value=defaults.get("seconds", 10), step=0.5, label="Length (seconds)")
+            seconds = gr.Slider(1, 30, value=defaults.get("seconds", 10), step=0.5, label="Length (seconds)",
+                                elem_id="music-seconds")
             cfg = gr.Slider(1.0, 10.0, value=defaults.get("cfg", 3.0), step=0.5, label="Guidance")
             with gr.Accordion("Advanced", open=False):
                 temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature (MusicGen)")
                 top_k = gr.Slider(0, 500, value=250, step=10, label="Top-k (MusicGen; 0 = off)")
-                steps = gr.Slider(1, 300, value=defaults.get("steps", 100), step=1,
+                steps = gr.Slider(1, 300, value=defaults.get("steps", 100), step=1, elem_id="music-steps",
                                   label="Steps (diffusion models)")
                 fmt = gr.Radio(["wav", "flac"], value="wav", label="File format")
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import gradio as gr
 
@@ -15,9 +15,12 @@ from ..services import Studio
 from ..zoo.cards import ModelCard
 
 
-# Generate handlers only submit and wait: every browser tab and API client may wait on its own job at
-# once, and the studio's job queue (one worker per device), not Gradio's, decides what runs when.
-GENERATE: dict[str, Any] = {"concurrency_limit": None}
+# Generate handlers only submit and wait: many browser tabs and API clients may wait on their own jobs
+# at once, and the studio's job queue (one worker per device), not Gradio's, decides what runs when.
+# They share one limit below the server's thread count (launch.MAX_THREADS), so Stop, the Queue
+# panel and the API always have threads left while many clients wait.
+WAITING_CLIENTS = 64
+GENERATE: dict[str, Any] = {"concurrency_limit": WAITING_CLIENTS, "concurrency_id": "generate"}
 
 
 def model_choices(studio: Studio, task: str) -> list[tuple[str, str]]:
@@ -33,9 +36,12 @@ def model_choices(studio: Studio, task: str) -> list[tuple[str, str]]:
     return choices
 
 
-def default_model(studio: Studio, task: str) -> str | None:
-    """A real model that is present, else the first built-in tiny model, so a new install works offline."""
+def default_model(studio: Studio, task: str, plain: Callable[[ModelCard], bool] | None = None) -> str | None:
+    """A real model that is present, else the first built-in tiny model, so a new install works offline.
+    Among those, one that is `plain` (needs nothing but the prompt, e.g. text-to-video) comes first."""
     cards = [c for c in studio.cards.for_task(task) if c.runnable and is_available(c, studio.settings)]
+    if plain is not None:
+        cards.sort(key=lambda c: not plain(c))  # stable: the catalogue's order otherwise
     real = [c for c in cards if not c.tiny]
     chosen = (real or cards or studio.cards.for_task(task) or [None])[0]
     return chosen.id if chosen else None
@@ -48,23 +54,24 @@ def card_note(card: ModelCard) -> str:
     return note
 
 
-def model_header(studio: Studio, task: str, spec_type: Any, elem_id: str) -> tuple[gr.Dropdown, dict[str, Any]]:
+def model_header(studio: Studio, task: str, spec_type: Any, elem_id: str,
+                 plain: Callable[[ModelCard], bool] | None = None) -> tuple[gr.Dropdown, dict[str, Any]]:
     """The model picker and its card note; returns the picker and the preselected card's defaults."""
-    model_id = default_model(studio, task)
+    model_id = default_model(studio, task, plain)
     card = studio.cards.cards.get(model_id or "")
     model = gr.Dropdown(model_choices(studio, task), value=model_id, label="Model", elem_id=elem_id)
     gr.Markdown(card_note(card) if card else "No model for this tab is installed.")
     return model, (spec_type.defaults_for(card) if card else {})
 
 
-def sampling_controls(defaults: dict[str, Any]) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.Number]:
+def sampling_controls(defaults: dict[str, Any], prefix: str) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.Number]:
     """Steps and CFG, then time shift and seed in an Advanced fold: the same order in every tab."""
     with gr.Row():
-        steps = gr.Slider(1, 200, value=defaults.get("steps", 30), step=1, label="Steps")
-        cfg = gr.Slider(1.0, 20.0, value=defaults.get("cfg", 4.0), step=0.5, label="CFG scale")
+        steps = gr.Slider(1, 200, value=defaults.get("steps", 30), step=1, label="Steps", elem_id=f"{prefix}-steps")
+        cfg = gr.Slider(1.0, 20.0, value=defaults.get("cfg", 4.0), step=0.5, label="CFG scale", elem_id=f"{prefix}-cfg")
     with gr.Accordion("Advanced", open=False):
         shift = gr.Slider(1.0, 20.0, value=defaults.get("shift") or 4.0, step=0.5, label="Time shift")
-        seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+        seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id=f"{prefix}-seed")
     return steps, cfg, shift, seed
 
 

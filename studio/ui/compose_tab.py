@@ -47,7 +47,7 @@ def build(studio: Studio) -> TabForm:
             negative = gr.Textbox(label="Negative caption", lines=1, elem_id="compose-negative")
             presets = preset_controls(studio, "compositional", with_style=False)
             cell_size = gr.Dropdown([(f"{s} px", s) for s in CELL_SIZES], value=cell, label="Cell size")
-            steps, cfg, shift, seed = sampling_controls(defaults)
+            steps, cfg, shift, seed = sampling_controls(defaults, "compose")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", scale=3, elem_id="compose-generate")
                 stop_button(studio, "compose")
@@ -97,19 +97,22 @@ def build(studio: Studio) -> TabForm:
         """Rows, columns and each caption in its box (box k of the form = row * MAX_GRID + col)."""
         if not params.get("captions"):
             return {}
-        r, c = int(params.get("grid_rows", 1)), int(params.get("grid_cols", 1))
-        captions = list(params["captions"])
+        try:  # a refused job's parameters may be anything
+            r, c = int(params.get("grid_rows", 1)), int(params.get("grid_cols", 1))
+            captions = [str(text) for text in params["captions"]]
+        except (TypeError, ValueError):
+            return {}
+        if not (1 <= r <= MAX_GRID and 1 <= c <= MAX_GRID):
+            return {}
         updates: dict = {rows: r, cols: c}
         for i in range(MAX_GRID):
             for j in range(MAX_GRID):
                 k = i * c + j
                 text = captions[k] if i < r and j < c and k < len(captions) else ""
                 updates[boxes[i * MAX_GRID + j]] = gr.update(value=text, visible=i < r and j < c, label=f"Cell {k + 1}")
-        if params.get("cell_width") and int(params["cell_width"]) in CELL_SIZES:
-            updates[cell_size] = int(params["cell_width"])
-        updates[preview] = layout_preview(r, c, captions, int(params.get("cell_width") or cell_size.value),
-                                          int(params.get("cell_width") or cell_size.value))
-        return updates
+        if params.get("cell_width") in CELL_SIZES:
+            updates[cell_size] = params["cell_width"]
+        return updates  # the preview is redrawn from the form once this has landed (after_fill)
 
     private = {"api_visibility": "private"}
     for control in (rows, cols, cell_size):
@@ -119,7 +122,8 @@ def build(studio: Studio) -> TabForm:
     inputs = [model, rows, cols, cell_size, negative, steps, cfg, shift, seed, *boxes]
     form = TabForm(modality="compositional", tab_id="compositional", model=model, inputs=inputs, read=read,
                    fields={"negative_prompt": negative, "steps": steps, "cfg": cfg, "shift": shift, "seed": seed},
-                   model_updates=model_updates, extra_fill=grid_fill, outputs=[*inputs, preview])
+                   model_updates=model_updates, extra_fill=grid_fill, outputs=inputs,
+                   after_fill=(on_text, [rows, cols, cell_size, *boxes], [preview]))
     model.input(model_updates, model, [steps, cfg, shift, cell_size], **private)
     run.click(on_generate, inputs, [result, status], api_name="generate_compose", **GENERATE)
     wire_presets(studio, form, presets)

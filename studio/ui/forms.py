@@ -53,6 +53,16 @@ class TabForm:
     extra_fill: Callable[[dict[str, Any], str | None], Updates] | None = None
     outputs: list[Any] = field(default_factory=list)  # every component `fill` may change
     controls: PresetControls | None = None  # its preset and style pickers, set by wire_presets
+    # A step to run once a fill has landed in the browser: (fn, inputs, outputs), e.g. redraw a preview
+    # from the form's values as they now are.
+    after_fill: tuple[Callable[..., Any], list[Any], list[Any]] | None = None
+
+    def chain_after_fill(self, event: Any) -> Any:
+        """`event`, followed by this form's after-fill step when it has one."""
+        if self.after_fill is None:
+            return event
+        fn, inputs, outputs = self.after_fill
+        return event.then(fn, inputs, outputs, api_visibility="private")
 
     @property
     def task(self) -> str:
@@ -77,9 +87,12 @@ class TabForm:
 
 
 def size_text(params: dict[str, Any]) -> str | None:
-    """The size pickers' "WxH" for parameters that have both."""
+    """The size pickers' "WxH" for parameters that have both as whole numbers (a refused job's may not)."""
     width, height = params.get("width"), params.get("height")
-    return f"{int(width)}x{int(height)}" if width and height else None
+    if isinstance(width, bool) or isinstance(height, bool) or not isinstance(width, (int, float)) \
+            or not isinstance(height, (int, float)) or not width or not height:
+        return None
+    return f"{int(width)}x{int(height)}"
 
 
 def nearest_shape(wanted: str, sizes: list[str]) -> str:
@@ -200,5 +213,5 @@ def wire_presets(studio: Studio, form: TabForm, controls: PresetControls) -> Non
         return (gr.update(choices=preset_choices(studio, form.modality), value=f"user:{preset_id}"),
                 f"✅ Saved “{html.escape(name)}” — it is in the preset list (★), and in the Presets tab.")
 
-    controls.picker.input(on_pick, [controls.picker, form.model], form.outputs, **private)
+    form.chain_after_fill(controls.picker.input(on_pick, [controls.picker, form.model], form.outputs, **private))
     controls.save.click(on_save, [controls.name, *form.inputs], [controls.picker, controls.message], **private)

@@ -17,7 +17,7 @@ from ..history import JobFilter, JobRecord, JobStatus
 from ..png_params import read_parameters
 from ..services import Studio
 from ..tasks import TASKS
-from .common import follow_job
+from .common import GENERATE, follow_job
 from .forms import TabForm
 
 _ICONS = {"done": "✅", "failed": "❌", "cancelled": "⏹", "interrupted": "⚠️", "pending": "⏳", "running": "▶️"}
@@ -271,9 +271,9 @@ def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab, forms: list[TabForm]) -> N
     older.click(lambda n, *v: show_page(int(n or 1) + 1, *v), [page_no, *filter_inputs], page_outputs, **private)
     page_no.submit(lambda n, *v: show_page(n, *v), [page_no, *filter_inputs], page_outputs, **private)
     grid.select(on_select, page_ids, detail_outputs, **private)
-    rerun.click(on_rerun, current, [message, *detail_outputs], **private).then(
+    rerun.click(on_rerun, current, [message, *detail_outputs], **private, **GENERATE).then(
         lambda n, *v: show_page(1, *v), [page_no, *filter_inputs], page_outputs, **private)
-    send.click(on_send, current, [tabs, message, *all_form_outputs], **private)
+    sent = send.click(on_send, current, [tabs, message, *all_form_outputs], **private)
     star.click(on_star, current, [message, *detail_outputs], **private).then(
         lambda n, *v: show_page(n, *v), [page_no, *filter_inputs], page_outputs, **private)
     delete.click(on_delete, current, [confirm_row, confirm_text, message], **private)
@@ -285,4 +285,7 @@ def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab, forms: list[TabForm]) -> N
     clear.click(lambda: ([], selected_label([])), None, [selection, selected_text], **private)
     export.click(on_export, selection, [export_file, selected_text], **private)
     png.change(on_png, png, [found_text, found_json, found, fill_tab], **private)
-    fill_tab.click(on_fill, [found, *(f.model for f in forms)], [tabs, *all_form_outputs], **private)
+    filled = fill_tab.click(on_fill, [found, *(f.model for f in forms)], [tabs, *all_form_outputs], **private)
+    for form in forms:  # e.g. the compositional layout preview, redrawn from the filled form
+        form.chain_after_fill(sent)
+        form.chain_after_fill(filled)

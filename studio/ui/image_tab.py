@@ -84,12 +84,12 @@ def build(studio: Studio) -> TabForm:
         updates.update({component: values[name] for name, component in options.items() if name in values})
         return updates
 
-    def read(model_id, prompt_text, negative_text, size_text, steps_v, cfg_v, shift_v, seed_v, count,
+    def read(model_id, prompt_text, negative_text, size_v, steps_v, cfg_v, shift_v, seed_v, count,
              solver_v="midpoint", rope_v="time_aware", watershed_v=0.3, proportional_v=True, cfg_mode_v="lumina"
              ) -> dict[str, Any]:
         """The form as image TaskSpec parameters; only what the chosen model takes."""
         try:
-            width, height = parse_size(size_text or "")
+            width, height = parse_size(size_v or "")
         except ValueError as err:
             raise InvalidInput(str(err)) from None
         card = studio.cards.cards.get(model_id or "")

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
-from ..settings import REPO_ROOT, Settings
+from ..settings import Settings
+from .appearance import STATIC_DIR, launch_appearance
 
 AUTH_USER = "studio"
-STATIC_DIR = REPO_ROOT / "static"
+MAX_THREADS = 160  # Gradio's worker threads: room for ui.common.WAITING_CLIENTS waiting jobs and everything else
 
 Credentials = list[tuple[str, str]]
 
@@ -87,6 +88,8 @@ def launch_options(settings: Settings, credentials: Credentials | None, share: b
         "mcp_server": mcp,
         "favicon_path": str(favicon) if favicon.exists() else None,
         "show_error": True,
+        "max_threads": MAX_THREADS,
+        **launch_appearance(),
     }
 
 

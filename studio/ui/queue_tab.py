@@ -35,7 +35,7 @@ def interrupted_choices(studio: Studio) -> list[tuple[str, str]]:
     return [(f"{j.created_at.astimezone():%Y-%m-%d %H:%M} · {j.task} · {j.prompt[:50]}", j.id) for j in page.jobs]
 
 
-def build(studio: Studio, tab: gr.Tab) -> None:
+def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab) -> None:
     with gr.Row(equal_height=True):
         state = gr.Markdown(elem_id="queue-state")
         pause = gr.Button("Pause the queue", scale=0, min_width=180, elem_id="queue-pause")
@@ -51,16 +51,17 @@ def build(studio: Studio, tab: gr.Tab) -> None:
                                   elem_id="queue-interrupted")
         retry = gr.Button("Retry (same parameters and seed)", elem_id="queue-retry")
         retried = gr.Markdown()
-    timer = gr.Timer(1.0)
+    timer = gr.Timer(1.0, active=False)  # ticks only while this tab is on screen
 
-    def state_text() -> str:
-        waiting = len(studio.history.pending_ids())
+    def state_text(rows: list[list[str]]) -> str:
+        waiting = sum(1 for row in rows if row[1] == JobStatus.PENDING.value)
         if studio.jobs.paused:
             return f"⏸ **Paused** — {waiting} waiting; the running job finishes, nothing new starts."
         return f"▶ **Running** — {waiting} waiting."
 
     def refresh():
-        return queue_rows(studio), state_text()
+        rows = queue_rows(studio)
+        return rows, state_text(rows)
 
     def on_row(evt: gr.SelectData, rows):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
@@ -84,9 +85,14 @@ def build(studio: Studio, tab: gr.Tab) -> None:
         text = f"✅ Retried as job `{job.id}`." if job.error is None else f"❌ {html.escape(job.error)}"
         return text, gr.update(choices=interrupted_choices(studio), value=None)
 
+    def on_tab(evt: gr.SelectData) -> gr.Timer:
+        return gr.Timer(active=evt.value == tab.label)
+
     private = {"api_visibility": "private"}
     timer.tick(refresh, None, [table, state], show_progress="hidden", **private)
     tab.select(lambda: gr.update(choices=interrupted_choices(studio)), None, interrupted, **private)
+    tab.select(refresh, None, [table, state], **private)
+    tabs.select(on_tab, None, timer, **private)
     table.select(on_row, table, picked, **private)
     cancel.click(on_cancel, picked, message, **private).then(refresh, None, [table, state], **private)
     pause.click(lambda: studio.jobs.pause(), None, None, **private).then(refresh, None, [table, state], **private)

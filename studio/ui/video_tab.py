@@ -29,7 +29,8 @@ def _values(studio: Studio, model_id: str | None) -> dict[str, Any]:
 def build(studio: Studio) -> TabForm:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            model, _ = model_header(studio, "video", VideoSpec, "video-model")
+            model, _ = model_header(studio, "video", VideoSpec, "video-model",
+                                    plain=lambda card: not (takes_image(card) or takes_control(card)))
             initial = _values(studio, model.value)
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Describe the shot…", elem_id="video-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1, value=initial.get("negative", ""),
@@ -51,9 +52,10 @@ def build(studio: Studio) -> TabForm:
             size = gr.Dropdown(initial.get("sizes", []), value=initial.get("size"), label="Size (width x height)",
                                allow_custom_value=True, elem_id="video-size")
             with gr.Row():
-                frames = gr.Slider(5, 161, value=initial.get("frames", 81), step=4, label="Frames (4k+1)")
+                frames = gr.Slider(5, 161, value=initial.get("frames", 81), step=4, label="Frames (4k+1)",
+                                   elem_id="video-frames")
                 fps = gr.Slider(4, 30, value=initial.get("fps", 16), step=1, label="Frames per second")
-            steps, cfg, shift, seed = sampling_controls(initial)
+            steps, cfg, shift, seed = sampling_controls(initial, "video")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", scale=3, elem_id="video-generate")
                 stop_button(studio, "video")
@@ -71,12 +73,12 @@ def build(studio: Studio) -> TabForm:
                 negative: values["negative"], restyle: gr.update(visible=values["restyle"]),
                 control_group: gr.update(visible=values["control"])}
 
-    def read(model_id, prompt_text, negative_text, image_path, size_text, frames_v, fps_v, steps_v, cfg_v, shift_v,
+    def read(model_id, prompt_text, negative_text, image_path, size_v, frames_v, fps_v, steps_v, cfg_v, shift_v,
              seed_v, source_video=None, strength_v=0.8, control_video=None, reference_path=None,
              control_scale_v=1.0) -> dict[str, Any]:
         """The form as video TaskSpec parameters; only the inputs the chosen model takes."""
         try:
-            width, height = parse_size(size_text or "")
+            width, height = parse_size(size_v or "")
         except ValueError as err:
             raise InvalidInput(str(err)) from None
         card = studio.cards.cards.get(model_id or "")
@@ -96,11 +98,11 @@ def build(studio: Studio) -> TabForm:
         return params
 
     # The file inputs keep their None defaults here: API clients may leave them out.
-    def on_generate(model_id, prompt_text, negative_text, image_path, size_text, frames_v, fps_v, steps_v, cfg_v,
+    def on_generate(model_id, prompt_text, negative_text, image_path, size_v, frames_v, fps_v, steps_v, cfg_v,
                     shift_v, seed_v, source_video=None, strength_v=0.8, control_video=None, reference_path=None,
                     control_scale_v=1.0, style_key=None, progress=gr.Progress(), request: gr.Request = None):
         try:
-            params = styled(studio, style_key, read(model_id, prompt_text, negative_text, image_path, size_text,
+            params = styled(studio, style_key, read(model_id, prompt_text, negative_text, image_path, size_v,
                                                     frames_v, fps_v, steps_v, cfg_v, shift_v, seed_v, source_video,
                                                     strength_v, control_video, reference_path, control_scale_v))
         except InvalidInput as err:

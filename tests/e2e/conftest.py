@@ -15,10 +15,12 @@ import pytest
 from studio.services import Studio
 from studio.settings import Settings
 from studio.ui.app import build_app
+from studio.ui.launch import launch_options
+
+from ui_helpers import artifact
 
 CHROMIUM = Path(os.environ.get("STUDIO_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def free_port() -> int:
@@ -33,8 +35,9 @@ def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Itera
     settings = Settings.load(env={}, home=tmp_path_factory.mktemp("e2e-home"), model_cache=model_cache)
     with Studio(settings) as studio:
         demo = build_app(studio)
-        demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-                            allowed_paths=[str(settings.outputs_dir)])
+        # The same launch as `studio serve` (look, served folders, upload cap), on a free loopback port.
+        options = launch_options(settings.replace(host="127.0.0.1", port=free_port()), None)
+        demo.queue().launch(prevent_thread_lock=True, quiet=True, **options)
         try:
             yield studio, demo.local_url
         finally:
@@ -66,7 +69,6 @@ def page(browser, served, request):
     page.goto(url)
     page.wait_for_selector("#image-prompt")
     yield page
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    page.screenshot(path=str(artifact(request.node.name)), full_page=True)
     context.close()
     assert not errors, f"the page raised JavaScript errors: {errors}"

@@ -13,24 +13,7 @@ from playwright.sync_api import expect
 from studio.history import JobFilter, JobStatus
 
 from helpers import FAST_STEPS, image_params
-
-
-def text_box(page, elem_id: str):
-    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
-
-
-def choose(page, elem_id: str, typed: str, option: str | None = None) -> None:
-    """Open a dropdown, type to filter it, and click the matching option."""
-    field = page.locator(f"#{elem_id} input")
-    field.click()
-    field.fill("")  # the dropdown shows its current value as text: clear it, or the filter won't match
-    page.keyboard.type(typed)
-    page.locator("[role=listbox] [role=option]", has_text=option or typed).first.click()
-
-
-def open_gallery(page) -> None:
-    page.get_by_role("tab", name="Gallery").click()
-    expect(page.locator("#gallery-info")).to_contain_text("Page 1 of")
+from ui_helpers import choose, open_gallery, text_box
 
 
 def test_find_star_rerun_send_and_delete(page, served):

@@ -7,11 +7,11 @@ from playwright.sync_api import expect
 
 from studio.history import JobStatus
 
+from ui_helpers import set_number
+
 
 def set_steps(page, steps: int) -> None:
-    box = page.locator("#image-steps input[type=number]")
-    box.fill(str(steps))
-    box.press("Enter")
+    set_number(page, "image-steps", steps)
 
 
 def test_stop_a_running_job_from_its_tab(page, served):

@@ -16,6 +16,7 @@ Create Date: 2026-11-22 00:00:02
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Sequence, Union
 
 import sqlalchemy as sa
@@ -30,6 +31,9 @@ FILTERS = {"task": "task", "model": "model_id", "status": "status", "favorite": 
 
 
 def upgrade() -> None:
+    if sqlite3.sqlite_version_info < (3, 34, 0):
+        raise RuntimeError(f"the history needs SQLite 3.34 or newer (for full-text search); this Python has "
+                           f"{sqlite3.sqlite_version}. Use a newer Python build, or install pysqlite3.")
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("favorite", sa.Boolean(), nullable=False, server_default="0"))
     for column in ("status", "task", "model_id"):
