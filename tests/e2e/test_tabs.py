@@ -56,6 +56,8 @@ def test_each_tab_generates_from_a_preset_and_the_gallery_shows_it(page, served,
     # The picture or player has its file (Gradio draws audio as a waveform with a download link).
     expect(media).to_have_attribute("href" if result.endswith("download-link") else "src", re.compile(r"\S"))
     expect(media).to_be_visible()
+    if result.endswith("video"):  # the clip loads and has a length: it can play
+        page.wait_for_function("(v) => v.readyState >= 1 && v.duration > 0", arg=media.element_handle())
     job = studio.history.list_jobs(limit=1)[0]
     assert job.task == ("compose" if prefix == "compose" else prefix) and job.status.value == "done"
     if preset.prompt:
@@ -81,6 +83,10 @@ def test_the_models_tab_lists_the_cards(page, served):
 
 
 def test_a_bad_input_shows_its_message_in_the_page(page, served):
+    assert page.title() == "Studio"
+    _, url = served
+    favicon = page.request.get(f"{url}favicon.ico")
+    assert favicon.ok and b"<svg" in favicon.body()  # our logo, from static/favicon.svg
     text_box(page, "image-prompt").fill("   ")
     page.click("#image-generate")
     expect(page.locator("#image-status")).to_contain_text("prompt is empty", timeout=30_000)
