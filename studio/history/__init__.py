@@ -5,6 +5,7 @@ migrations that run whenever a `HistoryStore` is opened. The rest of the app tal
 `HistoryStore` only and gets frozen `JobRecord` / `AssetRecord` values back.
 """
 
-from .store import AssetRecord, HistoryStore, JobFilter, JobPage, JobRecord, JobStatus
+from .search import JobFilter, JobStatus
+from .store import AssetRecord, HistoryStore, JobPage, JobRecord
 
 __all__ = ["AssetRecord", "HistoryStore", "JobFilter", "JobPage", "JobRecord", "JobStatus"]

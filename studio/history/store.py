@@ -13,10 +13,8 @@ FTS5 table, written here in the same transaction as the job row) and one page at
 
 from __future__ import annotations
 
-import enum
 import functools
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -25,12 +23,13 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sqlalchemy import ColumnElement, column, func, literal_column, select, table, text
+from sqlalchemy import func, literal_column, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
 from ..errors import InvalidInput
 from .db import make_engine, migrate, writer
+from .search import JobFilter, JobStatus, filter_conditions
 from .tables import JOBS_FTS, Asset, Job, utcnow
 
 log = logging.getLogger(__name__)
@@ -39,23 +38,6 @@ log = logging.getLogger(__name__)
 # someone's sqlite3 shell) makes a write fail. Writes are retried for this long before giving up.
 WRITE_RETRY_S = 60.0
 
-# FTS5's trigram tokenizer indexes 3-character substrings: shorter search words can't use the index.
-_MIN_FTS_TERM = 3
-_RE_TERM = re.compile(r'"([^"]*)"|(\S+)')
-_RE_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-MAX_SEARCH_TERMS = 16
-MAX_SEARCH_CHARS = 1000
-
-
-class JobStatus(str, enum.Enum):
-    """Where a job is in its life; stored as the value string."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    INTERRUPTED = "interrupted"
 
 
 @dataclass(frozen=True)
@@ -96,20 +78,6 @@ class JobRecord:
     assets: tuple[AssetRecord, ...]
     placement: str | None = None
     favorite: bool = False
-
-
-@dataclass(frozen=True)
-class JobFilter:
-    """What the gallery asks for. `text` is searched in prompts (every caption and reading included):
-    each word, or "quoted phrase", must appear somewhere in the prompt, in any case."""
-
-    text: str = ""
-    task: str | None = None
-    model_id: str | None = None
-    status: JobStatus | str | None = None
-    favorites: bool = False
-    since: datetime | None = None  # created at or after (aware)
-    until: datetime | None = None  # created before (aware)
 
 
 @dataclass(frozen=True)
@@ -159,48 +127,6 @@ def _job_record(j: Job) -> JobRecord:
         placement=j.placement,
         favorite=bool(j.favorite),
     )
-
-
-def search_terms(text_query: str) -> list[str]:
-    """The words and "quoted phrases" of a search box: blanks and control characters dropped, each
-    term once, at most MAX_SEARCH_TERMS of them (a search box is not a place for a novel)."""
-    cleaned = _RE_CONTROL.sub(" ", text_query[:MAX_SEARCH_CHARS])
-    terms = (quoted if quoted else bare for quoted, bare in _RE_TERM.findall(cleaned))
-    return list(dict.fromkeys(t.strip() for t in terms if t and t.strip()))[:MAX_SEARCH_TERMS]
-
-
-def _text_conditions(text_query: str) -> list[ColumnElement[bool]]:
-    """SQL conditions for a search box: FTS5 for terms it can index, LIKE on the prompt for the rest."""
-    conditions: list[ColumnElement[bool]] = []
-    indexed = [t for t in search_terms(text_query) if len(t) >= _MIN_FTS_TERM]
-    if indexed:
-        # Every term becomes a quoted FTS5 phrase (quotes doubled), so no user text is read as query syntax.
-        match = " AND ".join('"' + t.replace('"', '""') + '"' for t in indexed)
-        fts = table(JOBS_FTS, column("job_id"))
-        hits = select(fts.c.job_id).where(text(f"{JOBS_FTS} MATCH :match").bindparams(match=match))
-        conditions.append(Job.id.in_(hits))
-    for term in search_terms(text_query):
-        if len(term) < _MIN_FTS_TERM:
-            escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            conditions.append(Job.prompt.like(f"%{escaped}%", escape="\\"))
-    return conditions
-
-
-def _filter_conditions(filters: JobFilter) -> list[ColumnElement[bool]]:
-    conditions = _text_conditions(filters.text)
-    if filters.task:
-        conditions.append(Job.task == filters.task)
-    if filters.model_id:
-        conditions.append(Job.model_id == filters.model_id)
-    if filters.status:
-        conditions.append(Job.status == JobStatus(filters.status).value)
-    if filters.favorites:
-        conditions.append(Job.favorite.is_(True))
-    if filters.since is not None:
-        conditions.append(Job.created_at >= filters.since)
-    if filters.until is not None:
-        conditions.append(Job.created_at < filters.until)
-    return conditions
 
 
 def _check_relative_path(path: str) -> str:
@@ -472,7 +398,7 @@ class HistoryStore:
         Only the page's rows (and their assets) are loaded; the (filter column, created_at) indexes
         keep this a short index walk however long the history is (bench/gallery.py measures it)."""
         limit, offset = max(0, min(limit, 10_000)), max(0, min(offset, 2**62))  # SQLite integers are 64-bit
-        conditions = _filter_conditions(filters)
+        conditions = filter_conditions(filters)
         # rowid breaks ties between jobs created within the same microsecond.
         page = (select(Job).options(selectinload(Job.assets)).where(*conditions)
                 .order_by(Job.created_at.desc(), literal_column("jobs.rowid").desc()).limit(limit).offset(offset))
