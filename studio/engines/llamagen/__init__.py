@@ -2,7 +2,8 @@
 
 `gpt` holds the class- and text-conditional GPT with its 2D RoPE, KV-cached sampling and a loader
 for the official checkpoint files; `vq` decodes image tokens with the VQ-16 tokenizer, whose
-architecture is transformers' JanusVQVAE (the official checkpoint's keys are mapped onto it).
+architecture is transformers' JanusVQVAE (the official checkpoint's keys are mapped onto it);
+`classes` names the 1000 ImageNet classes a class-conditional model takes.
 The Image tab does not run LlamaGen yet; its model cards say "not yet runnable".
 """
 
