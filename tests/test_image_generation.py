@@ -85,7 +85,8 @@ def test_several_images_per_prompt(studio):
     job = studio.run("image", image_params(num_images=2))
     assert [s.path.name for s in job.outputs] == [f"{job.id}-00.png", f"{job.id}-01.png"]
     assert not np.array_equal(pixels(job.outputs[0].path), pixels(job.outputs[1].path))
-    assert [(a.index, a.kind) for a in studio.history.get_job(job.id).assets] == [(0, "image"), (1, "image"), (2, "thumbnail")]
+    assets = studio.history.get_job(job.id).assets
+    assert [(a.index, a.kind) for a in assets] == [(0, "image"), (1, "image"), (2, "thumbnail")]
 
 
 def test_progress_is_reported_per_step(studio):

@@ -1,25 +1,16 @@
 """LlamaGen (autoregressive image generation over VQ tokens), ported for inference.
 
-`gpt` holds the class- and text-conditional GPT with its 2D RoPE, KV-cached sampling and a loader
-for the official checkpoint files; `vq` decodes image tokens with the VQ-16 tokenizer, whose
+`gpt` holds the class- and text-conditional GPT with its 2D RoPE and KV cache, and a loader for
+the official checkpoint files; `sampling` draws image tokens from it (CFG, temperature, top-k,
+top-p); `vq` decodes image tokens with the VQ-16 tokenizer, whose
 architecture is transformers' JanusVQVAE (the official checkpoint's keys are mapped onto it);
 `classes` names the 1000 ImageNet classes a class-conditional model takes.
 The Image tab does not run LlamaGen yet; its model cards say "not yet runnable".
 """
 
-from .gpt import (
-    GPT,
-    GPT_CONFIGS,
-    GPTConfig,
-    apply_rotary_emb,
-    causal_mask,
-    generate,
-    load_state_dict_from_file,
-    null_condition,
-    precompute_freqs_cis_2d,
-    sample_logits,
-    top_k_top_p_filtering,
-)
+from .gpt import (GPT, GPT_CONFIGS, GPTConfig, apply_rotary_emb, causal_mask, load_state_dict_from_file,
+                  precompute_freqs_cis_2d)
+from .sampling import generate, null_condition, sample_logits, top_k_top_p_filtering
 from .vq import VQCheckpointError, decode_tokens, load_vq_decoder, official_key_map, tiny_vq_config, vq16_config
 
 __all__ = [
