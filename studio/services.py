@@ -59,7 +59,7 @@ class Studio:
         return Placement(card.placement) if card.placement else None
 
     def _load(self, card):
-        pipeline = load_pipeline(card, self.settings, self._shared)
+        pipeline = load_pipeline(card, self.settings, self._shared, self.cards)
         self.installed.touch(card.id)
         return pipeline
 

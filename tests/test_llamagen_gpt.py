@@ -297,3 +297,31 @@ def test_safetensors_and_foreign_files(tmp_path: Path):
 def test_tiny_config_is_a_real_grid():
     c = GPTConfig.tiny()
     assert math.isqrt(c.block_size) ** 2 == c.block_size and c.head_dim % 4 == 0
+
+
+# Parameter counts LlamaGen's README publishes for its checkpoints (GPT-B 111M, L 343M, XL 775M; the
+# text model's XL adds the caption projection), and each card's token grid and condition prefix.
+PUBLISHED = {
+    "llamagen-c2i-b-384": (111, 576, 1),
+    "llamagen-c2i-l-384": (343, 576, 1),
+    "llamagen-c2i-xl-384": (775, 576, 1),
+    "llamagen-t2i-xl-256": (778, 256, 120),
+    "llamagen-t2i-xl-512": (778, 1024, 120),
+}
+
+
+@pytest.mark.parametrize("card_id", sorted(PUBLISHED))
+def test_each_shipped_card_describes_the_published_model(card_id):
+    from studio.engines.llamagen.options import engine_options
+    from studio.engines.llamagen.pipeline import gpt_config
+    from studio.settings import REPO_ROOT
+    from studio.zoo.cards import CardRegistry
+
+    card = CardRegistry.load([REPO_ROOT / "model_zoo"]).get(card_id)
+    config = gpt_config(engine_options(card), card.max_size)
+    with torch.device("meta"):
+        model = GPT(config)
+    millions, tokens, prefix = PUBLISHED[card_id]
+    assert round(sum(p.numel() for p in model.parameters()) / 1e6) == millions
+    assert (config.block_size, config.cls_token_num, config.vocab_size) == (tokens, prefix, 16384)
+    assert config.model_type == card.engine["kind"]

@@ -21,7 +21,10 @@ RUNNABLE_TODAY = {"lumina-next-sft", "lumina-image-2", "tiny-lumina-next", "tiny
 # Cards of the catalogue whose systems the studio runs now (the Video, Audio and Music tabs).
 RUNNABLE_NOW = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "cogvideox-2b", "cogvideox-5b",
                 "cogvideox-5b-i2v", "stable-audio-open-1.0", "audioldm2", "audioldm2-music", "musicgen-small",
-                "musicgen-medium", "wan2.1-vace-1.3b", "cogvideox-fun-v1.1-5b-pose"}
+                "musicgen-medium", "wan2.1-vace-1.3b", "cogvideox-fun-v1.1-5b-pose",
+                # The native LlamaGen engine, and the text encoder its text-to-image models require.
+                "llamagen-c2i-b-384", "llamagen-c2i-l-384", "llamagen-c2i-xl-384", "llamagen-t2i-xl-256",
+                "llamagen-t2i-xl-512", "flan-t5-xl"}
 
 # (repo, loader class or engine, files a download must fetch or None for the library's usual set,
 #  task). Repos holding many checkpoints (LlamaGen, Infinity) are told apart by their files.
@@ -50,6 +53,7 @@ CATALOGUE = [
     ("FoundationVision/Infinity", "infinity", {"infinity_2b_reg.pth", "infinity_vae_d32reg.pth"}, "image"),
     ("FoundationVision/Infinity", "infinity", {"infinity_125M_256x256.pth", "infinity_vae_d16.pth"}, "image"),
     ("FoundationVision/Infinity", "infinity", {"infinity_vae_d32reg.pth"}, "component"),
+    ("google/flan-t5-xl", "T5EncoderModel", None, "component"),
     ("Alpha-VLLM/Lumina-T2I", "lumina-t2i", None, "image"),
     ("Alpha-VLLM/Lumina-T2Audio", "lumina-audio", None, "audio"),
     ("Alpha-VLLM/Lumina-T2Music", "lumina-music", None, "music"),
@@ -173,7 +177,8 @@ def test_cards_the_studio_cannot_run_yet_are_listed_not_hidden(registry):
         assert registry.get(card_id).runnable is True
     # Listed, never hidden: a not-yet-runnable model still shows in its task's list, after the runnable ones.
     images = registry.for_task("image")
-    assert {"llamagen-c2i-b-384", "infinity-2b", "lumina-t2i"} <= {c.id for c in images}
+    assert {"llamagen-vq-ds16-c2i", "infinity-2b", "lumina-t2i"} <= {c.id for c in registry.cards.values()}
+    assert {"infinity-2b", "lumina-t2i"} <= {c.id for c in images}
     assert [not c.runnable for c in images] == sorted(not c.runnable for c in images)
     assert any(c.pipeline == "WanPipeline" for c in registry.for_task("video"))
     assert any(c.pipeline == "StableAudioPipeline" for c in registry.for_task("audio"))

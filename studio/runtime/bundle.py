@@ -1,8 +1,10 @@
-"""A transformers model and its processor, shaped like a diffusers pipeline for the scheduler.
+"""Torch modules shaped like a diffusers pipeline, so the MemoryScheduler places them the same way.
 
-The MemoryScheduler places pipelines through `components`, `.to()`, model offload hooks and group
-offload; MusicGen and its kin are a transformers model plus a processor, so this wrapper gives them
-the same surface (model offload through accelerate's hook, as diffusers itself does it).
+The scheduler places pipelines through `components`, `.to()`, model offload hooks and group offload.
+MusicGen and its kin are a transformers model plus a processor, and a native engine (LlamaGen) is a
+few torch modules plus a tokenizer; `ModuleBundle` gives both that surface. Model offload chains
+accelerate's hooks over the modules in order, as diffusers itself does it: each module moves to the
+device when its forward runs and the one before it moves back.
 """
 
 from __future__ import annotations
@@ -12,35 +14,67 @@ from typing import Any
 import torch
 
 
-class TransformersBundle:
-    def __init__(self, model: torch.nn.Module, processor: Any) -> None:
-        self.model = model
-        self.processor = processor
-        self._hook: Any = None
+class ModuleBundle:
+    """Named components (torch modules and anything else, e.g. a tokenizer), in the order they run."""
+
+    def __init__(self, **components: Any) -> None:
+        self._components = dict(components)
+        self._hooked: list[torch.nn.Module] = []
+        # Where the modules compute: their own device when fully placed, the offload target otherwise.
+        self.execution_device: torch.device | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        components = self.__dict__.get("_components", {})
+        if name in components:
+            return components[name]
+        raise AttributeError(name)
 
     @property
     def components(self) -> dict[str, Any]:
-        return {"model": self.model, "processor": self.processor}
+        return dict(self._components)
+
+    def _modules(self) -> list[torch.nn.Module]:
+        return [c for c in self._components.values() if isinstance(c, torch.nn.Module)]
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        if self.execution_device is not None:
+            return self.execution_device
+        return next(self._modules()[0].parameters()).device
 
-    def to(self, device: Any) -> "TransformersBundle":
-        self.model.to(device)
+    def placed_on(self, device: Any) -> None:
+        """Told by the placement code where an offloaded run computes."""
+        self.execution_device = torch.device(device)
+
+    def to(self, device: Any) -> "ModuleBundle":
+        for module in self._modules():
+            module.to(device)
+        self.execution_device = torch.device(device)
         return self
 
     def enable_model_cpu_offload(self, device: Any = None) -> None:
         from accelerate import cpu_offload_with_hook
 
-        # On the device while it runs; moved back by remove_all_hooks / the next model's hook.
-        self.model, self._hook = cpu_offload_with_hook(self.model, execution_device=device)
+        target = torch.device(device if device is not None else "cuda")
+        hook = None
+        for module in self._modules():
+            _, hook = cpu_offload_with_hook(module, execution_device=target, prev_module_hook=hook)
+            self._hooked.append(module)
+        self.execution_device = target
 
     def remove_all_hooks(self) -> None:
         from accelerate.hooks import remove_hook_from_module
 
-        remove_hook_from_module(self.model, recurse=True)
-        self._hook = None
+        for module in self._hooked:
+            remove_hook_from_module(module, recurse=True)
+        self._hooked = []
 
     def set_progress_bar_config(self, **_: Any) -> None:
         return None
+
+
+class TransformersBundle(ModuleBundle):
+    """A transformers model and its processor (MusicGen and its kin)."""
+
+    def __init__(self, model: torch.nn.Module, processor: Any) -> None:
+        super().__init__(model=model, processor=processor)

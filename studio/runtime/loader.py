@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import InvalidInput, ModelNotAvailable
 from ..settings import Settings
 from ..zoo.builtin import ensure_builtin
-from ..zoo.cards import ModelCard
+from ..zoo.cards import CardRegistry, ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,12 @@ def is_available(card: ModelCard, settings: Settings) -> bool:
         return True
     from huggingface_hub import try_to_load_from_cache
 
-    index_file = "model_index.json" if card.library == "diffusers" else "config.json"
+    if card.library == "native":
+        from ..engines.native import marker_file
+
+        index_file = marker_file(card)
+    else:
+        index_file = "model_index.json" if card.library == "diffusers" else "config.json"
     found = try_to_load_from_cache(card.source.repo, index_file, cache_dir=str(settings.model_cache),
                                    revision=card.source.revision)
     return isinstance(found, str)
@@ -146,15 +151,44 @@ def _load_transformers(card: ModelCard, repo_id: str, revision: str, settings: S
     return TransformersBundle(model.eval(), processor)
 
 
-def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents | None = None) -> Any:
-    if not card.runnable or card.library == "native":
+def _not_there(card: ModelCard, settings: Settings) -> ModelNotAvailable:
+    return ModelNotAvailable(
+        f"{card.title} is not in the model cache ({settings.model_cache}). Download it first: "
+        f"the Download button in the Models tab, or `studio models download {card.id}`.")
+
+
+def _load_native(card: ModelCard, repo_id: str, revision: str, settings: Settings, dtype: Any,
+                 cards: CardRegistry | None) -> Any:
+    """A native engine's pipeline from the card's snapshot folder and those of the cards it requires."""
+    from ..engines import native
+
+    folders: dict[str, Path] = {}
+    try:
+        folder = _snapshot_dir(repo_id, revision, settings)
+        for required_id in card.requires:
+            if cards is None:
+                raise ModelNotAvailable(f"{card.title} needs {required_id}, and no card registry was given")
+            required = cards.get(required_id)
+            try:
+                folders[required_id] = _snapshot_dir(*resolve_source(required, settings), settings)
+            except (OSError, ValueError) as err:
+                raise _not_there(required, settings) from err
+    except (OSError, ValueError) as err:
+        raise _not_there(card, settings) from err
+    return native.load(card, folder, folders, dtype)
+
+
+def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents | None = None,
+                  cards: CardRegistry | None = None) -> Any:
+    """The card's pipeline in RAM; `cards` resolves the component cards a native model requires."""
+    if not card.runnable:
         raise ModelNotAvailable(f"{card.title} is listed but the studio cannot run it yet")
     quiet_libraries()
     repo_id, revision = resolve_source(card, settings)
     dtype = settings.torch_dtype(card.dtype)
-    not_there = ModelNotAvailable(
-        f"{card.title} is not in the model cache ({settings.model_cache}). Download it first: "
-        f"the Download button in the Models tab, or `studio models download {card.id}`.")
+    not_there = _not_there(card, settings)
+    if card.library == "native":
+        return _load_native(card, repo_id, revision, settings, dtype, cards)
     if card.library == "transformers":
         try:
             return _load_transformers(card, repo_id, revision, settings, dtype)

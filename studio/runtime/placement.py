@@ -52,6 +52,8 @@ def apply_placement(pipeline: Any, placement: Placement, device: str) -> None:
         for module in torch_components(pipeline).values():
             apply_group_offloading(module, onload_device=target, offload_device=torch.device("cpu"),
                                    offload_type=kind, **extra)
+        if hasattr(pipeline, "placed_on"):  # a ModuleBundle: its weights' device no longer says where it runs
+            pipeline.placed_on(target)
 
 
 def park(pipeline: Any, placement: Placement) -> bool:

@@ -1,7 +1,10 @@
-"""Text-to-image with the Lumina family (LuminaPipeline for Lumina-Next, Lumina2Pipeline for Image 2.0).
+"""Text-to-image: the Lumina family (LuminaPipeline for Lumina-Next, Lumina2Pipeline for Image 2.0)
+and LlamaGen (the native autoregressive engine, class- or text-conditional).
 
-One spec for both: prompt, negative prompt, size, steps, CFG, scheduler shift, seed, images per
-prompt. Outputs are PNGs with the A1111 `parameters` chunk and the full job JSON.
+One spec for all: prompt, negative prompt, size, steps, CFG, scheduler shift, seed, images per
+prompt, plus Lumina-Next's sampling options and LlamaGen's (class, temperature, top-k, top-p); each
+family refuses the others' options. Outputs are PNGs with the A1111 `parameters` chunk and the full
+job JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +21,15 @@ from ..engines import lumina_next
 from ..media import SavedFile, format_infotext
 from ..zoo.cards import ModelCard
 from .base import JobContext, StepCallback, TaskOutput, TaskSpec, png_writer, save_all
+from .llamagen_options import (
+    LLAMAGEN_FAMILY,
+    TokenSampling,
+    is_llamagen,
+    llamagen_fallbacks,
+    refuse_foreign_options,
+    takes_class,
+    with_class,
+)
 from .lumina_options import (
     LUMINA_NEXT_FAMILY,
     LUMINA_NEXT_ONLY,
@@ -29,10 +41,11 @@ from .lumina_options import (
 # Scheduler class or solver -> the sampler name A1111-style readers show.
 SAMPLER_NAMES = {"FlowMatchEulerDiscreteScheduler": "Euler", "euler": "Euler", "midpoint": "Midpoint",
                  "rk4": "RK4", "dopri5": "DOPRI5"}
-__all__ = ["ImageSpec", "ImageTask", "LUMINA_NEXT_FAMILY", "LUMINA_NEXT_ONLY"]
+__all__ = ["ImageSpec", "ImageTask", "LLAMAGEN_FAMILY", "LUMINA_NEXT_FAMILY", "LUMINA_NEXT_ONLY"]
+LLAMAGEN_SAMPLER = "LlamaGen (autoregressive)"
 
 
-class ImageSpec(FlowSampling, TaskSpec):
+class ImageSpec(FlowSampling, TokenSampling, TaskSpec):
     task: ClassVar[str] = "image"
     FALLBACKS: ClassVar[dict[str, Any]] = {"width": 1024, "height": 1024, "steps": 30, "cfg": 4.0}
 
@@ -42,7 +55,15 @@ class ImageSpec(FlowSampling, TaskSpec):
 
     @classmethod
     def fallbacks_for(cls, card: ModelCard) -> dict[str, Any]:
+        if is_llamagen(card):
+            return llamagen_fallbacks(card, cls.FALLBACKS)
         return family_fallbacks(card, cls.FALLBACKS)
+
+    def resolved(self, card: ModelCard) -> "ImageSpec":
+        spec = self
+        if takes_class(card):  # the class settled first: from class_id, or looked up from the prompt
+            spec = type(self).parse(with_class(self.model_dump(), card))
+        return super(ImageSpec, spec).resolved(card)
 
     def check_against(self, card: ModelCard) -> None:
         super().check_against(card)
@@ -50,6 +71,7 @@ class ImageSpec(FlowSampling, TaskSpec):
         if problem:
             raise InvalidInput(f"Size {self.width}x{self.height} is not possible: {problem}")
         refuse_lumina_next_options(self, card)
+        refuse_foreign_options(self, card)
 
 
 # Above this many pixels the VAE decodes in tiles: its activations grow with the image, the weights don't.
@@ -71,6 +93,8 @@ class ImageTask:
         generator = torch.Generator(device="cpu").manual_seed(spec.seed)
         if card.family == LUMINA_NEXT_FAMILY:
             return self._run_lumina_next(pipeline, spec, on_step, generator)
+        if is_llamagen(card):
+            return self._run_llamagen(pipeline, spec, on_step, generator)
         if spec.shift is not None:
             # The scheduler is rebuilt per job so one job's shift never leaks into the next.
             pipeline.scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config, shift=spec.shift)
@@ -113,6 +137,16 @@ class ImageTask:
                                               "model_evaluations": evaluations})
 
     @staticmethod
+    def _run_llamagen(pipeline: Any, spec: ImageSpec, on_step: StepCallback,
+                      generator: torch.Generator) -> TaskOutput:
+        # Progress is per row of image tokens; one batch of num_images, like the original's samplers.
+        condition = ({"class_ids": [spec.class_id] * spec.num_images} if pipeline.kind == "c2i"
+                     else {"prompts": [spec.prompt] * spec.num_images})
+        images = pipeline(**condition, cfg_scale=spec.cfg, temperature=spec.temperature, top_k=spec.top_k,
+                          top_p=spec.top_p, generator=generator, on_progress=on_step)
+        return TaskOutput(items=images, used={"sampler": LLAMAGEN_SAMPLER, "image_tokens": pipeline.grid ** 2})
+
+    @staticmethod
     def _set_vae_memory_mode(pipeline: Any, spec: ImageSpec) -> None:
         vae = getattr(pipeline, "vae", None)
         if vae is None or not hasattr(vae, "enable_tiling"):
@@ -140,6 +174,10 @@ class ImageTask:
                 "Watershed": spec.watershed,
                 "Proportional attention": spec.proportional_attn,
                 "CFG mode": spec.cfg_mode,
+                "Class": spec.class_id,
+                "Temperature": spec.temperature,
+                "Top-k": spec.top_k,
+                "Top-p": spec.top_p,
                 "Version": f"studio {__version__}",
             },
         )

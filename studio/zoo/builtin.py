@@ -1,6 +1,7 @@
 """Built-in tiny models of the real architectures, for offline use and tests.
 
-Each builder makes a diffusers pipeline from tiny configs of the real classes (Lumina-Next's
+Each builder makes a diffusers pipeline (or, in builtin_video/_audio/_llamagen, a transformers model
+or the official file layout of a native engine) from tiny configs of the real classes (Lumina-Next's
 `LuminaNextDiT2DModel`, Lumina-Image 2.0's `Lumina2Transformer2DModel`, an SDXL/Flux-style
 `AutoencoderKL`, Gemma / Gemma-2 text encoders) with seeded random weights and a tokenizer built
 in-process. It is saved once, in diffusers format, as a snapshot in the Hugging Face cache layout
@@ -206,9 +207,11 @@ def builders() -> dict[str, Callable[[], object]]:
         "tiny-lumina2": build_tiny_lumina2,
     }
     from .builtin_audio import AUDIO_BUILDERS
+    from .builtin_llamagen import LLAMAGEN_BUILDERS
 
     builders.update(VIDEO_BUILDERS)
     builders.update(AUDIO_BUILDERS)
+    builders.update(LLAMAGEN_BUILDERS)
     return builders
 
 
@@ -230,8 +233,8 @@ def ensure_builtin(name: str, cache_dir: Path) -> tuple[str, str]:
     repo_dir = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
     snapshot = repo_dir / "snapshots" / revision
 
-    def done() -> bool:  # a diffusers pipeline has model_index.json, a transformers model config.json
-        return (snapshot / "model_index.json").exists() or (snapshot / "config.json").exists()
+    def done() -> bool:  # the snapshot appears whole: it is renamed into place once every file is written
+        return snapshot.is_dir() and any(snapshot.iterdir())
 
     if done():
         return repo_id, revision

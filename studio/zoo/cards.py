@@ -68,6 +68,10 @@ class ModelCard(BaseModel):
     runnable: bool = True
     description: str = ""
     defaults: dict[str, Any] = Field(default_factory=dict)
+    # A native engine's description of its model (files, architecture), checked by that engine.
+    engine: dict[str, Any] = Field(default_factory=dict)
+    # Ids of component cards this model also loads (a text encoder kept in another repo): downloaded with it.
+    requires: list[str] = Field(default_factory=list)
     resolutions: list[str] = Field(default_factory=list)
     # Sizes beyond the training resolution that the model extrapolates to (shown marked as such).
     extrapolation: list[str] = Field(default_factory=list)
@@ -82,6 +86,10 @@ class ModelCard(BaseModel):
             problem = self.size_problem(width, height)
             if problem:
                 raise ValueError(f"resolution preset {res}: {problem}")
+        if self.library == "native":
+            from ..engines.native import check_card
+
+            check_card(self)
         return self
 
     def size_problem(self, width: int, height: int) -> str | None:
@@ -120,6 +128,7 @@ def _describe(err: ValidationError) -> str:
 class CardRegistry:
     cards: dict[str, ModelCard] = field(default_factory=dict)
     problems: list[CardProblem] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)  # card id -> the file it came from
 
     @classmethod
     def load(cls, dirs: Iterable[Path]) -> "CardRegistry":
@@ -128,6 +137,7 @@ class CardRegistry:
             if directory.is_dir():
                 for path in sorted(directory.glob("*.yaml")) + sorted(directory.glob("*.yml")):
                     registry._load_file(path)
+        registry._check_requirements()
         for problem in registry.problems:
             log.warning("model card skipped: %s", problem)
         return registry
@@ -151,6 +161,15 @@ class CardRegistry:
             self.problems.append(CardProblem(path, f"duplicate id {card.id!r} (already defined by another card)"))
             return
         self.cards[card.id] = card
+        self.files[card.id] = path
+
+    def _check_requirements(self) -> None:
+        """Drop cards that require a card nobody defined (they could never load)."""
+        for card in list(self.cards.values()):
+            absent = [r for r in card.requires if r not in self.cards]
+            if absent:
+                del self.cards[card.id]
+                self.problems.append(CardProblem(self.files.get(card.id, Path(card.id)), f"requires unknown card(s): {', '.join(absent)}"))
 
     def get(self, card_id: str) -> ModelCard:
         try:

@@ -104,8 +104,15 @@ class DownloadManager:
             raise StudioError(f"{card.title} is built in: it needs no download.")
 
     def enqueue(self, card_id: str) -> DownloadState:
+        """Queue the card's download, and that of each component card it requires that is not here yet."""
         card = self._cards.get(card_id)
         self.downloadable(card)
+        from ..runtime.loader import is_available
+
+        for required_id in card.requires:
+            required = self._cards.get(required_id)
+            if not required.source.builtin and not is_available(required, self._settings):
+                self.enqueue(required_id)
         with self._lock:
             state = self._states.get(card_id)
             if state is not None and not state._done.is_set():

@@ -4,8 +4,9 @@
 the official checkpoint files; `sampling` draws image tokens from it (CFG, temperature, top-k,
 top-p); `vq` decodes image tokens with the VQ-16 tokenizer, whose
 architecture is transformers' JanusVQVAE (the official checkpoint's keys are mapped onto it);
-`classes` names the 1000 ImageNet classes a class-conditional model takes.
-The Image tab does not run LlamaGen yet; its model cards say "not yet runnable".
+`classes` names the 1000 ImageNet classes a class-conditional model takes; `options` reads a
+card's description of its files; `pipeline` puts it together (flan-t5 captions, sampling, decoding)
+and loads it from a card, which is how the Image task runs it.
 """
 
 from .gpt import (GPT, GPT_CONFIGS, GPTConfig, apply_rotary_emb, causal_mask, load_state_dict_from_file,

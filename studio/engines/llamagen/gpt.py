@@ -176,15 +176,15 @@ class FeedForward(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
-class KVCache(nn.Module):
-    """Per-layer key/value cache; its buffers never enter the state dict."""
+class KVCache:
+    """Per-layer key/value cache. A plain object, not a module: it never enters the state dict, and
+    offload hooks that move a layer's weights between devices leave it where generation put it."""
 
     def __init__(self, max_batch_size: int, max_seq_length: int, n_heads: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device | None = None) -> None:
-        super().__init__()
         shape = (max_batch_size, n_heads, max_seq_length, head_dim)
-        self.register_buffer("k_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
-        self.register_buffer("v_cache", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.k_cache = torch.zeros(shape, dtype=dtype, device=device)
+        self.v_cache = torch.zeros(shape, dtype=dtype, device=device)
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,9 +310,12 @@ class GPT(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layer))
         self.norm = RMSNorm(config.dim, eps=config.norm_eps)
         self.output = nn.Linear(config.dim, config.vocab_size, bias=False)
-        # Derived from the config, never saved: the official files do not carry it.
-        self.register_buffer("freqs_cis", self._rope_table(), persistent=False)
+        # Derived from the config, never saved (the official files do not carry it), and a plain
+        # attribute as in the original: no .to(dtype) casts it, no offload hook moves it.
+        self.freqs_cis = self._rope_table()
         self.causal_mask: torch.Tensor | None = None
+        # Where generation runs when the weights are not all there (offloaded); None: the weights' device.
+        self.execution_device: torch.device | None = None
 
     def _rope_table(self, device: torch.device | None = None) -> torch.Tensor:
         c = self.config
@@ -320,15 +323,13 @@ class GPT(nn.Module):
             return precompute_freqs_cis_2d(c.grid_size, c.head_dim, c.rope_base, c.cls_token_num)
 
     def _rope(self, input_pos: torch.Tensor) -> torch.Tensor:
-        # The original keeps its table in fp32 (a plain attribute, never cast by .to(dtype)); rebuild
-        # it if a cast of the whole module turned ours into bf16/fp16.
-        if self.freqs_cis.dtype != torch.float32:
-            self.freqs_cis = self._rope_table(self.freqs_cis.device)
+        if self.freqs_cis.device != input_pos.device:
+            self.freqs_cis = self.freqs_cis.to(input_pos.device)
         return self.freqs_cis[input_pos]
 
     @property
     def device(self) -> torch.device:
-        return self.tok_embeddings.weight.device
+        return self.execution_device or self.tok_embeddings.weight.device
 
     @property
     def dtype(self) -> torch.dtype:

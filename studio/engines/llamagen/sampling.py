@@ -52,7 +52,7 @@ def null_condition(model: GPT, cond: torch.Tensor) -> torch.Tensor:
     """The unconditional twin of cond: class `num_classes` (c2i) or the learned empty caption (t2i)."""
     if model.config.model_type == "c2i":
         return torch.full_like(cond, model.config.num_classes)
-    return torch.zeros_like(cond) + model.cls_embedding.uncond_embedding.to(cond.dtype)
+    return torch.zeros_like(cond) + model.cls_embedding.uncond_embedding.to(device=cond.device, dtype=cond.dtype)
 
 
 def _check_condition(model: GPT, cond: torch.Tensor, use_cfg: bool, emb_masks: torch.Tensor | None) -> None:

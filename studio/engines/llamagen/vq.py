@@ -127,6 +127,20 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
 # conv2, nin_shortcut; norm, q, k, v, proj_out; conv).
 
 
+# JanusVQVAE name -> official name: the rules above, backwards (for writing files in the official layout).
+_INVERSE_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^(encoder|decoder)\.mid\.block_1\."), r"\1.mid.0."),
+    (re.compile(r"^(encoder|decoder)\.mid\.attn_1\."), r"\1.mid.1."),
+    (re.compile(r"^(encoder|decoder)\.mid\.block_2\."), r"\1.mid.2."),
+    (re.compile(r"^decoder\.up\.(\d+)\.block\.(\d+)\."), r"decoder.conv_blocks.\1.res.\2."),
+    (re.compile(r"^decoder\.up\.(\d+)\.attn\.(\d+)\."), r"decoder.conv_blocks.\1.attn.\2."),
+    (re.compile(r"^decoder\.up\.(\d+)\.upsample\.conv\."), r"decoder.conv_blocks.\1.upsample.conv."),
+    (re.compile(r"^encoder\.down\.(\d+)\.block\.(\d+)\."), r"encoder.conv_blocks.\1.res.\2."),
+    (re.compile(r"^encoder\.down\.(\d+)\.attn\.(\d+)\."), r"encoder.conv_blocks.\1.attn.\2."),
+    (re.compile(r"^encoder\.down\.(\d+)\.downsample\.conv\."), r"encoder.conv_blocks.\1.downsample.conv."),
+)
+
+
 class VQCheckpointError(ModelNotAvailable):
     """A VQ checkpoint file that cannot be read or does not fit the VQ config."""
 
@@ -181,6 +195,19 @@ def official_key_map(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
             raise VQCheckpointError(f"the VQ checkpoint maps two keys onto {new!r}; is it a LlamaGen VQ file?")
         mapped[new] = value
     return mapped
+
+
+def to_official_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A JanusVQVAE state dict under the official LlamaGen names (what the built-in tiny model's file holds)."""
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new = key
+        for pattern, replacement in _INVERSE_RULES:
+            new, hits = pattern.subn(replacement, key, count=1)
+            if hits:
+                break
+        renamed[new] = value
+    return renamed
 
 
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:

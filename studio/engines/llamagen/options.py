@@ -1,0 +1,67 @@
+"""What a LlamaGen model card says about its model: the `engine:` section of a `pipeline: llamagen` card.
+
+The official releases are bare `.pt` files with no config beside them, so the card names the files
+and the architecture: which GPT size (the original's GPT_models names), which VQ tokenizer, class-
+or text-conditional, and for text the card of its text encoder. The image size (one fixed size per
+checkpoint) is the card's own `max_size`, which must equal its `min_size`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from .gpt import GPT_CONFIGS
+
+TINY = "tiny"  # the built-in test model's size, for both the GPT and the VQ
+# A file inside the model's snapshot folder: a plain name, never a path.
+_FILE_NAME = re.compile(r"^[\w][\w.-]{0,127}\.(pt|pth|bin|safetensors)$")
+
+
+class LlamaGenFiles(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["c2i", "t2i"]  # class-conditional (ImageNet) or text-conditional
+    gpt_file: str
+    gpt_size: str  # "B", "L", "XL", "XXL", "XXXL", "1B", "3B", "7B", or "tiny"
+    vq_file: str
+    vq_size: Literal["vq16", "tiny"] = "vq16"
+    text_encoder: str | None = None  # t2i: the id of the text encoder's card (flan-t5-xl)
+
+    @field_validator("gpt_file", "vq_file")
+    @classmethod
+    def _plain_file_name(cls, value: str) -> str:
+        if not _FILE_NAME.match(value) or ".." in value:
+            raise ValueError(f"{value!r} must be a file name in the model's repo (.pt, .pth, .bin or .safetensors)")
+        return value
+
+    @field_validator("gpt_size")
+    @classmethod
+    def _known_size(cls, value: str) -> str:
+        if value != TINY and value.upper() not in GPT_CONFIGS:
+            raise ValueError(f"unknown LlamaGen GPT size {value!r}; known: {', '.join(GPT_CONFIGS)}, {TINY}")
+        return value if value == TINY else value.upper()
+
+    @model_validator(mode="after")
+    def _text_encoder_for_text(self) -> "LlamaGenFiles":
+        if self.kind == "t2i" and not self.text_encoder:
+            raise ValueError("a text-conditional (t2i) model needs `text_encoder`: the id of its text encoder's card")
+        if self.kind == "c2i" and self.text_encoder:
+            raise ValueError("a class-conditional (c2i) model takes no text encoder")
+        return self
+
+
+def engine_options(card: Any) -> LlamaGenFiles:
+    """The card's `engine:` section as LlamaGenFiles; ValueError says what is wrong with it."""
+    try:
+        files = LlamaGenFiles.model_validate(card.engine)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'engine'}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"engine: {problems}") from None
+    if card.min_size != card.max_size:
+        raise ValueError("a LlamaGen checkpoint makes one size: set min_size and max_size to it")
+    if files.text_encoder and files.text_encoder not in card.requires:
+        raise ValueError(f"list the text encoder's card in `requires` ([{files.text_encoder}]) so it is downloaded too")
+    return files
