@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--shift", type=float, help="flow-matching time shift")
     image.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (printed)")
     image.add_argument("--num-images", type=int, default=1)
+    llamagen = image.add_argument_group("LlamaGen (autoregressive) sampling")
+    llamagen.add_argument("--class", dest="class_id", type=int,
+                          help="ImageNet class id 0-999 for a class-conditional model (or give the class name "
+                               "as --prompt)")
+    llamagen.add_argument("--temperature", type=float)
+    llamagen.add_argument("--top-k", dest="top_k", type=int, help="0 turns top-k filtering off")
+    llamagen.add_argument("--top-p", dest="top_p", type=float, help="1 turns nucleus filtering off")
 
     models = commands.add_parser("models", help="list, inspect, download and remove models")
     actions = models.add_subparsers(dest="action", required=True)
@@ -123,6 +130,9 @@ def _generate(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "num_images": args.num_images,
     }
+    # LlamaGen's options only when given: other models refuse them.
+    params.update({name: getattr(args, name) for name in ("class_id", "temperature", "top_k", "top_p")
+                   if getattr(args, name) is not None})
     if args.size:
         params["width"], params["height"] = args.size
     with Studio(_settings(args)) as studio:

@@ -82,3 +82,59 @@ def test_cards_for_a_task_list_real_then_tiny_then_not_yet_runnable():
     ranks = [0 if c.runnable and not c.tiny else 1 if c.runnable else 2 for c in image_cards]
     assert ranks == sorted(ranks) and set(ranks) >= {0, 1}
     assert all("video" in c.tasks for c in registry.for_task("video"))
+
+
+LLAMAGEN = """
+id: {id}
+title: LlamaGen {id}
+family: llamagen
+tasks: [image]
+source: {{repo: someone/llamagen}}
+library: native
+pipeline: llamagen
+allow_patterns: ["c2i_B_384.pt", "vq_ds16_c2i.pt"]
+ignore_patterns: []
+engine: {engine}
+memory_gb: 1
+license: mit
+min_size: {size}
+max_size: {size}
+requires: {requires}
+"""
+ENGINE = "{kind: c2i, gpt_file: c2i_B_384.pt, gpt_size: B, vq_file: vq_ds16_c2i.pt}"
+
+
+def llamagen_card(folder: Path, card_id: str, engine: str = ENGINE, size: int = 384, requires: str = "[]") -> Path:
+    return write(folder, f"{card_id}.yaml", LLAMAGEN.format(id=card_id, engine=engine, size=size, requires=requires))
+
+
+def test_native_cards_are_checked_by_their_engine(tmp_path):
+    llamagen_card(tmp_path, "good")
+    llamagen_card(tmp_path, "odd-size", size=390)
+    llamagen_card(tmp_path, "not-fetched", engine=ENGINE.replace("c2i_B_384.pt", "c2i_L_384.pt"))
+    llamagen_card(tmp_path, "a-path", engine=ENGINE.replace("c2i_B_384.pt", "../../secrets.pt"))
+    llamagen_card(tmp_path, "no-size", engine=ENGINE.replace("gpt_size: B", "gpt_size: Q"))
+    llamagen_card(tmp_path, "t2i-alone", engine=ENGINE.replace("kind: c2i", "kind: t2i"))
+    registry = CardRegistry.load([tmp_path])
+    assert set(registry.cards) == {"good"}
+    reasons = {p.file.stem: p.reason for p in registry.problems}
+    assert "not a whole number of 16-pixel image tokens" in reasons["odd-size"]
+    assert "not in allow_patterns" in reasons["not-fetched"]
+    assert "must be a file name in the model's repo" in reasons["a-path"]
+    assert "unknown LlamaGen GPT size 'Q'" in reasons["no-size"]
+    assert "needs `text_encoder`" in reasons["t2i-alone"]
+
+
+def test_cards_whose_requirements_are_missing_or_loop_are_refused(tmp_path):
+    llamagen_card(tmp_path, "needs-nothing-known", requires="[nowhere]")
+    llamagen_card(tmp_path, "needs-a-dropped-one", requires="[needs-nothing-known]")
+    llamagen_card(tmp_path, "loop-a", requires="[loop-b]")
+    llamagen_card(tmp_path, "loop-b", requires="[loop-a]")
+    llamagen_card(tmp_path, "self", requires="[self]")
+    llamagen_card(tmp_path, "fine")
+    registry = CardRegistry.load([tmp_path])
+    assert set(registry.cards) == {"fine"}
+    reasons = {p.file.stem: p.reason for p in registry.problems}
+    assert "unknown card(s): nowhere" in reasons["needs-nothing-known"]
+    assert "unknown card(s): needs-nothing-known" in reasons["needs-a-dropped-one"]
+    assert all("requires itself" in reasons[name] for name in ("loop-a", "loop-b", "self"))

@@ -44,6 +44,18 @@ def test_generate_prints_job_seed_and_file(tmp_path, model_cache):
         store.close()
 
 
+def test_generate_with_llamagen_by_class_name_and_its_sampling_flags(tmp_path, model_cache):
+    home = tmp_path / "home"
+    result = run_cli(["generate", "image", "--model", "tiny-llamagen-c2i", "--prompt", "tabby", "--temperature",
+                      "0.8", "--top-k", "16", "--top-p", "0.9", "--seed", "3"], home, model_cache)
+    assert result.returncode == 0, result.stderr
+    fields = read_png_metadata(Path(result.stdout.strip().splitlines()[2])).infotext.fields
+    assert (fields["Class"], fields["Temperature"], fields["Top-k"], fields["Top-p"]) == ("281", "0.8", "16", "0.9")
+    refused = run_cli(["generate", "image", "--model", "tiny-llamagen-c2i", "--prompt", "x", "--class", "1000"],
+                      home, model_cache)
+    assert refused.returncode == 1 and "class_id" in refused.stderr
+
+
 def test_bad_input_exits_non_zero_with_the_reason_and_records_it(tmp_path, model_cache):
     home = tmp_path / "home"
     result = run_cli(["generate", "image", "--model", "tiny-lumina-next", "--prompt", "x", "--steps", "0"],

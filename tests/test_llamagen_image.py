@@ -3,6 +3,7 @@ the model cache, loading it, class- and text-conditional jobs, determinism, meta
 
 from __future__ import annotations
 
+import argparse
 import zipfile
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from studio.engines.llamagen.classes import class_names
 from studio.history import JobStatus
 from studio.history.search import JobFilter
 from studio.media import read_png_metadata
-from studio.runtime.loader import load_pipeline, resolve_source
+from studio.engines.llamagen.sampling import generate
+from studio.runtime.loader import is_available, load_pipeline, resolve_source
+from studio.runtime.placement import Placement, apply_placement, park
 from studio.zoo.builtin_llamagen import TINY_FILES
 
 C2I, T2I = "tiny-llamagen-c2i", "tiny-llamagen-t2i"
@@ -39,7 +42,8 @@ def test_builtin_is_written_like_the_official_release(studio, card_id, kind):
     assert sorted(p.name for p in folder.iterdir()) == sorted([files["gpt_file"], files["vq_file"]])
     for name in (files["gpt_file"], files["vq_file"]):
         assert zipfile.is_zipfile(folder / name)  # torch.save's format, as the official .pt files
-    gpt = torch.load(folder / files["gpt_file"], map_location="cpu", weights_only=False)
+    with torch.serialization.safe_globals([argparse.Namespace]):  # what the loader allows, nothing more
+        gpt = torch.load(folder / files["gpt_file"], map_location="cpu", weights_only=True)
     assert set(gpt) == {"model", "steps", "args"}  # a training checkpoint, with the run's Namespace
     assert "layers.0.attention.wqkv.weight" in gpt["model"] and "freqs_cis" not in gpt["model"]
     vq = torch.load(folder / files["vq_file"], map_location="cpu", weights_only=True)
@@ -127,6 +131,9 @@ def test_progress_is_reported_per_row_of_tokens(studio):
     ({"model": C2I, "prompt": "goldn retriever"}, "Did you mean: golden retriever"),
     ({"model": C2I, "prompt": "x", "class_id": 1000}, "class_id"),
     ({"model": C2I, "prompt": "1200"}, "numbered 0 to 999"),
+    ({"model": C2I, "prompt": "2 cats"}, "class 2 is 'great white shark', not 'cats'"),
+    ({"model": C2I, "prompt": "² cats"}, "not one of the 1000 ImageNet classes"),
+    ({"model": C2I, "prompt": "crane"}, "fits 2 ImageNet classes: 134 (crane), 517 (crane)"),
     ({"model": T2I, "prompt": "a cat", "steps": 30}, "no denoising steps"),
     ({"model": T2I, "prompt": "a cat", "negative_prompt": "dog"}, "takes no negative prompt"),
     ({"model": T2I, "prompt": "a cat", "class_id": 3}, "not an ImageNet class"),
@@ -154,6 +161,47 @@ def test_text_model_pads_captions_on_the_left_as_the_original(studio):
         assert mask[row].tolist() == [0] * (16 - valid) + [1] * valid
         assert torch.allclose(features[row, 16 - valid:], raw[row, :valid])
         assert not features[row, : 16 - valid].any()
+
+
+@pytest.mark.parametrize("placement", list(Placement))
+def test_every_placement_gives_the_same_picture(studio, placement):
+    """Full, model, group and sequential offload (onto the CPU here) all run the same computation."""
+    card = studio.cards.get(T2I)
+    reference = load_pipeline(card, studio.settings, None, studio.cards)
+    expected = reference(prompts=["a kite"], generator=torch.Generator().manual_seed(4))[0]
+    pipe = load_pipeline(card, studio.settings, None, studio.cards)
+    apply_placement(pipe, placement, "cpu")
+    got = pipe(prompts=["a kite"], generator=torch.Generator().manual_seed(4))[0]
+    assert pipe.device == torch.device("cpu")
+    assert np.array_equal(np.asarray(expected), np.asarray(got))
+    assert park(pipe, placement) or placement in (Placement.GROUP_OFFLOAD, Placement.SEQUENTIAL_OFFLOAD)
+
+
+def test_offloaded_transformers_models_take_inputs_where_their_weights_are(studio):
+    """MusicGen's generate() runs its text encoder before any hook on the whole model fires, so the
+    bundle's device must stay the weights' device under model offload, not the execution device."""
+    bundle = load_pipeline(studio.cards.get("tiny-musicgen"), studio.settings)
+    bundle.enable_model_cpu_offload(device="meta")
+    try:
+        assert bundle.device == next(bundle.model.parameters()).device == torch.device("cpu")
+    finally:
+        bundle.remove_all_hooks()
+
+
+def test_caption_masks_reach_the_sampler(studio):
+    """The pipeline samples with the left-padded captions and their masks, exactly as generate() does
+    when given both; without the masks the picture differs (padding would be attended to)."""
+    pipe = load_pipeline(studio.cards.get(T2I), studio.settings, None, studio.cards)
+    got = np.asarray(pipe(prompts=["a kite"], cfg_scale=4.0, generator=torch.Generator().manual_seed(9))[0])
+    features, mask = pipe.encode_prompts(["a kite"])
+
+    def sample(masks):
+        tokens = generate(pipe.gpt, features, 256, cfg_scale=4.0, generator=torch.Generator().manual_seed(9),
+                          emb_masks=masks)
+        return np.asarray(pipe.decoder(tokens)[0].permute(1, 2, 0).mul(255).add(0.5).clamp(0, 255).byte())
+
+    assert np.array_equal(got, sample(mask))
+    assert not np.array_equal(got, sample(None))
 
 
 def test_class_names_cover_imagenet():
@@ -216,6 +264,13 @@ def test_download_fetches_only_the_cards_files_and_its_text_encoder_then_generat
             # Same weights as the built-in tiny model, same seed: the same picture.
             builtin = studio.run("image", {"model": C2I, "prompt": "tabby", "seed": 1})
             assert np.array_equal(pixels(job.outputs[0].path), pixels(builtin.outputs[0].path))
+
+            # Two models share the repo: removing one leaves the other whole (the shared VQ file too).
+            assert hub_studio.downloads.remove("lg-c2i") > 0
+            assert not is_available(hub_studio.cards.get("lg-c2i"), settings)
+            assert is_available(hub_studio.cards.get("lg-t2i"), settings)
+            again = hub_studio.run("image", {"model": "lg-t2i", "prompt": "a red fox", "seed": 1})
+            assert again.status is JobStatus.DONE, again.error
 
 
 def test_a_checkpoint_that_does_not_fit_its_card_is_refused_clearly(tmp_path, studio):

@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import JanusVQVAE
 
+from studio.engines.llamagen.options import VQ_DOWNSAMPLE
 from studio.engines.llamagen.vq import (
     VQCheckpointError,
     decode_tokens,
@@ -170,6 +171,7 @@ def test_decoding_gives_images_in_unit_range_deterministically(vq: JanusVQVAE) -
     config = tiny_vq_config()
     factor = downsample_factor(config)
     assert factor == 4 and downsample_factor(vq16_config()) == 16
+    assert VQ_DOWNSAMPLE == {"vq16": 16, "tiny": factor}  # what model cards are checked against
     tokens = torch.randint(0, config.num_embeddings, (2, 4 * 5), generator=torch.Generator().manual_seed(1))
     images = decode_tokens(vq, tokens, (4, 5))
     assert images.shape == (2, 3, 4 * factor, 5 * factor) and images.dtype == torch.float32

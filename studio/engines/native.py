@@ -22,13 +22,13 @@ def check_card(card: Any) -> None:
     engine_options(card)
 
 
-def marker_file(card: Any) -> str:
-    """A file whose presence in the model cache means the card's weights were downloaded."""
-    from .llamagen.options import engine_options
+def needed_files(card: Any) -> list[str]:
+    """The files whose presence in the model cache means the card's weights were downloaded."""
+    from .llamagen.options import needed_files as llamagen_files
 
-    if not card.runnable:  # listed only (a component file): the first file it names
-        return next((p for p in card.allow_patterns or [] if "*" not in p), "")
-    return engine_options(card).gpt_file
+    if not card.runnable:  # listed only (a component file): the files it names
+        return [p for p in card.allow_patterns or [] if "*" not in p]
+    return llamagen_files(card)
 
 
 def load(card: Any, folder: Path, required: dict[str, Path], dtype: Any) -> Any:

@@ -20,6 +20,7 @@ class ModuleBundle:
     def __init__(self, **components: Any) -> None:
         self._components = dict(components)
         self._hooked: list[torch.nn.Module] = []
+        self._hooks: list[Any] = []
         # Where the modules compute: their own device when fully placed, the offload target otherwise.
         self.execution_device: torch.device | None = None
 
@@ -60,14 +61,21 @@ class ModuleBundle:
         for module in self._modules():
             _, hook = cpu_offload_with_hook(module, execution_device=target, prev_module_hook=hook)
             self._hooked.append(module)
+            self._hooks.append(hook)
         self.execution_device = target
+
+    def offload_all(self) -> None:
+        """After a run under model offload: move the module that ran last back to RAM too (each hook
+        only moves the one before it), as diffusers' maybe_free_model_hooks does."""
+        for hook in self._hooks:
+            hook.offload()
 
     def remove_all_hooks(self) -> None:
         from accelerate.hooks import remove_hook_from_module
 
         for module in self._hooked:
             remove_hook_from_module(module, recurse=True)
-        self._hooked = []
+        self._hooked, self._hooks = [], []
 
     def set_progress_bar_config(self, **_: Any) -> None:
         return None
@@ -78,3 +86,9 @@ class TransformersBundle(ModuleBundle):
 
     def __init__(self, model: torch.nn.Module, processor: Any) -> None:
         super().__init__(model=model, processor=processor)
+
+    @property
+    def device(self) -> torch.device:
+        # Where the weights are, not where an offloaded run computes: generate() runs the text encoder
+        # directly, before any hook on the whole model has moved it, so inputs must start beside it.
+        return next(self.model.parameters()).device

@@ -2,7 +2,7 @@
 
 `Footprint` holds the bytes of every torch component of a pipeline, and how much of it must be on
 the device at once under each placement: everything (full), the largest component (model offload),
-the largest block group (group offload) or the largest leaf module (sequential offload).
+the largest block group as diffusers forms them (group offload) or the largest leaf module (sequential offload).
 """
 
 from __future__ import annotations
@@ -21,18 +21,27 @@ def tensor_bytes(module: torch.nn.Module, recurse: bool = True) -> int:
 
 
 def _largest_block(module: torch.nn.Module) -> int:
-    """Bytes onloaded at once by block-level group offload: the biggest entry of any ModuleList,
-    plus everything outside ModuleLists (which diffusers onloads as one group)."""
-    in_lists: set[int] = set()
-    largest = 0
-    for child in module.modules():
-        if isinstance(child, torch.nn.ModuleList):
-            for block in child:
-                in_lists.update(id(t) for t in block.parameters())
-                in_lists.update(id(t) for t in block.buffers())
-                largest = max(largest, tensor_bytes(block))
-    rest = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()] if id(t) not in in_lists)
-    return largest + rest
+    """Bytes onloaded at once by diffusers' block-level group offload (one block per group).
+
+    diffusers splits only a module's direct ModuleList/Sequential children into groups (and, recursively,
+    the children named in its `_group_offload_block_modules`); everything else at that level is one
+    group, on the device for the module's whole forward. So the peak is that rest plus the largest
+    block. A text encoder whose layers sit deeper (T5's `encoder.block`) goes on the device whole.
+    """
+    return _block_level_peak(module, set(getattr(module, "_group_offload_block_modules", None) or ()))
+
+
+def _block_level_peak(module: torch.nn.Module, block_modules: set[str]) -> int:
+    rest = tensor_bytes(module, recurse=False)
+    inner = 0
+    for name, child in module.named_children():
+        if name in block_modules:
+            inner = max(inner, _block_level_peak(child, block_modules))
+        elif isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)):
+            inner = max(inner, max((tensor_bytes(block) for block in child), default=0))
+        else:
+            rest += tensor_bytes(child)
+    return rest + inner
 
 
 def _largest_leaf(module: torch.nn.Module) -> int:

@@ -58,14 +58,14 @@ def is_available(card: ModelCard, settings: Settings) -> bool:
     from huggingface_hub import try_to_load_from_cache
 
     if card.library == "native":
-        from ..engines.native import marker_file
+        from ..engines.native import needed_files
 
-        index_file = marker_file(card)
+        names = needed_files(card)
     else:
-        index_file = "model_index.json" if card.library == "diffusers" else "config.json"
-    found = try_to_load_from_cache(card.source.repo, index_file, cache_dir=str(settings.model_cache),
-                                   revision=card.source.revision)
-    return isinstance(found, str)
+        names = ["model_index.json" if card.library == "diffusers" else "config.json"]
+    return bool(names) and all(
+        isinstance(try_to_load_from_cache(card.source.repo, name, cache_dir=str(settings.model_cache),
+                                          revision=card.source.revision), str) for name in names)
 
 
 class SharedComponents:

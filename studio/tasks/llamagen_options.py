@@ -8,6 +8,7 @@ it has a temperature, top-k and top-p instead, and a class-conditional model tak
 from __future__ import annotations
 
 import difflib
+import re
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -54,23 +55,33 @@ def class_label(class_id: int) -> str:
     return f"{class_id} · {class_names()[class_id]}"
 
 
+_NUMBERED = re.compile(r"([0-9]{1,6})(?:\s*[:·.\-]?\s*(.+))?")
+
+
 def find_class(text: str) -> int:
-    """An ImageNet class id from what someone typed: '207', '207 · golden retriever', or a name."""
+    """An ImageNet class id from what someone typed: '207', '207 · golden retriever', or a name.
+    Anything that names no class, or more than one, is refused with the reason."""
+    names = class_names()
+    lowered = [name.lower() for name in names]
     text = text.strip()
-    number, _, rest = text.partition(" ")
-    if number.rstrip(":·.").isdigit():
-        class_id = int(number.rstrip(":·."))
-        if 0 <= class_id < len(class_names()):
-            return class_id
-        raise InvalidInput(f"ImageNet classes are numbered 0 to {len(class_names()) - 1}, not {class_id}")
-    names = [name.lower() for name in class_names()]
+    numbered = _NUMBERED.fullmatch(text)
+    if numbered:
+        class_id = int(numbered.group(1))
+        if class_id >= len(names):
+            raise InvalidInput(f"ImageNet classes are numbered 0 to {len(names) - 1}, not {class_id}")
+        rest = (numbered.group(2) or "").strip().lower()
+        if rest and rest != lowered[class_id]:
+            raise InvalidInput(f"class {class_id} is {names[class_id]!r}, not {rest!r}: give its number or its name")
+        return class_id
     wanted = text.lower()
-    if wanted in names:
-        return names.index(wanted)
-    containing = [i for i, name in enumerate(names) if wanted and wanted in name]
-    if len(containing) == 1:
-        return containing[0]
-    close = difflib.get_close_matches(wanted, names, n=5, cutoff=0.6)
+    for found in ([i for i, name in enumerate(lowered) if name == wanted],
+                  [i for i, name in enumerate(lowered) if wanted and wanted in name]):
+        if len(found) == 1:
+            return found[0]
+        if 1 < len(found) <= 10:
+            listed = ", ".join(f"{i} ({names[i]})" for i in found)
+            raise InvalidInput(f"{text!r} fits {len(found)} ImageNet classes: {listed}. Pick one by its number.")
+    close = difflib.get_close_matches(wanted, lowered, n=5, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else " Pick one from the class list."
     raise InvalidInput(f"{text!r} is not one of the 1000 ImageNet classes this model draws.{hint}")
 

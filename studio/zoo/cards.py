@@ -164,12 +164,36 @@ class CardRegistry:
         self.files[card.id] = path
 
     def _check_requirements(self) -> None:
-        """Drop cards that require a card nobody defined (they could never load)."""
-        for card in list(self.cards.values()):
-            absent = [r for r in card.requires if r not in self.cards]
-            if absent:
-                del self.cards[card.id]
-                self.problems.append(CardProblem(self.files.get(card.id, Path(card.id)), f"requires unknown card(s): {', '.join(absent)}"))
+        """Drop cards that require, directly or through another card, a card nobody defined or
+        themselves (they could never load); repeated until what is left is whole."""
+        looping = [card_id for card_id in self.cards if self._requires_itself(card_id)]
+        for card_id in looping:  # all found before any is dropped, so each is named for what it is
+            del self.cards[card_id]
+            self.problems.append(CardProblem(self.files.get(card_id, Path(card_id)),
+                                             "requires itself (through its `requires` chain)"))
+        changed = True
+        while changed:
+            changed = False
+            for card in list(self.cards.values()):
+                absent = [r for r in card.requires if r not in self.cards]
+                if absent:
+                    del self.cards[card.id]
+                    self.problems.append(CardProblem(self.files.get(card.id, Path(card.id)),
+                                                     f"requires unknown card(s): {', '.join(absent)}"))
+                    changed = True
+
+    def _requires_itself(self, card_id: str) -> bool:
+        seen: set[str] = set()
+        todo = list(self.cards[card_id].requires)
+        while todo:
+            current = todo.pop()
+            if current == card_id:
+                return True
+            if current in seen or current not in self.cards:
+                continue
+            seen.add(current)
+            todo.extend(self.cards[current].requires)
+        return False
 
     def get(self, card_id: str) -> ModelCard:
         try:

@@ -14,12 +14,13 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import StudioError
 from ..history.installed import InstalledModels, InstallRecord, InstallStatus
 from ..settings import Settings
 from .cards import CardRegistry, ModelCard
-from .hub import DownloadCancelled, DownloadError, RepoFetcher, fetch_plan, repo_folder
+from .hub import DownloadCancelled, DownloadError, RemoteFile, RepoFetcher, fetch_plan, repo_folder, select_files
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ class DownloadManager:
             raise StudioError(f"{card.title} is built in: it needs no download.")
 
     def enqueue(self, card_id: str) -> DownloadState:
-        """Queue the card's download, and that of each component card it requires that is not here yet."""
+        """Queue the card's download, and that of each component card it requires that is not here yet
+        (the registry has refused cards whose requirements loop)."""
         card = self._cards.get(card_id)
         self.downloadable(card)
         from ..runtime.loader import is_available
@@ -151,7 +153,11 @@ class DownloadManager:
             raise StudioError(f"{card.title} is still downloading: cancel it first.")
         freed = 0
         folder = repo_folder(self._settings.model_cache, card.source.repo)
-        if folder.exists():
+        siblings = self._siblings_here(card)
+        if folder.exists() and siblings:
+            # Another model lives in the same repo (LlamaGen's B/L/XL share one): only this card's own files go.
+            freed = _remove_files_of(folder, card, siblings)
+        elif folder.exists():
             info = scan_cache_dir(self._settings.model_cache)
             revisions = [rev.commit_hash for repo in info.repos if repo.repo_id == card.source.repo
                          and repo.repo_type == "model" for rev in repo.revisions]
@@ -164,6 +170,14 @@ class DownloadManager:
                 partial.unlink()
         self._records.delete(card_id)
         return freed
+
+    def _siblings_here(self, card: ModelCard) -> list[ModelCard]:
+        """Other cards on the same repo whose files are in the cache."""
+        from ..runtime.loader import is_available
+
+        return [other for other in self._cards.cards.values()
+                if other.id != card.id and other.source.repo == card.source.repo
+                and (self._records.get(other.id) is not None or is_available(other, self._settings))]
 
     # -- the worker -----------------------------------------------------------------------------
 
@@ -229,3 +243,24 @@ def disk_bytes(settings: Settings, card: ModelCard) -> int:
     # A download's snapshot holds links into blobs/; a built-in model is saved as plain files.
     files = folder.glob("blobs/*") if card.source.repo else folder.rglob("*")
     return sum(p.stat().st_size for p in files if p.is_file() and not p.is_symlink())
+
+
+def _remove_files_of(folder: Path, card: ModelCard, keep_for: list[ModelCard]) -> int:
+    """Delete the snapshot files `card` fetched that none of `keep_for` fetches too, and their blobs
+    once no snapshot points at them; returns the bytes freed."""
+    def wanted_by(owner: ModelCard, relpath: str) -> bool:
+        return bool(select_files([RemoteFile(path=relpath, size=0, etag="", lfs=False)], owner))
+
+    freed = 0
+    links = [p for p in folder.glob("snapshots/*/**/*") if p.is_symlink() or p.is_file()]
+    for link in links:
+        relpath = "/".join(link.relative_to(folder / "snapshots").parts[1:])  # the path inside the repo
+        if not wanted_by(card, relpath) or any(wanted_by(other, relpath) for other in keep_for):
+            continue
+        blob = link.resolve()
+        link.unlink()
+        still_used = any(p.resolve() == blob for p in links if p.is_symlink() and p.exists())
+        if blob.is_file() and not still_used and blob.parent.name == "blobs":
+            freed += blob.stat().st_size
+            blob.unlink()
+    return freed

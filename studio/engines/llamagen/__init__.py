@@ -9,27 +9,22 @@ card's description of its files; `pipeline` puts it together (flan-t5 captions, 
 and loads it from a card, which is how the Image task runs it.
 """
 
-from .gpt import (GPT, GPT_CONFIGS, GPTConfig, apply_rotary_emb, causal_mask, load_state_dict_from_file,
-                  precompute_freqs_cis_2d)
-from .sampling import generate, null_condition, sample_logits, top_k_top_p_filtering
-from .vq import VQCheckpointError, decode_tokens, load_vq_decoder, official_key_map, tiny_vq_config, vq16_config
+import importlib
+from typing import Any
 
-__all__ = [
-    "GPT",
-    "GPT_CONFIGS",
-    "GPTConfig",
-    "apply_rotary_emb",
-    "causal_mask",
-    "generate",
-    "load_state_dict_from_file",
-    "null_condition",
-    "precompute_freqs_cis_2d",
-    "sample_logits",
-    "top_k_top_p_filtering",
-    "VQCheckpointError",
-    "decode_tokens",
-    "load_vq_decoder",
-    "official_key_map",
-    "tiny_vq_config",
-    "vq16_config",
-]
+# Imported on first use: reading a model card needs only `options`, not torch or transformers.
+_EXPORTS = {
+    "gpt": ("GPT", "GPT_CONFIGS", "GPTConfig", "apply_rotary_emb", "causal_mask", "load_state_dict_from_file",
+            "precompute_freqs_cis_2d"),
+    "sampling": ("generate", "null_condition", "sample_logits", "top_k_top_p_filtering"),
+    "vq": ("VQCheckpointError", "decode_tokens", "load_vq_decoder", "official_key_map", "tiny_vq_config",
+           "vq16_config"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)

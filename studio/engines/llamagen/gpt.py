@@ -26,18 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ModelNotAvailable
-
-# name -> (n_layer, n_head, dim), as in the original's GPT_models; n_kv_head is never set there.
-GPT_CONFIGS: dict[str, tuple[int, int, int]] = {
-    "B": (12, 12, 768),
-    "L": (24, 16, 1024),
-    "XL": (36, 20, 1280),
-    "XXL": (48, 24, 1536),
-    "XXXL": (48, 40, 2560),
-    "1B": (22, 32, 2048),
-    "3B": (24, 32, 3200),
-    "7B": (32, 32, 4096),
-}
+from .options import GPT_CONFIGS  # the size table lives where model cards read it, without torch
 
 
 def find_multiple(n: int, k: int) -> int:

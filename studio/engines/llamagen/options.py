@@ -8,14 +8,26 @@ checkpoint) is the card's own `max_size`, which must equal its `min_size`.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from .gpt import GPT_CONFIGS
-
+# name -> (n_layer, n_head, dim), as in the original's GPT_models; n_kv_head is never set there.
+GPT_CONFIGS: dict[str, tuple[int, int, int]] = {
+    "B": (12, 12, 768),
+    "L": (24, 16, 1024),
+    "XL": (36, 20, 1280),
+    "XXL": (48, 24, 1536),
+    "XXXL": (48, 40, 2560),
+    "1B": (22, 32, 2048),
+    "3B": (24, 32, 3200),
+    "7B": (32, 32, 4096),
+}
 TINY = "tiny"  # the built-in test model's size, for both the GPT and the VQ
+# Pixels per image token of each VQ (vq.downsample_factor of vq16_config() and tiny_vq_config()).
+VQ_DOWNSAMPLE = {"vq16": 16, TINY: 4}
 # A file inside the model's snapshot folder: a plain name, never a path.
 _FILE_NAME = re.compile(r"^[\w][\w.-]{0,127}\.(pt|pth|bin|safetensors)$")
 
@@ -53,6 +65,12 @@ class LlamaGenFiles(BaseModel):
         return self
 
 
+def needed_files(card: Any) -> list[str]:
+    """The files in the card's own snapshot that loading it reads."""
+    files = engine_options(card)
+    return [files.gpt_file, files.vq_file]
+
+
 def engine_options(card: Any) -> LlamaGenFiles:
     """The card's `engine:` section as LlamaGenFiles; ValueError says what is wrong with it."""
     try:
@@ -62,6 +80,13 @@ def engine_options(card: Any) -> LlamaGenFiles:
         raise ValueError(f"engine: {problems}") from None
     if card.min_size != card.max_size:
         raise ValueError("a LlamaGen checkpoint makes one size: set min_size and max_size to it")
+    if card.max_size % VQ_DOWNSAMPLE[files.vq_size]:
+        raise ValueError(f"max_size {card.max_size} is not a whole number of {VQ_DOWNSAMPLE[files.vq_size]}-pixel "
+                         "image tokens")
+    if card.allow_patterns is not None:
+        for name in (files.gpt_file, files.vq_file):
+            if not any(fnmatch.fnmatch(name, pattern) for pattern in card.allow_patterns):
+                raise ValueError(f"{name} is not in allow_patterns, so a download would not fetch it")
     if files.text_encoder and files.text_encoder not in card.requires:
         raise ValueError(f"list the text encoder's card in `requires` ([{files.text_encoder}]) so it is downloaded too")
     return files

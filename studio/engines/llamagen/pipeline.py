@@ -60,6 +60,9 @@ class TokenDecoder(nn.Module):
     """The VQ model with decoding as its forward: offload hooks wrap forward, so the codebook lookup
     and the decoder run wherever the hooks put the model."""
 
+    # Block-level group offload: split the decoder's up-blocks into groups rather than onloading it whole.
+    _group_offload_block_modules = ["vq", "decoder"]
+
     def __init__(self, vq: nn.Module, grid: int) -> None:
         super().__init__()
         self.vq = vq
@@ -127,9 +130,12 @@ class LlamaGenPipeline(ModuleBundle):
             if on_progress is not None and done % grid == 0:
                 on_progress(done // grid, total // grid)
 
-        tokens = generate(gpt, cond, gpt.config.block_size, cfg_scale=cfg_scale, temperature=temperature,
-                          top_k=top_k, top_p=top_p, generator=generator, on_token=on_token, emb_masks=masks)
-        pixels = self.decoder(tokens)
+        try:
+            tokens = generate(gpt, cond, gpt.config.block_size, cfg_scale=cfg_scale, temperature=temperature,
+                              top_k=top_k, top_p=top_p, generator=generator, on_token=on_token, emb_masks=masks)
+            pixels = self.decoder(tokens)
+        finally:
+            self.offload_all()
         # As torchvision's save_image, which LlamaGen's samplers use: x * 255 + 0.5, clamped, truncated.
         array = (pixels.permute(0, 2, 3, 1) * 255 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
         return [Image.fromarray(np.ascontiguousarray(a)) for a in array]
@@ -140,10 +146,15 @@ def _read_gpt(path: Path, config: GPTConfig, title: str, dtype: torch.dtype) -> 
         raise ModelNotAvailable(f"{path.name} is not in the model cache; download {title} first.")
     try:
         state = load_state_dict_from_file(path)
+    except ModelNotAvailable:
+        raise
     except pickle.UnpicklingError as err:
         raise ModelNotAvailable(f"{path.name} holds Python objects besides tensors and is not loaded for safety "
                                 "(torch.load with weights_only=True refused it). Re-save its weights, e.g. as "
                                 "safetensors.") from err
+    except Exception as err:  # a truncated, empty or foreign file: torch says it in many ways
+        raise ModelNotAvailable(f"cannot read {path.name} (damaged or incomplete download?): {err}. Remove "
+                                f"{title} in the Models tab and download it again.") from err
     with torch.device("meta"):
         gpt = GPT(config)
     try:
