@@ -293,8 +293,18 @@ def test_a_checkpoint_that_does_not_fit_its_card_is_refused_clearly(tmp_path, st
     settings = Settings.load(env={}, home=tmp_path / "other-home", model_cache=tmp_path / "other-cache")
     settings.user_cards_dir.mkdir(parents=True, exist_ok=True)
     (settings.user_cards_dir / "wrong.yaml").write_text(yaml.safe_dump(hub_card("wrong", "test-org/wrong", "c2i")))
+    damaged = tmp_path / "other-cache" / "models--test-org--damaged" / "snapshots" / "abc"
+    damaged.mkdir(parents=True)
+    (damaged.parent.parent / "refs").mkdir()
+    (damaged.parent.parent / "refs" / "main").write_text("abc")
+    shutil.copy(folder / "vq_tiny.pt", damaged / "vq_tiny.pt")
+    (damaged / "c2i_tiny.pt").write_bytes((folder / "c2i_tiny.pt").read_bytes()[:5000])  # a cut-off download
+    (settings.user_cards_dir / "damaged.yaml").write_text(yaml.safe_dump(hub_card("damaged", "test-org/damaged", "c2i")))
     with Studio(settings) as other:
         job = other.run("image", {"model": "wrong", "prompt": "tabby", "seed": 1})
         assert job.status is JobStatus.FAILED
         assert "c2i_tiny.pt does not fit the GPT its card describes" in job.error, job.error
+        job = other.run("image", {"model": "damaged", "prompt": "tabby", "seed": 1})
+        assert job.status is JobStatus.FAILED
+        assert "cannot read c2i_tiny.pt (damaged or incomplete download?)" in job.error, job.error
         assert other.run("image", {"model": C2I, "prompt": "tabby", "seed": 1}).status is JobStatus.DONE
