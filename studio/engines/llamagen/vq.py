@@ -105,40 +105,50 @@ DROPPED_KEYS = frozenset(
     }
 )
 
-# Official name -> Janus name, applied to the part after "encoder." / "decoder.".
-# LlamaGen builds `conv_blocks` in the same order as Janus builds `up` (decoder: from the lowest
+# Official name <-> Janus name: each pair is (official prefix, Janus prefix), "#" standing for a block
+# or layer index that carries over. LlamaGen builds `conv_blocks` in the same order as Janus builds `up` (decoder: from the lowest
 # resolution, i.e. reversed levels, appended) and `down` (encoder: from the highest), and both run
 # them in list order, so block indices carry over unchanged.
-_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^decoder\.conv_blocks\.(\d+)\.res\.(\d+)\."), r"decoder.up.\1.block.\2."),
-    (re.compile(r"^decoder\.conv_blocks\.(\d+)\.attn\.(\d+)\."), r"decoder.up.\1.attn.\2."),
-    (re.compile(r"^decoder\.conv_blocks\.(\d+)\.upsample\.conv\."), r"decoder.up.\1.upsample.conv."),
-    (re.compile(r"^encoder\.conv_blocks\.(\d+)\.res\.(\d+)\."), r"encoder.down.\1.block.\2."),
-    (re.compile(r"^encoder\.conv_blocks\.(\d+)\.attn\.(\d+)\."), r"encoder.down.\1.attn.\2."),
-    (re.compile(r"^encoder\.conv_blocks\.(\d+)\.downsample\.conv\."), r"encoder.down.\1.downsample.conv."),
+_NAME_PAIRS: tuple[tuple[str, str], ...] = (
+    ("decoder.conv_blocks.#.res.#.", "decoder.up.#.block.#."),
+    ("decoder.conv_blocks.#.attn.#.", "decoder.up.#.attn.#."),
+    ("decoder.conv_blocks.#.upsample.conv.", "decoder.up.#.upsample.conv."),
+    ("encoder.conv_blocks.#.res.#.", "encoder.down.#.block.#."),
+    ("encoder.conv_blocks.#.attn.#.", "encoder.down.#.attn.#."),
+    ("encoder.conv_blocks.#.downsample.conv.", "encoder.down.#.downsample.conv."),
     # The middle is an nn.ModuleList [ResnetBlock, AttnBlock, ResnetBlock] in LlamaGen and named
     # attributes in Janus's JanusVQVAEMidBlock.
-    (re.compile(r"^(encoder|decoder)\.mid\.0\."), r"\1.mid.block_1."),
-    (re.compile(r"^(encoder|decoder)\.mid\.1\."), r"\1.mid.attn_1."),
-    (re.compile(r"^(encoder|decoder)\.mid\.2\."), r"\1.mid.block_2."),
+    *((f"{side}.mid.{i}.", f"{side}.mid.{name}.") for side in ("encoder", "decoder")
+      for i, name in enumerate(("block_1", "attn_1", "block_2")))
 )
 # Everything else keeps its name: {en,de}coder.conv_in / norm_out / conv_out, quant_conv,
 # post_quant_conv, quantize.embedding.weight, and the leaf names inside blocks (norm1, conv1, norm2,
 # conv2, nin_shortcut; norm, q, k, v, proj_out; conv).
 
 
-# JanusVQVAE name -> official name: the rules above, backwards (for writing files in the official layout).
-_INVERSE_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"^(encoder|decoder)\.mid\.block_1\."), r"\1.mid.0."),
-    (re.compile(r"^(encoder|decoder)\.mid\.attn_1\."), r"\1.mid.1."),
-    (re.compile(r"^(encoder|decoder)\.mid\.block_2\."), r"\1.mid.2."),
-    (re.compile(r"^decoder\.up\.(\d+)\.block\.(\d+)\."), r"decoder.conv_blocks.\1.res.\2."),
-    (re.compile(r"^decoder\.up\.(\d+)\.attn\.(\d+)\."), r"decoder.conv_blocks.\1.attn.\2."),
-    (re.compile(r"^decoder\.up\.(\d+)\.upsample\.conv\."), r"decoder.conv_blocks.\1.upsample.conv."),
-    (re.compile(r"^encoder\.down\.(\d+)\.block\.(\d+)\."), r"encoder.conv_blocks.\1.res.\2."),
-    (re.compile(r"^encoder\.down\.(\d+)\.attn\.(\d+)\."), r"encoder.conv_blocks.\1.attn.\2."),
-    (re.compile(r"^encoder\.down\.(\d+)\.downsample\.conv\."), r"encoder.conv_blocks.\1.downsample.conv."),
-)
+def _rules(backwards: bool) -> tuple[tuple[re.Pattern[str], str], ...]:
+    """Prefix rewrites from official names to Janus's (or back): (pattern, replacement) pairs."""
+    def pattern(prefix: str) -> re.Pattern[str]:
+        return re.compile("^" + re.escape(prefix).replace("\\#", "#").replace("#", r"(\d+)"))
+
+    def replacement(prefix: str) -> str:
+        parts = prefix.split("#")
+        return "".join(part + (f"\\{n + 1}" if n < len(parts) - 1 else "") for n, part in enumerate(parts))
+
+    return tuple((pattern(new if backwards else old), replacement(old if backwards else new))
+                 for old, new in _NAME_PAIRS)
+
+
+_RULES = _rules(backwards=False)  # official -> JanusVQVAE
+_INVERSE_RULES = _rules(backwards=True)  # JanusVQVAE -> official (to write files in the official layout)
+
+
+def _rename(key: str, rules: tuple[tuple[re.Pattern[str], str], ...]) -> str:
+    for rule, replacement in rules:
+        new, hits = rule.subn(replacement, key, count=1)
+        if hits:
+            return new
+    return key
 
 
 class VQCheckpointError(ModelNotAvailable):
@@ -186,11 +196,7 @@ def official_key_map(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     for key, value in state_dict.items():
         if key in DROPPED_KEYS:
             continue
-        new = key
-        for pattern, replacement in _RULES:
-            new, hits = pattern.subn(replacement, key, count=1)
-            if hits:
-                break
+        new = _rename(key, _RULES)
         if new in mapped:
             raise VQCheckpointError(f"the VQ checkpoint maps two keys onto {new!r}; is it a LlamaGen VQ file?")
         mapped[new] = value
@@ -199,15 +205,7 @@ def official_key_map(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
 
 def to_official_keys(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A JanusVQVAE state dict under the official LlamaGen names (what the built-in tiny model's file holds)."""
-    renamed: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        new = key
-        for pattern, replacement in _INVERSE_RULES:
-            new, hits = pattern.subn(replacement, key, count=1)
-            if hits:
-                break
-        renamed[new] = value
-    return renamed
+    return {_rename(key, _INVERSE_RULES): value for key, value in state_dict.items()}
 
 
 def read_state_dict(source: str | Path | Mapping[str, Any]) -> dict[str, torch.Tensor]:
