@@ -1,4 +1,4 @@
-# The README's two commands live here: `make run` and `make test`.
+# The README's two commands live here: `make run` and `make test` (CI runs `make lint` before it).
 # torch is installed first and pinned: on a CPU-only box pip takes the CPU wheel, on a CUDA box the
 # matching CUDA build; left unpinned, another package could pull a multi-GB build we did not pick.
 PYTHON ?= python3
@@ -10,7 +10,7 @@ PIP := $(PY) -m pip
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench install clean
+.PHONY: run test lint bench install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ $(CHROMIUM):
 
 test: $(VENV)/.installed-test $(CHROMIUM)
 	$(PY) -m pytest
+
+# ruff comes with the test extra; its rules are in pyproject.toml ([tool.ruff]).
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
 
 bench: $(VENV)/.installed
 	$(PY) bench/image_overhead.py

@@ -47,7 +47,8 @@ PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 SEED = 1234
 
 
-def timed(paths: dict[str, Callable[[], Any]], warmup: int, repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
+def timed(paths: dict[str, Callable[[], Any]], warmup: int,
+          repeats: int) -> tuple[dict[str, list[float]], dict[str, Any]]:
     """Seconds per call of each path, alternating them each repeat so machine drift hits both alike.
 
     `warmup` untimed calls of each come first; the last result of each is returned too.

@@ -44,8 +44,10 @@ def measure(size: str, kind: str, image_size: int, tokens: int, device: str, dty
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    result = {"model": f"{kind}-{size}-{image_size}", "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6),
-              "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1), "ms_per_token": round(1000 * seconds / tokens, 2)}
+    result = {"model": f"{kind}-{size}-{image_size}",
+              "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6),
+              "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1),
+              "ms_per_token": round(1000 * seconds / tokens, 2)}
     if device.startswith("cuda"):
         result["peak_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     return result

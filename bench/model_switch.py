@@ -44,9 +44,9 @@ import torch  # noqa: E402
 from diffusers import DiffusionPipeline, LuminaNextDiT2DModel  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from studio.runtime.footprint import tensor_bytes, torch_components  # noqa: E402
+from studio.runtime.footprint import tensor_bytes  # noqa: E402
 from studio.runtime.memory import MemoryScheduler  # noqa: E402
-from studio.runtime.placement import Placement  # noqa: E402
+from studio.runtime.placement import Placement, torch_components  # noqa: E402
 from studio.zoo.cards import ModelCard  # noqa: E402
 
 HIDDEN, HEADS = 1024, 16
@@ -141,11 +141,12 @@ def main() -> int:
             gc.collect()
             ram: list[dict[str, torch.Tensor]] = []
 
+            # Both closures run at once, inside this iteration, so the `ram` they see is this one's.
             def read_and_move() -> None:
-                ram[:] = [load_file(f) for f in files]
-                touch([t.to(device) for sd in ram for t in sd.values()])
+                ram[:] = [load_file(f) for f in files]  # noqa: B023
+                touch([t.to(device) for sd in ram for t in sd.values()])  # noqa: B023
             floors["cold"].append(seconds(read_and_move))
-            floors["parked"].append(seconds(lambda: touch([t.to(device) for sd in ram for t in sd.values()])))
+            floors["parked"].append(seconds(lambda: touch([t.to(device) for sd in ram for t in sd.values()])))  # noqa: B023
             ram.clear()  # release the floor copy before the next repeat
         sched.free_all()
     finally:

@@ -42,6 +42,42 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
 
 
+def _flag_value(kind: type):
+    def parse(text: str) -> Any:
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+
+    return parse
+
+
+def _add_family_flags(parser: argparse.ArgumentParser, task: str) -> None:
+    """A flag per option the task's model families declare (`--top-k`, `--solver`…), grouped by family;
+    an option two families share is one flag. Only the flags given are sent (other models refuse them)."""
+    from .families import FAMILIES
+
+    seen: set[str] = set()
+    for family in FAMILIES.for_task(task):
+        group = None
+        for option in family.options_for(task):
+            if option.name in seen:
+                continue
+            seen.add(option.name)
+            group = group or parser.add_argument_group(f"{family.title} options")
+            flag = option.name.replace("_", "-")
+            group.add_argument(f"--{flag}", dest=f"option_{option.name}", type=_flag_value(option.type),
+                               choices=option.values if option.type is str and option.values else None,
+                               metavar=None if option.type is str and option.values else flag.upper(),
+                               help=f"{option.label or option.name}" + (f": {option.help}" if option.help else ""))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="studio", description="A local generative studio.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what the studio does")
@@ -69,16 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--size", type=_size, help="WIDTHxHEIGHT (default: the model's)")
     image.add_argument("--steps", type=int)
     image.add_argument("--cfg", type=float, help="classifier-free guidance scale")
-    image.add_argument("--shift", type=float, help="flow-matching time shift")
     image.add_argument("--seed", type=int, default=-1, help="-1 picks a random seed (printed)")
     image.add_argument("--num-images", type=int, default=1)
-    llamagen = image.add_argument_group("LlamaGen (autoregressive) sampling")
-    llamagen.add_argument("--class", dest="class_id", type=int,
-                          help="ImageNet class id 0-999 for a class-conditional model (or give the class name "
-                               "as --prompt)")
-    llamagen.add_argument("--temperature", type=float)
-    llamagen.add_argument("--top-k", dest="top_k", type=int, help="0 turns top-k filtering off")
-    llamagen.add_argument("--top-p", dest="top_p", type=float, help="1 turns nucleus filtering off")
+    _add_family_flags(image, "image")
 
     models = commands.add_parser("models", help="list, inspect, download and remove models")
     actions = models.add_subparsers(dest="action", required=True)
@@ -126,13 +155,12 @@ def _generate(args: argparse.Namespace) -> int:
         "negative_prompt": args.negative_prompt,
         "steps": args.steps,
         "cfg": args.cfg,
-        "shift": args.shift,
         "seed": args.seed,
         "num_images": args.num_images,
     }
-    # LlamaGen's options only when given: other models refuse them.
-    params.update({name: getattr(args, name) for name in ("class_id", "temperature", "top_k", "top_p")
-                   if getattr(args, name) is not None})
+    # Family options only when given: models of other families refuse them.
+    params.update({key.removeprefix("option_"): value for key, value in vars(args).items()
+                   if key.startswith("option_") and value is not None})
     if args.size:
         params["width"], params["height"] = args.size
     with Studio(_settings(args)) as studio:

@@ -10,7 +10,7 @@ import sys
 
 from .errors import StudioError
 from .history.installed import InstallStatus
-from .runtime.loader import is_available
+from .zoo.availability import is_available
 from .services import Studio
 from .settings import Settings
 from .zoo.cards import ModelCard

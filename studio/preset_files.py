@@ -1,8 +1,9 @@
 """Exchanging presets and styles as files: our own export (YAML, or the same as JSON), and the style
 files of A1111 (styles.csv), Fooocus (sdxl_styles JSON) and InvokeAI (style preset JSON or CSV).
 
-`parse_import` is a pure function of an uploaded file's bytes; the history store writes what it
-returns (`history.user_presets.UserPresets.import_result`). A file that cannot be read at all is an
+`parse_import` is a pure function of an uploaded file's bytes (and of the check its presets must pass,
+a presets.PresetCheck); the history store writes what it returns
+(`history.user_presets.UserPresets.import_result`). A file that cannot be read at all is an
 InvalidInput; a bad entry in a readable one is listed in `problems` and the others still import.
 """
 
@@ -20,8 +21,8 @@ import yaml
 from pydantic import ValidationError
 
 from .errors import InvalidInput
-from .presets import (MODALITIES, PLACEHOLDER, Preset, PresetFields, PresetFormatError, Style, StyleFields,
-                      describe_error, entry_label, parse_preset, parse_style)
+from .presets import (MODALITIES, PLACEHOLDER, Preset, PresetCheck, PresetFields, PresetFormatError, Style,
+                      StyleFields, describe_error, entry_label, parse_preset, parse_style)
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 EXPORT_VERSION = 1  # the `studio_presets` key of an export names its format version
@@ -65,11 +66,11 @@ def export_user(presets: Iterable[tuple[str, PresetFields]], styles: Iterable[St
     return header + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=120)
 
 
-def parse_import(filename: str, data: bytes) -> ImportResult:
+def parse_import(filename: str, data: bytes, *, check: PresetCheck) -> ImportResult:
     """Read an uploaded preset/style file: our export (YAML/JSON), A1111 styles.csv, Fooocus or InvokeAI styles.
 
     A file that cannot be read at all raises InvalidInput; a bad entry in a readable file is listed
-    in `problems` and the others still import.
+    in `problems` and the others still import. Presets are checked against their tab with `check`.
     """
     if len(data) > MAX_IMPORT_BYTES:
         raise InvalidInput(f"{filename} is {len(data) / 2**20:.1f} MB; preset and style files can be at most "
@@ -92,7 +93,7 @@ def parse_import(filename: str, data: bytes) -> ImportResult:
             document = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise InvalidInput(f"{filename} is not valid YAML ({err})") from None
-    return _parse_document(filename, document)
+    return _parse_document(filename, document, check)
 
 
 def _looks_like_csv(text: str) -> bool:
@@ -100,9 +101,9 @@ def _looks_like_csv(text: str) -> bool:
     return "," in header and "name" in header and ":" not in header
 
 
-def _parse_document(filename: str, document: Any) -> ImportResult:
+def _parse_document(filename: str, document: Any, check: PresetCheck) -> ImportResult:
     if isinstance(document, dict) and ("presets" in document or "styles" in document):
-        return _parse_studio_export(filename, document)
+        return _parse_studio_export(filename, document, check)
     if isinstance(document, list):
         invoke = "invoke" in filename.lower() or any(
             isinstance(e, dict) and ("positive_prompt" in e or "preset_data" in e) for e in document)
@@ -111,7 +112,7 @@ def _parse_document(filename: str, document: Any) -> ImportResult:
                        "and/or 'styles'), an A1111 styles.csv, or a Fooocus/InvokeAI list of styles")
 
 
-def _parse_studio_export(filename: str, document: dict[str, Any]) -> ImportResult:
+def _parse_studio_export(filename: str, document: dict[str, Any], check: PresetCheck) -> ImportResult:
     version = document.get("studio_presets", EXPORT_VERSION)
     if version != EXPORT_VERSION:
         raise InvalidInput(f"{filename} was written in preset format {version!r}; this version of the studio "
@@ -125,7 +126,7 @@ def _parse_studio_export(filename: str, document: dict[str, Any]) -> ImportResul
         result.problems.append("presets: must map each tab (image, video, ...) to a list of presets; none imported")
         presets = {}
     for modality, entries in presets.items():
-        _read_export_presets(result, str(modality), entries)
+        _read_export_presets(result, str(modality), entries, check)
     styles = document.get("styles") or []
     if not isinstance(styles, list):
         result.problems.append("styles: must be a list of styles; none imported")
@@ -139,7 +140,7 @@ def _parse_studio_export(filename: str, document: dict[str, Any]) -> ImportResul
     return result
 
 
-def _read_export_presets(result: ImportResult, modality: str, entries: Any) -> None:
+def _read_export_presets(result: ImportResult, modality: str, entries: Any, check: PresetCheck) -> None:
     if modality not in MODALITIES:
         result.problems.append(f"presets.{modality}: unknown tab; presets exist for {', '.join(MODALITIES)}")
         return
@@ -150,7 +151,7 @@ def _read_export_presets(result: ImportResult, modality: str, entries: Any) -> N
     for number, entry in enumerate(entries, 1):
         label = entry_label(f"{modality} preset", number, entry, "title")
         try:
-            preset = parse_preset(modality, entry)
+            preset = parse_preset(modality, entry, check=check)
         except ValueError as err:
             result.problems.append(f"{label}: {err}")
             continue

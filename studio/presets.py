@@ -9,6 +9,10 @@ its negative prompt is added to the user's; the shipped ones live in `presets/st
 A malformed preset file is reported by file and reason (and the entry, where one entry is at fault)
 while the other files still load. Exchanging presets as files (export, and imports from A1111,
 Fooocus and InvokeAI) is in `preset_files`.
+
+This module knows no tasks: what it checks itself is the form of a preset (a known tab, no reserved
+params, a prompt where the tab takes one). Whether its params make a valid job of the tab's task is
+a `PresetCheck` the caller passes in (the studio passes `preset_checks.task_problem`).
 """
 
 from __future__ import annotations
@@ -17,17 +21,12 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import InitErrorDetails
 
-from .engines.anagram import check_views
 from .errors import InvalidInput
-from .tasks import get_task
-from .tasks.anagram import AnagramSpec
-from .tasks.base import describe_validation_error
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,12 @@ class Style(StyleFields):
 # -- checking a preset against its tab's task ------------------------------------------------------
 
 
-def preset_problem(modality: str, preset: PresetFields) -> str | None:
+# Why a preset (already of the right form for its tab) cannot fill that tab's task, e.g. 'params.width: ...',
+# or None if it can: (modality, preset) -> problem. The caller supplies it (see studio.preset_checks).
+PresetCheck = Callable[[str, PresetFields], "str | None"]
+
+
+def preset_problem(modality: str, preset: PresetFields, *, check: PresetCheck) -> str | None:
     """Why `preset` cannot fill the `modality` tab (e.g. 'params.width: ...'), or None if it can."""
     if modality not in MODALITIES:
         return f"unknown modality {modality!r}; presets exist for {', '.join(MODALITIES)}"
@@ -116,49 +120,14 @@ def preset_problem(modality: str, preset: PresetFields) -> str | None:
         return f"prompt: a {modality} preset has no prompt; the task builds it from params.{DERIVED_PROMPT[modality]}"
     if not derived and not preset.prompt:
         return f"prompt: a {modality} preset needs a prompt"
-    spec_type = get_task(MODALITIES[modality]).spec_type
-    raw = {"model": "preset", "negative_prompt": preset.negative_prompt, **preset.params}
-    if not derived:
-        raw["prompt"] = preset.prompt
-    try:
-        spec = spec_type.model_validate(raw)
-    except ValidationError as err:
-        return _describe_spec_error(err, preset.params)
-    return _views_problem(spec) if isinstance(spec, AnagramSpec) else None
+    return check(modality, preset)
 
 
-def check_preset(modality: str, preset: PresetFields) -> None:
+def check_preset(modality: str, preset: PresetFields, *, check: PresetCheck) -> None:
     """Raise InvalidInput, saying what to change, if `preset` cannot fill the `modality` tab."""
-    problem = preset_problem(modality, preset)
+    problem = preset_problem(modality, preset, check=check)
     if problem:
         raise InvalidInput(f"The {modality} preset {preset.title!r} is not valid — {problem}")
-
-
-def _describe_spec_error(err: ValidationError, params: dict[str, Any]) -> str:
-    """The task's own message, naming each parameter as the preset writes it (params.width)."""
-    def where(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-        # Whole-spec errors (a grid without enough captions) are about the params too.
-        return ("params", *loc) if not loc or loc[0] in params else loc
-
-    try:
-        err = ValidationError.from_exception_data(err.title, [
-            InitErrorDetails(type=e["type"], loc=where(e["loc"]), input=e["input"], ctx=e.get("ctx", {}))
-            for e in err.errors()])
-    except (KeyError, TypeError):
-        pass  # an error type pydantic cannot rebuild: keep the task's own field names
-    return describe_validation_error(err).removeprefix("Invalid input — ")
-
-
-def _views_problem(spec: AnagramSpec) -> str | None:
-    """Anagram views are checked against the engine's list only when a job runs; a preset names them now."""
-    width, height = spec.width, spec.height
-    if not (width and height):
-        width = height = 1  # the model's default size decides: only the view names can be checked now
-    try:
-        check_views(spec.views, width, height)
-    except InvalidInput as err:
-        return f"params.views: {err}"
-    return None
 
 
 # -- applying a style -------------------------------------------------------------------------------
@@ -219,7 +188,8 @@ def entry_label(kind: str, number: int, entry: Any, key: str) -> str:
     return f"{kind} {number} {name.strip()!r}" if isinstance(name, str) and name.strip() else f"{kind} {number}"
 
 
-def parse_preset(modality: str, entry: Any, source: Literal["builtin", "user"] = "user") -> Preset:
+def parse_preset(modality: str, entry: Any, source: Literal["builtin", "user"] = "user", *,
+                 check: PresetCheck) -> Preset:
     """One preset entry of a file or an import, checked against its tab; ValueError says what is wrong."""
     if not isinstance(entry, dict):
         raise PresetFormatError("must be a mapping with title, category, prompt, negative_prompt and params")
@@ -227,7 +197,7 @@ def parse_preset(modality: str, entry: Any, source: Literal["builtin", "user"] =
         fields = PresetFields.model_validate(entry)
     except ValidationError as err:
         raise ValueError(describe_error(err)) from None
-    problem = preset_problem(modality, fields)
+    problem = preset_problem(modality, fields, check=check)
     if problem:
         raise ValueError(problem)
     return Preset(**fields.model_dump(), source=source)
@@ -265,7 +235,8 @@ class PresetLibrary:
 
     Within a file, one bad entry is reported and skipped and the file's other entries still load: a
     typo in one preset should not hide thirty good ones. A file whose whole shape is wrong (not
-    YAML, no `presets` list, a `modality` other than its name) is skipped whole.
+    YAML, no `presets` list, a `modality` other than its name) is skipped whole. Each preset is
+    checked against its tab with preset_problem and the `check` given to `load`.
     """
 
     by_modality: dict[str, list[Preset]] = field(default_factory=dict)
@@ -273,14 +244,14 @@ class PresetLibrary:
     problems: list[PresetProblem] = field(default_factory=list)
 
     @classmethod
-    def load(cls, folder: Path) -> PresetLibrary:
+    def load(cls, folder: Path, *, check: PresetCheck) -> PresetLibrary:
         library = cls()
         folder = Path(folder)
         if not folder.is_dir():
             library.problems.append(PresetProblem(folder, "the presets folder does not exist"))
         else:
             for path in sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml")):
-                library._load_file(path)
+                library._load_file(path, check)
         for problem in library.problems:
             log.warning("preset file problem: %s", problem)
         return library
@@ -288,7 +259,7 @@ class PresetLibrary:
     def _problem(self, path: Path, reason: str) -> None:
         self.problems.append(PresetProblem(path, reason))
 
-    def _load_file(self, path: Path) -> None:
+    def _load_file(self, path: Path, check: PresetCheck) -> None:
         # Unknown YAML files are reported rather than ignored: 'imgae.yaml' or 'image.yml' would
         # otherwise silently ship an empty tab.
         if path.suffix != ".yaml" or (path.stem not in MODALITIES and path.name != STYLES_FILE):
@@ -303,7 +274,7 @@ class PresetLibrary:
         if path.name == STYLES_FILE:
             self._load_styles(path, data)
         else:
-            self._load_presets(path, path.stem, data)
+            self._load_presets(path, path.stem, data, check)
 
     def _unknown_keys(self, path: Path, data: dict[str, Any], known: set[str]) -> None:
         unknown = sorted(str(k) for k in data.keys() - known)
@@ -311,7 +282,7 @@ class PresetLibrary:
             self._problem(path, f"unknown top-level key(s) {', '.join(unknown)} ignored "
                                 f"(expected {', '.join(sorted(known))})")
 
-    def _load_presets(self, path: Path, modality: str, data: dict[str, Any]) -> None:
+    def _load_presets(self, path: Path, modality: str, data: dict[str, Any], check: PresetCheck) -> None:
         if data.get("modality") != modality:
             self._problem(path, f"modality is {data.get('modality')!r}, but this file holds the {modality!r} "
                                 f"presets (a preset file is named after its tab); file not loaded")
@@ -325,7 +296,7 @@ class PresetLibrary:
         for number, entry in enumerate(entries, 1):
             label = entry_label("preset", number, entry, "title")
             try:
-                preset = parse_preset(modality, entry, source="builtin")
+                preset = parse_preset(modality, entry, source="builtin", check=check)
             except ValueError as err:
                 self._problem(path, f"{label}: {err}")
                 continue

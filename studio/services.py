@@ -16,6 +16,7 @@ from .history.user_presets import UserPresets
 from .jobs import Job, JobQueue
 from .media import remove_partial_files
 from .owner import QueueOwnership
+from .preset_checks import task_problem
 from .presets import PresetLibrary
 from .runtime import budgets
 from .runtime.loader import SharedComponents, load_pipeline
@@ -46,8 +47,10 @@ class Studio:
         )
         self.jobs = JobQueue(self.cards, self.history, self.scheduler, settings.outputs_dir)
         self.gallery = Gallery(self.history, self.jobs, settings.outputs_dir)
-        self.presets = PresetLibrary.load(settings.presets_dir)  # logs each malformed file; the rest load
-        self.user_presets = UserPresets(self.history.engine)
+        # Presets are data; what makes one valid for its tab's task is decided here, once, for all of them.
+        self.preset_check = task_problem
+        self.presets = PresetLibrary.load(settings.presets_dir, check=self.preset_check)  # logs each malformed file
+        self.user_presets = UserPresets(self.history.engine, check=self.preset_check)
         self._ownership = QueueOwnership(settings.home)
         self.owner = False
         self._started = False

@@ -6,7 +6,8 @@ import json
 import pytest
 from diffusers import Lumina2Pipeline, LuminaNextDiT2DModel, LuminaPipeline
 
-from studio.zoo.builtin import builtin_repo_id, builtin_revision, ensure_builtin, tiny_gemma_tokenizer
+from studio.zoo.builtin import builtin_repo_id, builtin_revision, ensure_builtin
+from studio.zoo.tiny_parts import tiny_gemma_tokenizer
 
 
 def snapshot_dir(cache, name):
@@ -50,7 +51,8 @@ def test_same_weights_on_every_build(model_cache, tmp_path):
 def test_second_call_reuses_the_snapshot(model_cache):
     weights = next(snapshot_dir(model_cache, "tiny-lumina2").rglob("*.safetensors"))
     before = weights.stat().st_mtime_ns
-    assert ensure_builtin("tiny-lumina2", model_cache) == (builtin_repo_id("tiny-lumina2"), builtin_revision("tiny-lumina2"))
+    assert ensure_builtin("tiny-lumina2", model_cache) == (builtin_repo_id("tiny-lumina2"),
+                                                          builtin_revision("tiny-lumina2"))
     assert weights.stat().st_mtime_ns == before
 
 

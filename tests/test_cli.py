@@ -39,7 +39,8 @@ def test_generate_prints_job_seed_and_file(tmp_path, model_cache):
     store = HistoryStore(home / "studio.db")
     try:
         record = store.get_job(job_id)
-        assert record.status is JobStatus.DONE and record.assets[0].path == output.relative_to(home / "outputs").as_posix()
+        assert record.status is JobStatus.DONE
+        assert record.assets[0].path == output.relative_to(home / "outputs").as_posix()
     finally:
         store.close()
 

@@ -19,7 +19,7 @@ from helpers import image_params
 from studio.errors import InvalidInput
 from studio.history import JobStatus
 from studio.history.installed import InstallStatus
-from studio.runtime.loader import is_available
+from studio.zoo.availability import is_available
 from studio.services import Studio
 from studio.settings import Settings
 from studio.zoo.builtin import builtin_revision

@@ -18,7 +18,8 @@ from studio.history import JobStatus
 from studio.history.search import JobFilter
 from studio.media import read_png_metadata
 from studio.engines.llamagen.sampling import generate
-from studio.runtime.loader import is_available, load_pipeline, resolve_source
+from studio.runtime.loader import load_pipeline, resolve_source
+from studio.zoo.availability import is_available
 from studio.runtime.placement import Placement, apply_placement, park
 from studio.zoo.builtin_llamagen import TINY_FILES
 
@@ -243,7 +244,8 @@ def test_download_fetches_only_the_cards_files_and_its_text_encoder_then_generat
         flan = {"id": "flan-test", "title": "Flan test", "family": "t5", "tasks": ["component"],
                 "source": {"repo": "test-org/flan-t5"}, "library": "transformers", "pipeline": "T5EncoderModel",
                 "memory_gb": 0.01, "license": "apache-2.0"}
-        for data in (flan, hub_card("lg-c2i", "test-org/llamagen", "c2i"), hub_card("lg-t2i", "test-org/llamagen", "t2i")):
+        cards = (flan, hub_card("lg-c2i", "test-org/llamagen", "c2i"), hub_card("lg-t2i", "test-org/llamagen", "t2i"))
+        for data in cards:
             (settings.user_cards_dir / f"{data['id']}.yaml").write_text(yaml.safe_dump(data))
         with Studio(settings) as hub_studio:
             assert not hub_studio.cards.problems
@@ -252,7 +254,8 @@ def test_download_fetches_only_the_cards_files_and_its_text_encoder_then_generat
             text_encoder = hub_studio.downloads.state("flan-test")
             assert text_encoder is not None, "the required text encoder was not queued with the model"
             assert text_encoder.wait(60) and text_encoder.status is InstallStatus.READY, text_encoder.error
-            assert hub.gets("test-org/llamagen", "c2i_XL_384.pt") == [] and hub.gets("test-org/llamagen", "README.md") == []
+            assert hub.gets("test-org/llamagen", "c2i_XL_384.pt") == []
+            assert hub.gets("test-org/llamagen", "README.md") == []
             assert hub.gets("test-org/llamagen", "c2i_tiny.pt") == []  # the t2i card's files only
             job = hub_studio.run("image", {"model": "lg-t2i", "prompt": "a red fox", "seed": 1})
             assert job.status is JobStatus.DONE, job.error
@@ -299,7 +302,8 @@ def test_a_checkpoint_that_does_not_fit_its_card_is_refused_clearly(tmp_path, st
     (damaged.parent.parent / "refs" / "main").write_text("abc")
     shutil.copy(folder / "vq_tiny.pt", damaged / "vq_tiny.pt")
     (damaged / "c2i_tiny.pt").write_bytes((folder / "c2i_tiny.pt").read_bytes()[:5000])  # a cut-off download
-    (settings.user_cards_dir / "damaged.yaml").write_text(yaml.safe_dump(hub_card("damaged", "test-org/damaged", "c2i")))
+    damaged_card = hub_card("damaged", "test-org/damaged", "c2i")
+    (settings.user_cards_dir / "damaged.yaml").write_text(yaml.safe_dump(damaged_card))
     with Studio(settings) as other:
         job = other.run("image", {"model": "wrong", "prompt": "tabby", "seed": 1})
         assert job.status is JobStatus.FAILED

@@ -12,6 +12,7 @@ from helpers import image_params
 
 from studio.engines.flow import EVALS_PER_STEP, FIXED_SOLVERS, integrate, time_grid, time_shift
 from studio.engines.lumina_next import LuminaNextOptions, guided, rope_factors
+from studio.families import FAMILIES
 from studio.history import JobStatus
 from studio.media import read_png_metadata
 
@@ -65,13 +66,24 @@ def test_time_shift_schedule():
         assert 1 - time_shift(t, 3.0) == pytest.approx(3.0 * sigma / (1 + 2.0 * sigma))
 
 
+def demo_options(**changes) -> LuminaNextOptions:
+    """The Lumina-Next family's defaults (the demo's) as engine options, with `changes`."""
+    defaults = {o.name: o.default for o in FAMILIES.get("lumina-next").options}
+    return LuminaNextOptions(**{"steps": 30, "cfg": 4.0, **defaults, **changes})
+
+
+def test_the_family_defaults_are_the_lumina_next_demos():
+    assert demo_options() == LuminaNextOptions(solver="midpoint", steps=30, shift=4.0, cfg=4.0, cfg_mode="lumina",
+                                               rope_scaling="time_aware", watershed=0.3, proportional_attn=True)
+
+
 def test_rope_switches_from_linear_to_ntk_at_the_watershed():
-    opts = LuminaNextOptions(watershed=0.3)
+    opts = demo_options(watershed=0.3)
     assert rope_factors(0.0, 2.0, opts) == (2.0, 1.0)
     assert rope_factors(0.2999, 2.0, opts) == (2.0, 1.0)
     assert rope_factors(0.3, 2.0, opts) == (1.0, 2.0)
     assert rope_factors(0.9, 2.0, opts) == (1.0, 2.0)
-    assert rope_factors(0.1, 2.0, LuminaNextOptions(rope_scaling="none")) == (1.0, 1.0)
+    assert rope_factors(0.1, 2.0, demo_options(rope_scaling="none")) == (1.0, 1.0)
     assert rope_factors(0.1, 1.0, opts) == (1.0, 1.0)  # at the native size there is nothing to scale
 
 

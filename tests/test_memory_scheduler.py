@@ -145,7 +145,8 @@ def test_components_with_the_same_checkpoint_are_loaded_once(tmp_path, model_cac
     from studio.zoo.builtin import builtin_revision
 
     # Two hub-style snapshots of the tiny model whose files are links to the same blobs.
-    source = model_cache / "models--studio-builtin--tiny-lumina-next" / "snapshots" / builtin_revision("tiny-lumina-next")
+    source = model_cache / "models--studio-builtin--tiny-lumina-next" / "snapshots"
+    source = source / builtin_revision("tiny-lumina-next")
     cache = tmp_path / "cache"
     for repo in ("org/a", "org/b"):
         repo_dir = cache / f"models--{repo.replace('/', '--')}"

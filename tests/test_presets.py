@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from studio.errors import InvalidInput
 from studio.history import HistoryStore
 from studio.history.user_presets import NameTaken, UserPresets
+from studio.preset_checks import task_problem
 from studio.preset_files import MAX_IMPORT_BYTES, export_user, fooocus_name, parse_import
 from studio.presets import MODALITIES, Preset, PresetLibrary, Style, apply_style, merge_prompt, preset_problem
 from studio.settings import REPO_ROOT
@@ -30,7 +31,7 @@ def test_every_shipped_preset_file_exists_and_loads_cleanly():
     missing += [] if (SHIPPED / "styles.yaml").is_file() else ["styles.yaml"]
     assert not missing, f"shipped preset files missing from {SHIPPED}: {missing}"
 
-    library = PresetLibrary.load(SHIPPED)
+    library = PresetLibrary.load(SHIPPED, check=task_problem)
     assert [str(p) for p in library.problems] == []
     for modality in MODALITIES:
         presets = library.presets(modality)
@@ -58,7 +59,7 @@ def test_a_malformed_preset_file_is_reported_by_file_and_entry_while_the_rest_lo
         {"name": "Ink", "prompt": "ink drawing of {prompt}", "modalities": ["image"]}]}), encoding="utf-8")
     (tmp_path / "imgae.yaml").write_text("modality: image\npresets: []\n", encoding="utf-8")
 
-    library = PresetLibrary.load(tmp_path)
+    library = PresetLibrary.load(tmp_path, check=task_problem)
     problems = [str(p) for p in library.problems]
 
     assert [p.title for p in library.presets("image")] == ["Fox"]
@@ -83,7 +84,7 @@ def test_a_malformed_preset_file_is_reported_by_file_and_entry_while_the_rest_lo
 
 
 def test_a_missing_presets_folder_is_a_problem_not_a_crash(tmp_path: Path):
-    library = PresetLibrary.load(tmp_path / "nowhere")
+    library = PresetLibrary.load(tmp_path / "nowhere", check=task_problem)
     assert library.presets("image") == [] and library.styles() == []
     assert "does not exist" in str(library.problems[0])
 
@@ -106,14 +107,16 @@ def test_a_missing_presets_folder_is_a_problem_not_a_crash(tmp_path: Path):
     ("sculpture", Preset(title="t", prompt="x"), "unknown modality"),
 ])
 def test_a_bad_preset_gets_the_tasks_own_message(modality: str, preset: Preset, expected: str):
-    assert expected in (preset_problem(modality, preset) or "")
+    assert expected in (preset_problem(modality, preset, check=task_problem) or "")
 
 
 def test_good_presets_of_derived_prompt_tabs_pass():
     assert preset_problem("compositional", Preset(
-        title="t", params={"grid_rows": 1, "grid_cols": 2, "captions": ["sky", "sea"]})) is None
+        title="t", params={"grid_rows": 1, "grid_cols": 2, "captions": ["sky", "sea"]}),
+        check=task_problem) is None
     assert preset_problem("anagrams", Preset(
-        title="t", params={"prompts": ["a cat", "a dog"], "views": ["identity", "rotate_180"]})) is None
+        title="t", params={"prompts": ["a cat", "a dog"], "views": ["identity", "rotate_180"]}),
+        check=task_problem) is None
 
 
 # -- applying a style ------------------------------------------------------------------------------
@@ -138,7 +141,8 @@ def test_a_template_without_placeholder_is_appended_like_a1111():
     assert merge_prompt("oil painting, thick brush strokes", "a fox") == "a fox, oil painting, thick brush strokes"
     assert merge_prompt("oil painting", "") == "oil painting"
     # Imported A1111 rows without {prompt} give the same result as in A1111.
-    style = parse_import("styles.csv", b"name,prompt,negative_prompt\nOil,oil painting,photo\n").styles[0]
+    style = parse_import("styles.csv", b"name,prompt,negative_prompt\nOil,oil painting,photo\n",
+                         check=task_problem).styles[0]
     assert apply_style(style, "a fox", "blurry") == ("a fox, oil painting", "blurry, photo")
 
 
@@ -153,7 +157,7 @@ def test_a_style_of_ours_must_say_where_the_prompt_goes():
 @pytest.fixture
 def user(tmp_path: Path):
     store = HistoryStore(tmp_path / "history.db")
-    yield UserPresets(store.engine)
+    yield UserPresets(store.engine, check=task_problem)
     store.close()
 
 
@@ -236,12 +240,12 @@ def test_export_round_trips_through_import(user: UserPresets, tmp_path: Path, as
     name, data = "mine.yaml", exported.encode()
     if as_json:
         name, data = "mine.json", json.dumps(yaml.safe_load(exported)).encode()
-    result = parse_import(name, data)
+    result = parse_import(name, data, check=task_problem)
     assert result.problems == [] and result.format == "Studio export"
 
     other = HistoryStore(tmp_path / "other.db")
     try:
-        fresh = UserPresets(other.engine)
+        fresh = UserPresets(other.engine, check=task_problem)
         assert fresh.import_result(result) == (3, [])
         assert _contents(fresh) == _contents(user)
         # Importing again: everything is a duplicate, skipped and said so; with replace it overwrites.
@@ -257,7 +261,7 @@ def test_import_of_our_format_keeps_good_entries_and_lists_bad_ones(user: UserPr
         "image": [{"title": "Ok", "prompt": "a fox"}, {"title": "Bad", "prompt": "a fox", "params": {"seed": 1}}],
         "holograms": [{"title": "x", "prompt": "y"}]},
         "styles": [{"name": "Ink", "prompt": "ink of {prompt}"}, {"name": "No place", "prompt": "ink"}]})
-    result = parse_import("mine.yaml", text.encode())
+    result = parse_import("mine.yaml", text.encode(), check=task_problem)
     assert [(m, p.title) for m, p in result.presets] == [("image", "Ok")]
     assert [s.name for s in result.styles] == ["Ink"]
     assert len(result.problems) == 3
@@ -274,7 +278,7 @@ def test_a1111_styles_csv(user: UserPresets):
                 ',orphan prompt,\r\n'
                 'Only negative,,"lowres"\r\n'
                 'Empty,,\r\n')
-    result = parse_import("styles.csv", csv_text.encode("utf-8"))
+    result = parse_import("styles.csv", csv_text.encode("utf-8"), check=task_problem)
     assert result.format == "A1111 styles.csv"
     by_name = {s.name: s for s in result.styles}
     assert list(by_name) == ["Cinematic", "Two lines", "Only negative"]  # the BOM did not eat the 'name' column
@@ -289,7 +293,7 @@ def test_a1111_styles_csv(user: UserPresets):
 
 
 def test_a1111_legacy_text_column():
-    result = parse_import("styles.csv", b"name,text\nOld style,old {prompt} style\n")
+    result = parse_import("styles.csv", b"name,text\nOld style,old {prompt} style\n", check=task_problem)
     assert [(s.name, s.prompt) for s in result.styles] == [("Old style", "old {prompt} style")]
 
 
@@ -300,7 +304,7 @@ def test_fooocus_style_json():
         {"name": "mre-dark-cyberpunk", "prompt": "dark cyberpunk {prompt}"},
         {"prompt": "no name {prompt}"},
     ]).encode()
-    result = parse_import("sdxl_styles_custom.json", data)
+    result = parse_import("sdxl_styles_custom.json", data, check=task_problem)
     assert result.format == "Fooocus styles"
     assert [s.name for s in result.styles] == ["SAI 3D Model", "Fooocus Sharp", "MRE Dark Cyberpunk"]
     sharp = result.styles[1]
@@ -315,7 +319,7 @@ def test_invokeai_style_json():
         {"name": "Painterly", "prompt": "painterly, impasto", "negative_prompt": ""},
         {"name": "   ", "positive_prompt": "x {prompt}"},
     ]).encode()
-    result = parse_import("presets.json", data)
+    result = parse_import("presets.json", data, check=task_problem)
     assert result.format == "InvokeAI style presets"
     assert [(s.name, s.prompt) for s in result.styles] == [("Anime", "anime artwork of {prompt}"),
                                                            ("Painterly", "{prompt} painterly, impasto")]
@@ -326,14 +330,14 @@ def test_invokeai_style_json():
 
 def test_oversize_and_malformed_files_are_refused_with_a_clear_message():
     with pytest.raises(InvalidInput, match="at most 5 MB"):
-        parse_import("huge.csv", b"name,prompt\n" + b"x" * MAX_IMPORT_BYTES)
+        parse_import("huge.csv", b"name,prompt\n" + b"x" * MAX_IMPORT_BYTES, check=task_problem)
     with pytest.raises(InvalidInput, match="not valid JSON"):
-        parse_import("styles.json", b'[{"name": "x",')
+        parse_import("styles.json", b'[{"name": "x",', check=task_problem)
     with pytest.raises(InvalidInput, match="not valid YAML"):
-        parse_import("mine.yaml", b"presets: [title: oops\n")
+        parse_import("mine.yaml", b"presets: [title: oops\n", check=task_problem)
     with pytest.raises(InvalidInput, match="not a styles CSV"):
-        parse_import("styles.csv", b"title,body\nA,B\n")
+        parse_import("styles.csv", b"title,body\nA,B\n", check=task_problem)
     with pytest.raises(InvalidInput, match="not a preset or style file"):
-        parse_import("other.json", b'{"hello": "world"}')
+        parse_import("other.json", b'{"hello": "world"}', check=task_problem)
     with pytest.raises(InvalidInput, match="not UTF-8"):
-        parse_import("styles.csv", "name,prompt\nCafé,{prompt}\n".encode("utf-16"))
+        parse_import("styles.csv", "name,prompt\nCafé,{prompt}\n".encode("utf-16"), check=task_problem)

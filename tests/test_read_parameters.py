@@ -28,7 +28,8 @@ def _png(path: Path, chunks: dict[str, str]) -> Path:
 # --- our own PNGs ---------------------------------------------------------------------------------
 
 def test_studio_png_gives_the_recorded_job_params_exactly(tmp_path: Path) -> None:
-    params = {"model": "lumina-image-2", "prompt": "一只在月光下的猫，水墨画风格 🐱🌙", "negative_prompt": "blurry, 低质量",
+    params = {"model": "lumina-image-2", "prompt": "一只在月光下的猫，水墨画风格 🐱🌙",
+              "negative_prompt": "blurry, 低质量",
               "seed": 4_000_000_000, "width": 1024, "height": 768, "steps": 30, "cfg": 4.0, "shift": None,
               "num_images": 1, "solver": None, "rope_scaling": None, "watershed": None, "proportional_attn": None,
               "cfg_mode": None}
@@ -93,7 +94,8 @@ def test_a1111_malformed_numbers_stay_in_details(tmp_path: Path) -> None:
 
 
 def test_multilingual_and_emoji_prompt_survives(tmp_path: Path) -> None:
-    text = "一只猫 🐱, Schloß am Meer, кошка\nNegative prompt: 低质量 🚫\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1"
+    text = ("一只猫 🐱, Schloß am Meer, кошка\nNegative prompt: 低质量 🚫\n"
+            "Steps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1")
     found = read_parameters(_png(tmp_path / "x.png", {"parameters": text}))  # written as iTXt (UTF-8)
     assert (found.prompt, found.negative_prompt) == ("一只猫 🐱, Schloß am Meer, кошка", "低质量 🚫")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError, AuthenticationError
 
 from studio.history import JobStatus
 from studio.ui.app import build_app
@@ -103,9 +104,9 @@ def test_a_loopback_server_with_a_login_rejects_requests_without_it(studio):
     demo = launch(studio, auth=[("ann", "pw")])
     try:
         assert httpx.get(f"{demo.local_url}config", timeout=5).status_code == 401
-        with pytest.raises(Exception):
+        with pytest.raises(AuthenticationError):
             Client(demo.local_url, verbose=False)
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError, match="Could not login"):
             Client(demo.local_url, auth=("ann", "wrong"), verbose=False)
         assert Client(demo.local_url, auth=("ann", "pw"), verbose=False).predict(api_name="/queue_status")
     finally:
@@ -135,7 +136,7 @@ def test_a_server_path_sent_through_the_api_is_not_read(served, studio):
         client.predict("video", {"model": "tiny-wan-i2v", "prompt": "waves", "image": "/etc/passwd"},
                        api_name="/submit_job")
     # A start image given as a raw path instead of an upload: Gradio refuses to read it.
-    with pytest.raises(Exception):
+    with pytest.raises(AppError):
         client.predict("tiny-wan-i2v", "waves", "", {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}},
                        "64x48", 5, 16, 2, 6.0, 3.0, 1, api_name="/generate_video")
     assert all(record.task != "video" or record.status is JobStatus.FAILED for record in studio.history.list_jobs())

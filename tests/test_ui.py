@@ -57,8 +57,8 @@ def test_image_form_starts_from_the_models_card(studio):
 
 def test_generate_over_http_returns_the_image_and_records_the_job(served, studio):
     _, client = served
-    gallery, status = client.predict("tiny-lumina-next", "a tin robot", "", "256x256", FAST_STEPS, 4.0, 4.0, 11, 1,
-                                     api_name="/generate_image")
+    gallery, status = client.predict(prompt="a tin robot", model="tiny-lumina-next", width=256, height=256,
+                                     steps=FAST_STEPS, seed=11, api_name="/generate_image")
     assert "Done" in status and "seed `11`" in status
     [item] = gallery
     image = np.asarray(Image.open(item["image"]))
@@ -71,33 +71,93 @@ def test_generate_over_http_returns_the_image_and_records_the_job(served, studio
 
 def test_bad_input_shows_its_message_and_the_app_keeps_serving(served, studio):
     _, client = served
-    gallery, status = client.predict("tiny-lumina-next", "", "", "256x256", FAST_STEPS, 4.0, 4.0, 1, 1,
-                                     api_name="/generate_image")
+    gallery, status = client.predict(prompt="", model="tiny-lumina-next", steps=FAST_STEPS, api_name="/generate_image")
     assert gallery == [] and "Failed" in status and "prompt is empty" in status
-    gallery, status = client.predict("tiny-lumina-next", "x", "", "250x256", FAST_STEPS, 4.0, 4.0, 1, 1,
-                                     api_name="/generate_image")
+    gallery, status = client.predict(prompt="x", width=250, height=256, steps=FAST_STEPS, api_name="/generate_image")
     assert "multiples of 16" in status
-    gallery, status = client.predict("tiny-lumina-next", "a kite", "", "256x256", FAST_STEPS, 4.0, 4.0, 1, 1,
-                                     api_name="/generate_image")
+    gallery, status = client.predict(prompt="x", model="tiny-lumina2", solver="rk4", api_name="/generate_image")
+    assert "solver: Lumina-Next&#x27;s options apply to Lumina-Next models only" in status
+    gallery, status = client.predict(prompt="a kite", steps=FAST_STEPS, api_name="/generate_image")
     assert len(gallery) == 1 and "Done" in status
-    assert [r.status for r in studio.history.list_jobs()] == [JobStatus.DONE, JobStatus.FAILED, JobStatus.FAILED]
+    assert [r.status for r in studio.history.list_jobs()] == [JobStatus.DONE, JobStatus.FAILED, JobStatus.FAILED,
+                                                             JobStatus.FAILED]
 
 
 def test_lumina_next_controls_and_extrapolation_sizes_reach_the_job(served, studio):
     _, client = served
-    gallery, status = client.predict("tiny-lumina-next", "a kite", "", "512x512", FAST_STEPS, 4.0, 6.0, 3, 1,
-                                     "rk4", "none", 0.5, False, "plain", api_name="/generate_image")
+    gallery, status = client.predict(prompt="a kite", model="tiny-lumina-next", width=512, height=512,
+                                     steps=FAST_STEPS, shift=6.0, seed=3, solver="rk4", rope_scaling="none",
+                                     watershed=0.5, proportional_attn=False, cfg_mode="plain",
+                                     api_name="/generate_image")
     assert "Done" in status
     [record] = studio.history.list_jobs()
     assert {k: record.params[k] for k in ("solver", "rope_scaling", "watershed", "proportional_attn", "cfg_mode",
                                          "shift")} == {"solver": "rk4", "rope_scaling": "none", "watershed": 0.5,
                                                        "proportional_attn": False, "cfg_mode": "plain", "shift": 6.0}
-    # The same form on Lumina-Image 2.0 sends none of Lumina-Next's options (its card has no such defaults).
-    gallery, status = client.predict("tiny-lumina2", "a kite", "", "256x256", FAST_STEPS, 4.0, 6.0, 3, 1,
-                                     "rk4", "none", 0.5, False, "plain", api_name="/generate_image")
+
+
+def test_every_generate_endpoint_takes_named_parameters_and_card_defaults_for_the_rest(served, studio):
+    demo, client = served
+    named = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    generate = sorted(name for name in named if name.startswith("/generate_"))
+    assert generate == ["/generate_anagram", "/generate_audio", "/generate_compose", "/generate_image",
+                        "/generate_music", "/generate_video"]
+    for name in generate:
+        params = named[name]["parameters"]
+        assert not any(p["parameter_name"].startswith("param_") for p in params), name
+        assert [p["parameter_name"] for p in params if not p["parameter_has_default"]] in (["prompt"], ["captions"],
+                                                                                           ["prompts"]), name
+    # Internal plumbing (model pickers, timers, refreshes) is not part of the API.
+    assert set(named) - set(generate) == {"/submit_job", "/job_status", "/cancel_job", "/queue_status",
+                                          "/pause_queue", "/resume_queue", "/list_history"}
+    assert "shift" in [p["parameter_name"] for p in named["/generate_video"]["parameters"]]
+    assert {"temperature", "top_k"} <= {p["parameter_name"] for p in named["/generate_music"]["parameters"]}
+
+    # Only the prompt: the tab's default model, and every value its card's default.
+    gallery, status = client.predict(prompt="a lighthouse", seed=5, api_name="/generate_image")
     assert "Done" in status, status
-    lumina2_job = studio.history.list_jobs()[0]
-    assert lumina2_job.model_id == "tiny-lumina2" and lumina2_job.params["solver"] is None
+    job = studio.history.list_jobs()[0]
+    card = studio.cards.get(job.model_id)
+    assert job.model_id == demo_default(studio) and card.runnable
+    assert {k: job.params[k] for k in ("width", "height", "steps", "cfg")} == {
+        k: card.defaults[k] for k in ("width", "height", "steps", "cfg")}
+    # A Lumina-Next model: what its card leaves out, its family's defaults (the authors' demo).
+    gallery, status = client.predict(prompt="a lighthouse", model="tiny-lumina-next", seed=5,
+                                     api_name="/generate_image")
+    job = studio.history.list_jobs()[0]
+    assert {k: job.params[k] for k in ("solver", "watershed", "rope_scaling", "proportional_attn", "cfg_mode")} == {
+        "solver": "midpoint", "watershed": 0.3, "rope_scaling": "time_aware", "proportional_attn": True,
+        "cfg_mode": "lumina"}
+
+
+def demo_default(studio) -> str:
+    from studio.ui.common import default_model
+
+    return default_model(studio, "image")
+
+
+def test_the_use_via_api_example_for_generate_image_runs_when_pasted(served, studio):
+    import httpx
+
+    demo, _ = served
+    info = httpx.get(f"{demo.local_url}gradio_api/info").json()
+    snippet = info["named_endpoints"]["/generate_image"]["code_snippets"]["python"]
+    assert "predict(" in snippet and "param_0" not in snippet
+    namespace: dict = {}
+    exec(compile(snippet, "use-via-api", "exec"), namespace)  # the page's Python example, as a user pastes it
+    gallery, status = namespace["result"]
+    assert "Done" in status, status
+    assert studio.history.list_jobs()[0].status is JobStatus.DONE
+
+
+def test_a_not_yet_runnable_model_is_listed_as_such_and_cannot_start(served, studio):
+    _, client = served
+    from studio.ui.common import model_choices
+
+    labels = dict((value, label) for label, value in model_choices(studio, "image"))
+    assert labels["infinity-2b"].endswith("(not yet runnable)")
+    gallery, status = client.predict(prompt="a kite", model="infinity-2b", api_name="/generate_image")
+    assert "Failed" in status and "cannot run it yet" in status and "LlamaGen" not in status
 
 
 def test_extrapolation_sizes_are_marked_in_the_size_picker(studio):
@@ -111,9 +171,8 @@ def test_extrapolation_sizes_are_marked_in_the_size_picker(studio):
 
 def test_compose_tab_generates_from_the_grid(served, studio):
     _, client = served
-    boxes = [""] * 16
-    boxes[0], boxes[1], boxes[4], boxes[5] = "a moon", "a river", "a house", "a tree"  # row-major 4x4 form
-    image, status = client.predict("tiny-lumina-next", 2, 2, 128, "", FAST_STEPS, 4.0, 4.0, 5, *boxes,
+    image, status = client.predict(captions=["a moon", "a river", "a house", "a tree"], grid_rows=2, grid_cols=2,
+                                   cell_width=128, cell_height=128, steps=FAST_STEPS, seed=5,
                                    api_name="/generate_compose")
     assert "Done" in status, status
     assert Image.open(image).size == (256, 256)
@@ -133,9 +192,9 @@ def test_compose_layout_preview_numbers_the_cells_in_reading_order():
 
 def test_anagram_tab_shows_the_picture_its_reading_and_the_animation(served, studio):
     _, client = served
-    gallery, gif, status = client.predict("tiny-lumina-next", "an oil painting of", "", "256x256", FAST_STEPS, 4.0,
-                                          4.0, 9, "an old man", "identity", "a waterfall", "rotate_180", "", None,
-                                          "", None, api_name="/generate_anagram")
+    gallery, gif, status = client.predict(prompts=["an old man", "a waterfall"], style="an oil painting of",
+                                          width=256, height=256, steps=FAST_STEPS, seed=9,
+                                          api_name="/generate_anagram")
     assert "Done" in status, status
     assert len(gallery) == 2 and gif.endswith(".gif")
     [record] = studio.history.list_jobs()
@@ -144,16 +203,18 @@ def test_anagram_tab_shows_the_picture_its_reading_and_the_animation(served, stu
 
 def test_video_audio_and_music_tabs_generate(served, studio):
     _, client = served
-    clip, status = client.predict("tiny-wan", "waves at dusk", "", None, "64x48", 9, 16, 2, 6.0, 3.0, 4,
+    clip, status = client.predict(prompt="waves at dusk", model="tiny-wan", steps=2, shift=3.0, seed=4,
                                   api_name="/generate_video")
     assert "Done" in status, status
     assert str(clip["video"] if isinstance(clip, dict) else clip).endswith(".mp4")
-    player, picture, files, status = client.predict("tiny-stable-audio", "a door creaks", "Low quality.", 1.5, 3,
-                                                    7.0, 1, "flac", 4, api_name="/generate_audio")
+    player, picture, files, status = client.predict(prompt="a door creaks", model="tiny-stable-audio", seconds=1.5,
+                                                    steps=3, format="flac", seed=4, api_name="/generate_audio")
     assert "Done" in status, status
     assert player.endswith(".flac") and picture.endswith(".png") and len(files) == 1
-    player, picture, files, status = client.predict("tiny-musicgen", "lo-fi piano", "", 1.5, 3.0, 1.0, 250, 10,
-                                                    "wav", 4, api_name="/generate_music")
+    player, picture, files, status = client.predict(prompt="lo-fi piano", model="tiny-musicgen", seconds=1.5,
+                                                    top_k=100, seed=4, api_name="/generate_music")
     assert "Done" in status, status
     assert player.endswith(".wav")
-    assert [r.task for r in studio.history.list_jobs()] == ["music", "audio", "video"]
+    jobs = studio.history.list_jobs()
+    assert [r.task for r in jobs] == ["music", "audio", "video"]
+    assert jobs[0].params["temperature"] == 1.0 and jobs[0].params["top_k"] == 100  # MusicGen's default, ours

@@ -158,7 +158,8 @@ def test_musicgen_sampling_controls_reach_the_model(studio):
     ("audio", "tiny-stable-audio", {"seconds": 30}, "at most 11.5 s"),
     ("audio", "tiny-audioldm2", {"num_waveforms": 2}, "1 waveform per job"),
     ("music", "tiny-musicgen", {"seconds": 31}, "at most 30 s"),
-    ("music", "tiny-musicgen", {"negative_prompt": "drums"}, "has no negative prompt"),
+    ("music", "tiny-musicgen", {"negative_prompt": "drums"},
+     "takes no negative prompt: its guidance is against silence"),
     ("audio", "tiny-stable-audio", {"format": "mp3"}, "format"),
     ("audio", "tiny-musicgen", {}, "cannot do audio generation"),
 ])

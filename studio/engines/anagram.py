@@ -15,9 +15,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import InvalidInput
-from . import lumina2_flow, lumina_next
 from .flow import EVALS_PER_STEP, step, time_grid
-from .lumina_next import LuminaNextOptions
 
 
 @dataclass(frozen=True)
@@ -65,41 +63,36 @@ def combined_step(solver: str, velocities: list[Callable[[torch.Tensor, float], 
     return x + torch.stack(updates).mean(dim=0)
 
 
-def _is_lumina2(pipe: Any) -> bool:
-    return type(pipe).__name__ == "Lumina2Pipeline"
+@dataclass(frozen=True)
+class Flow:
+    """A flow model as the anagram sampler drives it, built by the model's family: one velocity per
+    prompt (CFG inside), the first latents, and decoding latents to pictures."""
+
+    velocities: list[Callable[[torch.Tensor, float], torch.Tensor]]
+    initial_latents: Callable[[torch.Generator], torch.Tensor]
+    decode: Callable[[torch.Tensor], list[Any]]
 
 
 @torch.no_grad()
-def sample(pipe: Any, *, prompts: list[str], view_names: list[str], negative_prompt: str, width: int, height: int,
-           generator: torch.Generator, opts: LuminaNextOptions,
-           on_step: Callable[[int, int], None] | None = None) -> tuple[Any, torch.Tensor, int]:
-    """Returns (the image, its final latent, model evaluations). Runs on Lumina-Next (its own sampling
-    options) and Lumina-Image 2.0 (its flow with normalised CFG)."""
-    if opts.solver not in EVALS_PER_STEP:
+def sample(flow: Flow, *, view_names: list[str], width: int, height: int, generator: torch.Generator,
+           solver: str, steps: int, shift: float, on_step: Callable[[int, int], None] | None = None
+           ) -> tuple[Any, torch.Tensor, int]:
+    """Returns (the image, its final latent, model evaluations): each step averages every view's
+    solver update of its own prompt's velocity."""
+    if solver not in EVALS_PER_STEP:
         raise InvalidInput("anagrams need a fixed-step solver (euler, midpoint or rk4): every step combines views")
     views = check_views(view_names, width, height)
-    if _is_lumina2(pipe):
-        velocities = [lumina2_flow.make_velocity(pipe, p, negative_prompt, opts.cfg) for p in prompts]
-        latents = lumina2_flow.initial_latents(pipe, width, height, generator)
-    else:
-        velocities = []
-        for prompt in prompts:
-            feats, mask = lumina_next.encode(pipe, [prompt], negative_prompt, 1, opts.cfg > 1.0)
-            velocities.append(lumina_next.make_velocity(pipe, feats, mask, width, height, opts))
-        latents = lumina_next.initial_latents(pipe, 1, width, height, feats.dtype, generator)
-    grid = time_grid(opts.steps, opts.shift)
-    for i in range(opts.steps):
-        latents = combined_step(opts.solver, velocities, views, latents, grid[i], grid[i + 1])
+    latents = flow.initial_latents(generator)
+    grid = time_grid(steps, shift)
+    for i in range(steps):
+        latents = combined_step(solver, flow.velocities, views, latents, grid[i], grid[i + 1])
         if on_step is not None:
-            on_step(i + 1, opts.steps)
-    evaluations = opts.steps * EVALS_PER_STEP[opts.solver] * len(views)
-    return decode(pipe, latents)[0], latents, evaluations
+            on_step(i + 1, steps)
+    evaluations = steps * EVALS_PER_STEP[solver] * len(views)
+    return flow.decode(latents)[0], latents, evaluations
 
 
-def decode(pipe: Any, latents: torch.Tensor) -> list[Any]:
-    return (lumina2_flow if _is_lumina2(pipe) else lumina_next).decode(pipe, latents)
-
-
-def viewed_image(pipe: Any, latents: torch.Tensor, view: View) -> Any:
+@torch.no_grad()
+def viewed_image(flow: Flow, latents: torch.Tensor, view: View) -> Any:
     """What the picture shows under `view`: the decoded view of the latent."""
-    return decode(pipe, view.forward(latents))[0]
+    return flow.decode(view.forward(latents))[0]

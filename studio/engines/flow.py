@@ -12,13 +12,10 @@ from typing import Callable
 
 import torch
 
+from .solvers import EVALS_PER_STEP, FIXED_SOLVERS, SOLVERS  # noqa: F401  (re-exported)
+
 Velocity = Callable[[torch.Tensor, float], torch.Tensor]  # (x, t) -> dx/dt
 StepHook = Callable[[int, int, torch.Tensor], None]  # (step done, total steps, x)
-
-FIXED_SOLVERS = ("euler", "midpoint", "rk4")
-SOLVERS = (*FIXED_SOLVERS, "dopri5")
-# Model evaluations per fixed step.
-EVALS_PER_STEP = {"euler": 1, "midpoint": 2, "rk4": 4}
 
 
 def time_shift(t: torch.Tensor | float, shift: float) -> torch.Tensor | float:

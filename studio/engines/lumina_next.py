@@ -25,14 +25,16 @@ ROPE_MAX = 384  # the patch grid the RoPE table covers (diffusers and the origin
 
 @dataclass(frozen=True)
 class LuminaNextOptions:
-    solver: str = "midpoint"
-    steps: int = 30
-    shift: float = 4.0
-    cfg: float = 4.0
-    cfg_mode: str = "lumina"  # or "plain"
-    rope_scaling: str = "time_aware"  # or "none"
-    watershed: float = 0.3
-    proportional_attn: bool = True
+    """How to sample; the defaults a user gets are the Lumina-Next family's (studio.families.lumina_next)."""
+
+    solver: str
+    steps: int
+    shift: float
+    cfg: float
+    cfg_mode: str  # "lumina" or "plain"
+    rope_scaling: str  # "time_aware" or "none"
+    watershed: float
+    proportional_attn: bool
 
 
 def rope_factors(t: float, scale: float, opts: LuminaNextOptions) -> tuple[float, float]:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import InvalidInput
 from ..preset_files import ImportResult
-from ..presets import Preset, PresetFields, Style, StyleFields, check_preset, preset_problem
+from ..presets import Preset, PresetCheck, PresetFields, Style, StyleFields, check_preset, preset_problem
 from .db import writer
 from .tables import UserPreset, utcnow
 
@@ -55,17 +55,21 @@ def _style(row: UserPreset) -> Style:
 
 
 class UserPresets:
-    """Reads and writes the user's presets and styles; each call is its own short transaction."""
+    """Reads and writes the user's presets and styles; each call is its own short transaction.
 
-    def __init__(self, engine: Engine) -> None:
+    A preset is checked against its tab (presets.preset_problem) with `check` before it is written.
+    """
+
+    def __init__(self, engine: Engine, *, check: PresetCheck) -> None:
         self._engine = engine
         self._writer = writer(engine)
+        self._check = check
 
     # -- writes -------------------------------------------------------------------------------
 
     def add_preset(self, modality: str, preset: PresetFields, replace: bool = False) -> int:
         """Save `preset` for the `modality` tab and return its id; a taken title raises NameTaken unless `replace`."""
-        check_preset(modality, preset)
+        check_preset(modality, preset, check=self._check)
         with Session(self._writer) as s, s.begin():
             return self._put(s, PRESET, modality, preset.title, preset.category, _preset_data(preset), replace)
 
@@ -78,7 +82,7 @@ class UserPresets:
         """Overwrite the preset `preset_id` (it stays in its tab); renaming onto a taken title raises NameTaken."""
         with Session(self._writer) as s, s.begin():
             row = self._row(s, preset_id, PRESET)
-            check_preset(row.modality, preset)
+            check_preset(row.modality, preset, check=self._check)
             self._rename(s, row, preset.title)
             row.category, row.data, row.updated_at = preset.category, _preset_data(preset), utcnow()
 
@@ -107,7 +111,7 @@ class UserPresets:
         written, problems = 0, []
         with Session(self._writer) as s, s.begin():
             for modality, preset in result.presets:
-                problem = preset_problem(modality, preset)
+                problem = preset_problem(modality, preset, check=self._check)
                 if problem:
                     problems.append(f"{modality} preset {preset.title!r}: {problem}; skipped")
                     continue

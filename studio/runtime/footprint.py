@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .placement import Placement
+from .placement import Placement, torch_components
 
 
 def tensor_bytes(module: torch.nn.Module, recurse: bool = True) -> int:
@@ -47,11 +47,6 @@ def _block_level_peak(module: torch.nn.Module, block_modules: set[str]) -> int:
 def _largest_leaf(module: torch.nn.Module) -> int:
     leaves = [tensor_bytes(m, recurse=False) for m in module.modules()]
     return max(leaves, default=0)
-
-
-def torch_components(pipeline: Any) -> dict[str, torch.nn.Module]:
-    components = getattr(pipeline, "components", {}) or {}
-    return {name: c for name, c in components.items() if isinstance(c, torch.nn.Module)}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput, ModelNotAvailable
+from ..families import FAMILIES
 from ..settings import Settings
 from ..zoo.builtin import ensure_builtin
 from ..zoo.cards import CardRegistry, ModelCard
@@ -49,23 +50,6 @@ def resolve_source(card: ModelCard, settings: Settings) -> tuple[str, str]:
         return ensure_builtin(card.source.builtin, settings.model_cache)
     assert card.source.repo is not None
     return card.source.repo, card.source.revision
-
-
-def is_available(card: ModelCard, settings: Settings) -> bool:
-    """Whether the card's weights are on this machine (built-in models always are)."""
-    if card.source.builtin:
-        return True
-    from huggingface_hub import try_to_load_from_cache
-
-    if card.library == "native":
-        from ..engines.native import needed_files
-
-        names = needed_files(card)
-    else:
-        names = ["model_index.json" if card.library == "diffusers" else "config.json"]
-    return bool(names) and all(
-        isinstance(try_to_load_from_cache(card.source.repo, name, cache_dir=str(settings.model_cache),
-                                          revision=card.source.revision), str) for name in names)
 
 
 class SharedComponents:
@@ -159,9 +143,12 @@ def _not_there(card: ModelCard, settings: Settings) -> ModelNotAvailable:
 
 def _load_native(card: ModelCard, repo_id: str, revision: str, settings: Settings, dtype: Any,
                  cards: CardRegistry | None) -> Any:
-    """A native engine's pipeline from the card's snapshot folder and those of the cards it requires."""
-    from ..engines import native
-
+    """A native engine's pipeline (its family's `load` hook) from the card's snapshot folder and those
+    of the cards it requires."""
+    family = FAMILIES.for_card(card)
+    load = family.hook("load")
+    if load is None:
+        raise ModelNotAvailable(f"{card.title}: the {family.title} family has no native loader")
     folders: dict[str, Path] = {}
     try:
         folder = _snapshot_dir(repo_id, revision, settings)
@@ -175,7 +162,7 @@ def _load_native(card: ModelCard, repo_id: str, revision: str, settings: Setting
                 raise _not_there(required, settings) from err
     except (OSError, ValueError) as err:
         raise _not_there(card, settings) from err
-    return native.load(card, folder, folders, dtype)
+    return load(card, folder, folders, dtype)
 
 
 def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents | None = None,

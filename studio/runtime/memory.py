@@ -26,8 +26,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..zoo.cards import ModelCard
-from .footprint import Footprint, tensor_bytes, torch_components
-from .placement import LADDER, Placement, apply_placement, more_frugal, park
+from .footprint import Footprint, tensor_bytes
+from .placement import LADDER, Placement, apply_placement, more_frugal, park, torch_components
 
 log = logging.getLogger(__name__)
 

@@ -35,11 +35,15 @@ def more_frugal(placement: Placement) -> Placement | None:
     return LADDER[index + 1] if index + 1 < len(LADDER) else None
 
 
+def torch_components(pipeline: Any) -> dict[str, torch.nn.Module]:
+    """The components a placement moves (and a Footprint measures): those that are torch modules."""
+    components = getattr(pipeline, "components", {}) or {}
+    return {name: c for name, c in components.items() if isinstance(c, torch.nn.Module)}
+
+
 def apply_placement(pipeline: Any, placement: Placement, device: str) -> None:
     """Put a pipeline (currently plain, on the CPU, without hooks) on `device` under `placement`."""
     from diffusers.hooks import apply_group_offloading
-
-    from .footprint import torch_components
 
     target = torch.device(device)
     if placement is Placement.FULL:

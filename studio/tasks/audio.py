@@ -1,5 +1,5 @@
-"""Sound from text: Stable Audio Open (StableAudioPipeline, 44.1 kHz stereo) and AudioLDM2
-(AudioLDM2Pipeline, 16 kHz mono), and AudioLDM2-music for the Music tab.
+"""Sound from text: prompt, negative prompt, length, steps, guidance, seed, waveforms and file
+format; the model's family runs it (studio.families: Stable Audio Open, AudioLDM 2).
 
 Each model's longest clip (the card's `max_seconds`) is enforced with a clear message. Outputs per
 waveform: the WAV or FLAC file (prompt in its title tag, job JSON in its comment) and a waveform picture.
@@ -18,12 +18,14 @@ from ..errors import InvalidInput
 from ..media import SavedFile, format_infotext, output_relpath
 from ..media_av import save_audio, waveform_picture
 from ..zoo.cards import ModelCard
-from .base import JobContext, StepCallback, TaskOutput, TaskSpec, job_json, png_writer, save_all
+from .base import (JobContext, StepCallback, TaskOutput, TaskSpec, family_lines, job_json, png_writer, run_family,
+                   save_all)
 
 
 class AudioSpec(TaskSpec):
     task: ClassVar[str] = "audio"
     FALLBACKS: ClassVar[dict[str, Any]] = {"seconds": 10.0, "steps": 100, "cfg": 7.0}
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("negative_prompt", "steps")
 
     seconds: float | None = Field(default=None, gt=0, le=600, allow_inf_nan=False)
     steps: int | None = Field(default=None, ge=1, le=1000)
@@ -32,7 +34,6 @@ class AudioSpec(TaskSpec):
     format: Literal["wav", "flac"] = "wav"
 
     def check_against(self, card: ModelCard) -> None:
-        super().check_against(card)
         check_length(self.seconds, card)
         most = int(card.defaults.get("max_waveforms", 4))
         if self.num_waveforms > most:
@@ -68,13 +69,20 @@ def run_diffusers_audio(pipeline: Any, spec: Any, on_step: StepCallback) -> Task
                       used={"sampler": type(pipeline.scheduler).__name__, "sample_rate": sample_rate_of(pipeline)})
 
 
+def run_diffusers_audio_job(task: str, pipeline: Any, spec: Any, card: ModelCard, on_step: StepCallback
+                            ) -> TaskOutput:
+    """The `run` hook of the diffusers audio families: their pipeline's own call."""
+    return run_diffusers_audio(pipeline, spec, on_step)
+
+
 def save_waveforms(task: str, output: TaskOutput, spec: Any, card: ModelCard, ctx: JobContext, fmt: str
                    ) -> list[SavedFile]:
     """Each waveform as an audio file followed by its waveform picture."""
     rate = output.used["sample_rate"]
     infotext = format_infotext(spec.prompt, spec.negative_prompt, {
         "Steps": getattr(spec, "steps", None), "Sampler": output.used.get("sampler"), "CFG scale": spec.cfg,
-        "Seed": spec.seed, "Length": f"{spec.seconds:g}s", "Sample rate": rate, "Model": card.id})
+        "Seed": spec.seed, "Length": f"{spec.seconds:g}s", "Sample rate": rate, "Model": card.id,
+        **family_lines(task, spec, card)})
     writers = []
     for wave in output.items:
         writers.append(lambda i, w=wave: save_audio(
@@ -93,7 +101,7 @@ class AudioTask:
         return int(card.working_gb_per_mpx * 2**30 * spec.seconds / 60 * spec.num_waveforms)
 
     def run(self, pipeline: Any, spec: AudioSpec, card: ModelCard, on_step: StepCallback) -> TaskOutput:
-        return run_diffusers_audio(pipeline, spec, on_step)
+        return run_family(self.name, pipeline, spec, card, on_step)
 
     def save(self, output: TaskOutput, spec: AudioSpec, card: ModelCard, ctx: JobContext) -> list[SavedFile]:
         return save_waveforms(self.name, output, spec, card, ctx, spec.format)

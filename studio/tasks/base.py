@@ -1,8 +1,11 @@
 """What every task shares: the TaskSpec base, input validation messages, and the Task interface.
 
-A TaskSpec is the validated, complete description of one job. Fields left as None take their
-default from the model card (or, failing that, from the task's `FALLBACKS`) when the spec is
-resolved against its card; the resolved spec is what the job row records, so a re-run is exact.
+A TaskSpec is the validated, complete description of one job. It holds the task's common fields
+(prompt, size, seed, steps…) and, by name beside them, the options of the chosen model's family
+(Lumina-Next's solver, LlamaGen's temperature…), which that family declares and validates (see
+studio.families). Fields left unset take their default from the model card, else the family, else
+the task's `FALLBACKS`, when the spec is resolved against its card; the resolved spec is what the
+job row records, so a re-run is exact.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, Callable, ClassVar, Mapping, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import InvalidInput
+from ..families import FAMILIES, Family
 from ..media import SavedFile
 from ..zoo.cards import ModelCard
 
@@ -26,15 +30,32 @@ MAX_PROMPT_CHARS = 10_000
 # on_step(step_done, total_steps): progress from inside a pipeline run.
 StepCallback = Callable[[int, int], None]
 
+# How a refusal names a task field a family has no use for.
+FIELD_LABELS = {"negative_prompt": "negative prompt", "steps": "denoising steps"}
+
+
+def is_set(value: Any) -> bool:
+    """Whether a field was given: not None, and not blank text (a form's empty negative prompt)."""
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
 
 class TaskSpec(BaseModel):
-    """Fields every task has. Subclasses add theirs and set `task`."""
+    """Fields every task has. Subclasses add theirs and set `task`; family options ride along as extras."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     task: ClassVar[str]
-    # Task-wide defaults, used when the card does not set one.
+    # Task-wide defaults, used when neither the card nor the family sets one.
     FALLBACKS: ClassVar[dict[str, Any]] = {}
+    # Common fields some families have no use for: refused when set for those, hidden in their tab.
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("negative_prompt",)
+    # How to refuse an optional field a model does not take, when the task can say more than the
+    # family ("{title}" is the card's title).
+    REFUSALS: ClassVar[dict[str, str]] = {}
+    # Optional fields that are things a user brings (a start image, a control clip) rather than settings,
+    # and of those, the ones a model that takes them cannot do without.
+    INPUTS: ClassVar[tuple[str, ...]] = ()
+    NEEDS: ClassVar[tuple[str, ...]] = ()
 
     model: str = Field(min_length=1)
     prompt: str
@@ -50,26 +71,92 @@ class TaskSpec(BaseModel):
             raise ValueError(f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
         return value
 
+    # -- what a card takes, and its defaults ----------------------------------------------------
+
     @classmethod
-    def fallbacks_for(cls, card: ModelCard) -> dict[str, Any]:
-        """Task-wide defaults for this card's model family (the card's own defaults win over these)."""
-        return cls.FALLBACKS
+    def takes(cls, card: ModelCard) -> set[str]:
+        """The optional fields and family options this card's model takes for this task."""
+        family = FAMILIES.get(card.family)
+        if family is None:  # a listed-only card whose family is still to come
+            return set(cls.OPTIONAL)
+        hook = family.hook("takes")
+        if hook is not None:
+            return set(hook(card, cls.task))
+        return ({name for name in cls.OPTIONAL if name not in family.unused}
+                | {option.name for option in family.options_for(cls.task)})
+
+    @classmethod
+    def needs_only_a_prompt(cls, card: ModelCard) -> bool:
+        """Whether the card runs from a prompt alone and takes every setting of the task's form (what a
+        new user offline is first shown): no class picker instead of the prompt, no input it must be
+        given, no setting it has no use for."""
+        family = FAMILIES.get(card.family)
+        takes = cls.takes(card)
+        if family is not None and family.prompt_from in takes:
+            return False
+        settings = set(cls.OPTIONAL) - set(cls.INPUTS)
+        return not (takes & set(cls.NEEDS)) and settings <= takes
 
     @classmethod
     def defaults_for(cls, card: ModelCard) -> dict[str, Any]:
-        """The value each optional field takes with this card when left unset (the form's initial values)."""
-        fallbacks = cls.fallbacks_for(card)
-        names = (fallbacks.keys() | card.defaults.keys()) & cls.model_fields.keys()
-        return {name: card.defaults.get(name, fallbacks.get(name)) for name in names}
+        """The value each field the card takes gets when left unset (also the form's initial values):
+        the card's own, else its family's, else the task's."""
+        family = FAMILIES.get(card.family)
+        takes = cls.takes(card)
+        merged: dict[str, Any] = dict(cls.FALLBACKS)
+        if family is not None:
+            merged.update(family.defaults)
+            merged.update({o.name: o.default for o in family.options_for(cls.task) if o.default is not None})
+        if {"width", "height"} <= cls.model_fields.keys() and card.min_size == card.max_size:
+            # A checkpoint that makes one size (LlamaGen's): that size, unless the card says otherwise.
+            merged.update(width=card.max_size, height=card.max_size)
+        merged.update(card.defaults)
+        common = cls.model_fields.keys() - set(cls.OPTIONAL)
+        return {name: value for name, value in merged.items() if name in common or name in takes}
+
+    # -- validation -----------------------------------------------------------------------------
+
+    @classmethod
+    def option_names(cls) -> set[str]:
+        """Every option some registered family declares for this task."""
+        return {o.name for family in FAMILIES.for_task(cls.task) for o in family.options_for(cls.task)}
+
+    @classmethod
+    def parse(cls, params: Mapping[str, Any]) -> "TaskSpec":
+        """Validate raw parameters (from a form, flags or an API call) into a spec, or raise InvalidInput.
+        Family options are only known by name here; their values are checked in `resolved`."""
+        unknown = sorted(str(k) for k in params if k not in cls.model_fields and k not in cls.option_names())
+        if unknown:
+            raise InvalidInput("Invalid input — " + "; ".join(f"{k}: not a parameter of this task" for k in unknown))
+        try:
+            return cls.model_validate(dict(params))
+        except ValidationError as err:
+            raise InvalidInput(describe_validation_error(err)) from None
 
     def resolved(self, card: ModelCard) -> "TaskSpec":
-        """This spec with every None filled from the card or the fallbacks, and a concrete seed."""
-        defaults = self.defaults_for(card)
-        filled = {name: value for name, value in defaults.items() if getattr(self, name) is None}
-        if self.seed == -1:
-            filled["seed"] = random.SystemRandom().randint(0, MAX_SEED)
+        """This spec checked against the card's family, every unset field filled from the card, the
+        family or the task, and a concrete seed."""
+        if not card.runnable:
+            raise InvalidInput(f"{card.title} is listed but the studio cannot run it yet: pick another model")
+        if self.task not in card.tasks:
+            raise InvalidInput(f"{card.title} cannot do {self.task} generation (it does: {', '.join(card.tasks)})")
+        family = FAMILIES.for_card(card)
+        params = self.model_dump()
+        prepare = family.hook("prepare")
+        if prepare is not None:
+            params = prepare(card, self.task, params)
+        takes = self.takes(card)
+        refuse_what_is_not_taken(params, takes, family, card, type(self))
+        for option in family.options_for(self.task):
+            if option.name in takes and params.get(option.name) is not None:
+                params[option.name] = option.check(params[option.name], family.title)
+        for name, value in self.defaults_for(card).items():
+            if params.get(name) is None:
+                params[name] = value
+        if params.get("seed", -1) == -1:
+            params["seed"] = random.SystemRandom().randint(0, MAX_SEED)
         try:
-            spec = type(self).model_validate({**self.model_dump(), **filled})
+            spec = type(self).model_validate(params)
         except ValidationError as err:
             raise InvalidInput(f"The card of {card.id} has a bad default — {describe_validation_error(err)}") from None
         spec.check_against(card)
@@ -77,16 +164,36 @@ class TaskSpec(BaseModel):
 
     def check_against(self, card: ModelCard) -> None:
         """Raise InvalidInput if this model cannot take these values. Subclasses extend."""
-        if self.task not in card.tasks:
-            raise InvalidInput(f"{card.title} cannot do {self.task} generation (it does: {', '.join(card.tasks)})")
 
-    @classmethod
-    def parse(cls, params: Mapping[str, Any]) -> "TaskSpec":
-        """Validate raw parameters (from a form, flags or an API call) into a spec, or raise InvalidInput."""
-        try:
-            return cls.model_validate(dict(params))
-        except ValidationError as err:
-            raise InvalidInput(describe_validation_error(err)) from None
+    def option(self, name: str, default: Any = None) -> Any:
+        """A family option's value (extras are the family's options)."""
+        return (self.model_extra or {}).get(name, default)
+
+
+def refuse_what_is_not_taken(params: dict[str, Any], takes: set[str], family: Family, card: ModelCard,
+                             spec_type: type[TaskSpec]) -> None:
+    """InvalidInput naming the family and the field for anything set that this card does not take."""
+    for name in spec_type.OPTIONAL:
+        if name not in takes and is_set(params.get(name)):
+            if name in spec_type.REFUSALS:
+                raise InvalidInput(spec_type.REFUSALS[name].format(title=card.title))
+            label = FIELD_LABELS.get(name, name.replace("_", " "))
+            why = family.unused.get(name) if isinstance(family.unused, Mapping) else None
+            raise InvalidInput(f"{name}: {card.title} ({family.title}) takes no {label}"
+                               + (f": {why}" if why else ""))
+    foreign = sorted(name for name in params if name not in spec_type.model_fields and name not in takes
+                     and is_set(params[name]))
+    if not foreign:
+        return
+    owners = [f for f in FAMILIES.for_task(spec_type.task) if f is not family
+              and any(o.name in foreign for o in f.options_for(spec_type.task))]
+    names = ", ".join(foreign)
+    if family.option(foreign[0]) is not None or not owners:
+        taken = ", ".join(sorted(n for n in takes if n not in spec_type.OPTIONAL)) or "none"
+        raise InvalidInput(f"{names}: not an option of {card.title} ({family.title}; its options: {taken})")
+    owner = owners[0].title
+    raise InvalidInput(f"{names}: {owner}'s options apply to {owner} models only, not to {card.title} "
+                       f"({family.title})")
 
 
 def describe_validation_error(err: ValidationError) -> str:
@@ -103,6 +210,23 @@ def describe_validation_error(err: ValidationError) -> str:
         else:
             parts.append(f"{field}: {msg}")
     return "Invalid input — " + "; ".join(parts)
+
+
+def run_family(task: str, pipeline: Any, spec: TaskSpec, card: ModelCard, on_step: StepCallback) -> "TaskOutput":
+    """Run one job the way the card's family runs it (its declared `run` hook)."""
+    family = FAMILIES.for_card(card)
+    runner = family.hook("run")
+    if runner is None:
+        raise InvalidInput(f"{card.title}: the {family.title} family declares no way to run a job")
+    return runner(task, pipeline, spec, card, on_step)
+
+
+def family_lines(task: str, spec: TaskSpec, card: ModelCard) -> dict[str, Any]:
+    """The infotext `Key: value` pairs of the family options this job used (as the family names them)."""
+    family = FAMILIES.get(card.family)
+    if family is None:
+        return {}
+    return {o.infotext: spec.option(o.name) for o in family.options_for(task) if o.infotext}
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""Text-to-video and image-to-video: Wan 2.1 (WanPipeline, WanImageToVideoPipeline) and CogVideoX
-(CogVideoXPipeline, CogVideoXImageToVideoPipeline).
+"""Video from text, from a start image, from an input video (restyled) or following a control video.
 
+Which inputs a model takes (start image, input video and strength, control video, reference image)
+its family says from the card (studio.families: Wan 2.1, CogVideoX); the task checks and loads them.
 Frame counts are 4k+1 (the VAEs compress time 4x around a first frame; CogVideoX 1.0 needs 8k+1,
-the card's `frame_step`); anything else is refused with the nearest counts. Outputs: the MP4 (H.264, job JSON in its metadata), its poster frame, and,
-for image- and video-to-video, the input image (or the input video's first frame). Video-to-video
-(WanVideoToVideoPipeline, with a strength) runs on the Wan text-to-video weights already loaded.
+the card's `frame_step`); anything else is refused with the nearest counts. Outputs: the MP4 (H.264,
+job JSON in its metadata), its poster frame, and, for image- and video-to-video, the input image
+(or the input video's first frame).
 """
 
 from __future__ import annotations
@@ -21,26 +22,10 @@ from ..errors import InvalidInput
 from ..media import SavedFile, format_infotext, output_relpath
 from ..media_av import poster_frame, save_mp4
 from ..zoo.cards import ModelCard
-from .base import JobContext, StepCallback, TaskOutput, TaskSpec, job_json, png_writer, save_all
+from .base import (JobContext, StepCallback, TaskOutput, TaskSpec, family_lines, job_json, png_writer, run_family,
+                   save_all)
 
 MAX_FRAMES = 257
-
-
-def takes_image(card: ModelCard) -> bool:
-    return "ImageToVideo" in card.pipeline
-
-
-CONTROL_PIPELINES = ("WanVACEPipeline", "CogVideoXFunControlPipeline")
-
-
-def takes_control(card: ModelCard) -> bool:
-    """Control-video models: the motion or pose of an input clip guides the new video."""
-    return card.pipeline in CONTROL_PIPELINES
-
-
-def takes_video(card: ModelCard) -> bool:
-    """Video-to-video: a Wan text-to-video card whose defaults give a `strength` (same weights, other pipeline)."""
-    return card.pipeline == "WanPipeline" and "strength" in card.defaults
 
 
 def load_input_video(path: str | None, frames: int, width: int, height: int) -> list[Image.Image]:
@@ -84,6 +69,19 @@ class VideoSpec(TaskSpec):
     # VideoX-Fun's defaults for Wan 1.3B; cards override (CogVideoX: 720x480, 49 frames, 8 fps).
     FALLBACKS: ClassVar[dict[str, Any]] = {"width": 832, "height": 480, "frames": 81, "fps": 16, "steps": 50,
                                            "cfg": 6.0}
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("negative_prompt", "image", "video", "strength", "control_video",
+                                           "reference_image", "control_scale")
+    INPUTS: ClassVar[tuple[str, ...]] = ("image", "video", "strength", "control_video", "reference_image",
+                                         "control_scale")
+    NEEDS: ClassVar[tuple[str, ...]] = ("image", "control_video")
+    REFUSALS: ClassVar[dict[str, str]] = {
+        "image": "{title} makes videos from text only; pick an image-to-video model for a start image",
+        "video": "{title} cannot restyle an input video; pick a model that does (video-to-video)",
+        "strength": "{title} cannot restyle an input video, so it takes no strength",
+        "control_video": "{title} takes no control video; pick a control-video model",
+        "reference_image": "{title} takes no reference image",
+        "control_scale": "{title} takes no control video, so it takes no control strength",
+    }
 
     width: int | None = Field(default=None, gt=0)
     height: int | None = Field(default=None, gt=0)
@@ -91,7 +89,6 @@ class VideoSpec(TaskSpec):
     fps: int | None = Field(default=None, ge=1, le=60)
     steps: int | None = Field(default=None, ge=1, le=1000)
     cfg: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
-    shift: float | None = Field(default=None, gt=0, le=100, allow_inf_nan=False)  # flow shift (Wan)
     image: str | None = None  # start image for image-to-video models: a local file path
     video: str | None = None  # input video for video-to-video: a local file path
     strength: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)  # how much of it is redrawn
@@ -100,7 +97,6 @@ class VideoSpec(TaskSpec):
     control_scale: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)  # VACE's conditioning
 
     def check_against(self, card: ModelCard) -> None:
-        super().check_against(card)
         problem = card.size_problem(self.width, self.height)
         if problem:
             raise InvalidInput(f"Size {self.width}x{self.height} is not possible: {problem}")
@@ -112,24 +108,16 @@ class VideoSpec(TaskSpec):
         cap = int(card.defaults.get("max_frames", MAX_FRAMES))
         if self.frames > cap:
             raise InvalidInput(f"{card.title} makes at most {cap} frames, got {self.frames}")
-        if takes_image(card):
+        takes = self.takes(card)
+        if "image" in takes:  # an image-to-video model needs its start image
             load_input_image(self.image)
-        elif self.image:
-            raise InvalidInput(f"{card.title} makes videos from text only; pick an image-to-video model for a "
-                               "start image")
-        if takes_control(card):
+        if "control_video" in takes:
             if not self.control_video:
                 raise InvalidInput(f"{card.title} follows a control video (motion, pose, depth): add one")
             load_input_video(self.control_video, self.frames, self.width, self.height)
             if self.reference_image:
-                if card.pipeline != "WanVACEPipeline":
-                    raise InvalidInput(f"{card.title} takes no reference image; Wan VACE does")
                 load_input_image(self.reference_image)
-        elif self.control_video or self.reference_image:
-            raise InvalidInput(f"{card.title} takes no control video; pick a VACE or CogVideoX-Fun control model")
         if self.video:
-            if not takes_video(card):
-                raise InvalidInput(f"{card.title} cannot restyle an input video; pick a Wan text-to-video model")
             load_input_video(self.video, self.frames, self.width, self.height)
             if int(self.steps * self.strength) < 1:
                 raise InvalidInput(f"strength {self.strength:g} of {self.steps} steps leaves no step to redraw the "
@@ -145,58 +133,14 @@ class VideoTask:
         return int(card.working_gb_per_mpx * megapixels * 2**30)
 
     def run(self, pipeline: Any, spec: VideoSpec, card: ModelCard, on_step: StepCallback) -> TaskOutput:
-        config = pipeline.scheduler.config
-        if spec.shift is not None:
-            # Wan's UniPC calls it flow_shift, the flow-match scheduler shift; set per job, never leaked.
-            key = "flow_shift" if "flow_shift" in config else "shift" if "shift" in config else None
-            if key:
-                pipeline.scheduler = type(pipeline.scheduler).from_config(config, **{key: spec.shift})
-
-        def step_end(_pipe: Any, index: int, _t: Any, tensors: dict) -> dict:
-            on_step(index + 1, spec.steps)
-            return tensors
-
-        kwargs: dict[str, Any] = {}
-        if takes_image(card):
-            kwargs["image"] = load_input_image(spec.image)
-        if spec.video:
-            from diffusers import WanVideoToVideoPipeline
-
-            # The same loaded components under the video-to-video pipeline: nothing is loaded twice.
-            pipeline = WanVideoToVideoPipeline.from_pipe(pipeline)
-            kwargs["video"] = load_input_video(spec.video, spec.frames, spec.width, spec.height)
-            kwargs["strength"] = spec.strength
-        vae = getattr(pipeline, "vae", None)
-        if vae is not None and hasattr(vae, "enable_tiling") and spec.width * spec.height >= 1280 * 720:
-            vae.enable_tiling()  # a 720p decode is where video VAEs run out of memory first
-        if takes_control(card):
-            clip = load_input_video(spec.control_video, spec.frames, spec.width, spec.height)
-            if card.pipeline == "WanVACEPipeline":
-                kwargs.update(video=clip, conditioning_scale=spec.control_scale if spec.control_scale is not None
-                              else 1.0)
-                if spec.reference_image:
-                    kwargs["reference_images"] = [load_input_image(spec.reference_image)]
-            else:
-                kwargs["control_video"] = clip
-        if not spec.video and card.pipeline != "CogVideoXFunControlPipeline":
-            # Video-to-video and Fun control take their length from the input clip.
-            kwargs["num_frames"] = spec.frames
-        result = pipeline(prompt=spec.prompt, negative_prompt=spec.negative_prompt, width=spec.width,
-                          height=spec.height, num_inference_steps=spec.steps,
-                          guidance_scale=spec.cfg, generator=torch.Generator(device="cpu").manual_seed(spec.seed),
-                          output_type="np", callback_on_step_end=step_end, **kwargs)
-        frames = (np.clip(np.asarray(result.frames[0]), 0, 1) * 255).round().astype(np.uint8)
-        clip_in = kwargs.get("video") or kwargs.get("control_video")
-        start = kwargs.get("image") or (clip_in[0] if clip_in else None)
-        return TaskOutput(items=[frames, start],
-                          used={"sampler": type(pipeline.scheduler).__name__})
+        return run_family(self.name, pipeline, spec, card, on_step)
 
     def save(self, output: TaskOutput, spec: VideoSpec, card: ModelCard, ctx: JobContext) -> list[SavedFile]:
         frames, start_image = output.items
         infotext = format_infotext(spec.prompt, spec.negative_prompt, {
             "Steps": spec.steps, "Sampler": output.used["sampler"], "CFG scale": spec.cfg, "Seed": spec.seed,
             "Size": f"{spec.width}x{spec.height}", "Frames": spec.frames, "FPS": spec.fps, "Model": card.id,
-            "Shift": spec.shift})
+            **family_lines(self.name, spec, card)})
 
         def path(index: int, ext: str) -> str:
             return output_relpath(self.name, ctx.job_id, index, ext, ctx.created_at)
@@ -211,3 +155,28 @@ class VideoTask:
         if start_image is not None:
             writers.append(png_writer(self.name, start_image, spec, card, ctx, output.used, infotext, kind="input"))
         return save_all(writers)
+
+
+def run_diffusers_video(pipeline: Any, spec: VideoSpec, on_step: StepCallback, inputs: dict[str, Any],
+                        num_frames: bool = True) -> TaskOutput:
+    """A diffusers video pipeline's own call with the job's fields and the family's `inputs` (start
+    image, clips…); `num_frames` False for pipelines that take their length from an input clip.
+    The items are the frames (uint8) and the picture to keep beside them (start image or first input frame)."""
+    def step_end(_pipe: Any, index: int, _t: Any, tensors: dict) -> dict:
+        on_step(index + 1, spec.steps)
+        return tensors
+
+    vae = getattr(pipeline, "vae", None)
+    if vae is not None and hasattr(vae, "enable_tiling") and spec.width * spec.height >= 1280 * 720:
+        vae.enable_tiling()  # a 720p decode is where video VAEs run out of memory first
+    kwargs = dict(inputs)
+    if num_frames:
+        kwargs["num_frames"] = spec.frames
+    result = pipeline(prompt=spec.prompt, negative_prompt=spec.negative_prompt, width=spec.width,
+                      height=spec.height, num_inference_steps=spec.steps, guidance_scale=spec.cfg,
+                      generator=torch.Generator(device="cpu").manual_seed(spec.seed), output_type="np",
+                      callback_on_step_end=step_end, **kwargs)
+    frames = (np.clip(np.asarray(result.frames[0]), 0, 1) * 255).round().astype(np.uint8)
+    clip_in = inputs.get("video") or inputs.get("control_video")
+    start = inputs.get("image") or (clip_in[0] if clip_in else None)
+    return TaskOutput(items=[frames, start], used={"sampler": type(pipeline.scheduler).__name__})

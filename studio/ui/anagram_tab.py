@@ -11,7 +11,9 @@ from ..engines.anagram import VIEWS
 from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.anagram import AnagramSpec
-from .common import GENERATE, Timer, job_summary, model_header, run_job, sampling_controls, stop_button
+from .common import (GENERATE, card_note, job_summary, model_header, only_taken, refuse_unrunnable, generate,
+                     sampling_controls, stop_button)
+from .family_controls import FamilyControls
 from .forms import TabForm, preset_controls, size_text, wire_presets
 
 VIEW_CHOICES = [(view.title, name) for name, view in VIEWS.items()]
@@ -20,7 +22,8 @@ VIEW_CHOICES = [(view.title, name) for name, view in VIEWS.items()]
 def build(studio: Studio) -> TabForm:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            model, defaults = model_header(studio, "anagram", AnagramSpec, "anagram-model")
+            model, note, defaults = model_header(studio, "anagram", AnagramSpec, "anagram-model")
+            controls = FamilyControls("anagram", "anagram", studio.cards.cards.get(model.value or ""))
             side = defaults.get("width", 1024)
             style = gr.Textbox(label="Style (put before every prompt)", value="an oil painting of",
                                elem_id="anagram-style")
@@ -37,7 +40,7 @@ def build(studio: Studio) -> TabForm:
             presets = preset_controls(studio, "anagrams", with_style=False)
             size = gr.Dropdown([f"{s}x{s}" for s in (256, 512, 768, 1024)] + [f"{side}x{side}"],
                                value=f"{side}x{side}", label="Size", allow_custom_value=True)
-            steps, cfg, shift, seed = sampling_controls(defaults, "anagram")
+            steps, cfg, seed = sampling_controls(defaults, "anagram", controls)
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", scale=3, elem_id="anagram-generate")
                 stop_button(studio, "anagram")
@@ -50,7 +53,8 @@ def build(studio: Studio) -> TabForm:
     more.change(lambda on: [gr.update(visible=on)] * 2, more, [readings[2][0], readings[3][0]],
                 api_visibility="private")
 
-    def read(model_id, style_text, negative_text, size_v, steps_v, cfg_v, shift_v, seed_v, *pairs) -> dict:
+    def read(model_id, style_text, negative_text, size_v, steps_v, cfg_v, seed_v, *values) -> dict:
+        pairs, option_values = values[:len(readings) * 2], values[len(readings) * 2:]
         prompts, views = [], []
         for i in range(0, len(pairs), 2):
             text, view = pairs[i], pairs[i + 1]
@@ -62,29 +66,33 @@ def build(studio: Studio) -> TabForm:
             width, height = (int(v) for v in str(size_v).lower().split("x"))
         except ValueError:
             raise InvalidInput(f"Size must look like WIDTHxHEIGHT, got {size_v!r}") from None
-        return {"model": model_id or "", "prompts": prompts, "views": views, "style": style_text or "",
-                "negative_prompt": negative_text or "", "width": width, "height": height, "steps": steps_v,
-                "cfg": cfg_v, "shift": shift_v, "seed": -1 if seed_v is None else seed_v}
+        params = {"model": model_id or "", "prompts": prompts, "views": views, "style": style_text or "",
+                  "negative_prompt": negative_text or "", "width": width, "height": height, "steps": steps_v,
+                  "cfg": cfg_v, "seed": -1 if seed_v is None else seed_v}
+        card = studio.cards.cards.get(model_id or "")
+        if card is None:
+            return params
+        return only_taken(AnagramSpec, card, {**params, **controls.params(card, list(option_values))})
 
     def on_generate(request: gr.Request, *values, progress=gr.Progress()):
         try:
             params = read(*values)
+            refuse_unrunnable(studio, params["model"])
         except InvalidInput as err:
             return [], None, f"❌ {err}"
-        with Timer() as timer:
-            job = run_job(studio, "anagram", params, progress, request)
-        if job.error:
-            gr.Warning(job.error)
+        return generate(studio, "anagram", params, progress, request, present)
+
+    def present(job: Any, seconds: float) -> tuple:
         images = [str(o.path) for o in job.outputs if o.kind == "image"]
         gif = next((str(o.path) for o in job.outputs if o.kind == "animation"), None)
-        return images, gif, job_summary(job, timer.seconds)
+        return images, gif, job_summary(job, seconds)
 
     def model_updates(model_id: str) -> dict:
         card = studio.cards.cards.get(model_id or "")
         if card is None:
             return {}
         values = AnagramSpec.defaults_for(card)
-        return {steps: values.get("steps"), cfg: values.get("cfg"), shift: values.get("shift") or 4.0}
+        return {note: card_note(card), steps: values.get("steps"), cfg: values.get("cfg"), **controls.updates(card)}
 
     def readings_fill(params: dict[str, Any], _model: str | None) -> dict:
         """Each reading's prompt and view in its row; the third and fourth rows shown when used."""
@@ -102,13 +110,16 @@ def build(studio: Studio) -> TabForm:
         return updates
 
     pairs = [c for _, text, picked in readings for c in (text, picked)]
-    inputs = [model, style, negative, size, steps, cfg, shift, seed, *pairs]
+    inputs = [model, style, negative, size, steps, cfg, seed, *pairs, *controls.components]
+    model_outputs = [note, steps, cfg, *controls.outputs]
     form = TabForm(modality="anagrams", tab_id="anagrams", model=model, inputs=inputs, read=read,
-                   fields={"style": style, "negative_prompt": negative, "steps": steps, "cfg": cfg, "shift": shift,
-                           "seed": seed},
+                   fields={"style": style, "negative_prompt": negative, "steps": steps, "cfg": cfg, "seed": seed,
+                           **controls.widgets},
                    model_updates=model_updates, extra_fill=readings_fill,
-                   outputs=[*inputs, more, *(row for row, _, _ in readings)])
-    model.input(model_updates, model, [steps, cfg, shift], api_visibility="private")
-    run.click(on_generate, inputs, [gallery, animation, status], api_name="generate_anagram", **GENERATE)
+                   outputs=list(dict.fromkeys([*inputs, *model_outputs, more, *(row for row, _, _ in readings)])))
+    model.input(model_updates, model, model_outputs, api_visibility="private")
+    run.click(on_generate, inputs, [gallery, animation, status], api_visibility="private", **GENERATE)
     wire_presets(studio, form, presets)
+    form.present = present
+    form.results = [gallery, animation, status]
     return form

@@ -5,8 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 from ..services import Studio
-from . import (anagram_tab, api, audio_tabs, compose_tab, gallery_tab, image_tab, models_tab, presets_tab,
-               queue_tab, video_tab)
+from . import (anagram_tab, api, audio_tabs, compose_tab, gallery_tab, image_tab, models_tab, named_api,
+               presets_tab, queue_tab, video_tab)
 from .appearance import TITLE, header_html
 
 
@@ -35,5 +35,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 presets_tab.build(studio, presets, forms)
             with gr.Tab("Models", id="models"):
                 models_tab.build(studio, tabs, forms)
+        for form in forms:
+            named_api.register(studio, form)
         api.register(studio)
     return demo

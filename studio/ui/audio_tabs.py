@@ -10,7 +10,10 @@ import gradio as gr
 from ..services import Studio
 from ..tasks.audio import AudioSpec
 from ..tasks.music import MusicSpec
-from .common import GENERATE, Timer, job_summary, model_header, run_job, stop_button
+from ..errors import InvalidInput
+from .common import (GENERATE, card_note, job_summary, model_header, only_taken, refuse_unrunnable, generate,
+                     stop_button)
+from .family_controls import FamilyControls
 from .forms import TabForm, preset_controls, styled, wire_presets
 
 
@@ -22,10 +25,11 @@ def _result_widgets(prefix: str) -> tuple[gr.Audio, gr.Image, gr.File, gr.Markdo
     return player, picture, files, status
 
 
-def _outputs(job: Any) -> tuple[str | None, str | None, list[str]]:
+def present(job: Any, seconds: float) -> tuple:
+    """The player's clip, the waveform picture, every file, and the summary."""
     sounds = [str(o.path) for o in job.outputs if o.kind == "audio"]
     pictures = [str(o.path) for o in job.outputs if o.kind == "waveform"]
-    return (sounds[0] if sounds else None), (pictures[0] if pictures else None), sounds
+    return (sounds[0] if sounds else None), (pictures[0] if pictures else None), sounds, job_summary(job, seconds)
 
 
 def _length_fill(studio: Studio, seconds: gr.Slider, params: dict[str, Any], model_id: str | None,
@@ -41,7 +45,8 @@ def _length_fill(studio: Studio, seconds: gr.Slider, params: dict[str, Any], mod
 def build_audio(studio: Studio) -> TabForm:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            model, defaults = model_header(studio, "audio", AudioSpec, "audio-model")
+            model, note, defaults = model_header(studio, "audio", AudioSpec, "audio-model")
+            controls = FamilyControls("audio", "audio", studio.cards.cards.get(model.value or ""))
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="A door creaks open in an empty hall…",
                                 elem_id="audio-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1, value="Low quality.", elem_id="audio-negative")
@@ -52,10 +57,13 @@ def build_audio(studio: Studio) -> TabForm:
                 steps = gr.Slider(1, 300, value=defaults.get("steps", 100), step=1, label="Steps",
                                   elem_id="audio-steps")
                 cfg = gr.Slider(1.0, 15.0, value=defaults.get("cfg", 7.0), step=0.5, label="Guidance")
+            with gr.Row():
+                controls.place(advanced=False)
             with gr.Accordion("Advanced", open=False):
                 count = gr.Slider(1, 4, value=1, step=1, label="Waveforms")
                 fmt = gr.Radio(["wav", "flac"], value="wav", label="File format")
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+                controls.place(advanced=True)
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", scale=3, elem_id="audio-generate")
                 stop_button(studio, "audio")
@@ -67,54 +75,71 @@ def build_audio(studio: Studio) -> TabForm:
         if card is None:
             return {}
         values = AudioSpec.defaults_for(card)
+        takes = AudioSpec.takes(card)
         cap = float(card.defaults.get("max_seconds", 47))
-        return {seconds: gr.update(maximum=cap, value=min(values["seconds"], cap)), steps: values["steps"],
-                cfg: values["cfg"]}
+        return {note: card_note(card), seconds: gr.update(maximum=cap, value=min(values["seconds"], cap)),
+                steps: gr.update(value=values.get("steps", 100), visible="steps" in takes), cfg: values["cfg"],
+                negative: gr.update(visible="negative_prompt" in takes), **controls.updates(card)}
 
-    def read(model_id, prompt_text, negative_text, seconds_v, steps_v, cfg_v, count_v, fmt_v, seed_v) -> dict:
-        return {"model": model_id or "", "prompt": prompt_text or "", "negative_prompt": negative_text or "",
-                "seconds": seconds_v, "steps": steps_v, "cfg": cfg_v, "num_waveforms": count_v, "format": fmt_v,
-                "seed": -1 if seed_v is None else seed_v}
+    def read(model_id, prompt_text, negative_text, seconds_v, steps_v, cfg_v, count_v, fmt_v, seed_v,
+             *option_values) -> dict:
+        params = {"model": model_id or "", "prompt": prompt_text or "", "negative_prompt": negative_text or "",
+                  "seconds": seconds_v, "steps": steps_v, "cfg": cfg_v, "num_waveforms": count_v, "format": fmt_v,
+                  "seed": -1 if seed_v is None else seed_v}
+        card = studio.cards.cards.get(model_id or "")
+        if card is None:
+            return params
+        return only_taken(AudioSpec, card, {**params, **controls.params(card, list(option_values))})
 
     def on_generate(request: gr.Request, *values, progress=gr.Progress()):
         *form_values, style_key = values
-        with Timer() as timer:
-            job = run_job(studio, "audio", styled(studio, style_key, read(*form_values)), progress, request)
-        if job.error:
-            gr.Warning(job.error)
-        return (*_outputs(job), job_summary(job, timer.seconds))
+        try:
+            params = styled(studio, style_key, read(*form_values))
+            card = refuse_unrunnable(studio, params["model"])
+            params = only_taken(AudioSpec, card, params) if card is not None else params
+        except InvalidInput as err:
+            return None, None, [], f"❌ {err}"
+        return generate(studio, "audio", params, progress, request, present)
 
-    inputs = [model, prompt, negative, seconds, steps, cfg, count, fmt, seed]
+    inputs = [model, prompt, negative, seconds, steps, cfg, count, fmt, seed, *controls.components]
+    model_outputs = [note, seconds, steps, cfg, negative, *controls.outputs]
     form = TabForm(modality="audio", tab_id="audio", model=model, inputs=inputs, read=read,
                    fields={"prompt": prompt, "negative_prompt": negative, "steps": steps,
-                           "cfg": cfg, "num_waveforms": count, "format": fmt, "seed": seed},
-                   model_updates=model_updates, outputs=inputs,
+                           "cfg": cfg, "num_waveforms": count, "format": fmt, "seed": seed, **controls.widgets},
+                   model_updates=model_updates, outputs=list(dict.fromkeys([*inputs, *model_outputs])),
                    extra_fill=lambda params, model_id: _length_fill(studio, seconds, params, model_id, 47))
-    model.input(model_updates, model, [seconds, steps, cfg], api_visibility="private")
-    run.click(on_generate, [*inputs, presets.style], [player, picture, files, status], api_name="generate_audio",
+    model.input(model_updates, model, model_outputs, api_visibility="private")
+    run.click(on_generate, [*inputs, presets.style], [player, picture, files, status], api_visibility="private",
               **GENERATE)
     wire_presets(studio, form, presets)
+    form.present = present
+    form.results = [player, picture, files, status]
     return form
 
 
 def build_music(studio: Studio) -> TabForm:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            model, defaults = model_header(studio, "music", MusicSpec, "music-model")
+            model, note, defaults = model_header(studio, "music", MusicSpec, "music-model")
+            card = studio.cards.cards.get(model.value or "")
+            controls = FamilyControls("music", "music", card)
+            takes = MusicSpec.takes(card) if card is not None else set()
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Lo-fi piano over soft rain, 80 bpm…",
                                 elem_id="music-prompt")
-            negative = gr.Textbox(label="Negative prompt (diffusion models only)", lines=1, elem_id="music-negative")
+            negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="music-negative",
+                                  visible="negative_prompt" in takes)
             presets = preset_controls(studio, "music")
             seconds = gr.Slider(1, 30, value=defaults.get("seconds", 10), step=0.5, label="Length (seconds)",
                                 elem_id="music-seconds")
             cfg = gr.Slider(1.0, 10.0, value=defaults.get("cfg", 3.0), step=0.5, label="Guidance")
+            with gr.Row():
+                controls.place(advanced=False)
             with gr.Accordion("Advanced", open=False):
-                temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="Temperature (MusicGen)")
-                top_k = gr.Slider(0, 500, value=250, step=10, label="Top-k (MusicGen; 0 = off)")
                 steps = gr.Slider(1, 300, value=defaults.get("steps", 100), step=1, elem_id="music-steps",
-                                  label="Steps (diffusion models)")
+                                  label="Steps", visible="steps" in takes)
                 fmt = gr.Radio(["wav", "flac"], value="wav", label="File format")
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
+                controls.place(advanced=True)
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", scale=3, elem_id="music-generate")
                 stop_button(studio, "music")
@@ -126,37 +151,44 @@ def build_music(studio: Studio) -> TabForm:
         if card is None:
             return {}
         values = MusicSpec.defaults_for(card)
+        takes = MusicSpec.takes(card)
         cap = float(card.defaults.get("max_seconds", 30))
-        return {seconds: gr.update(maximum=cap, value=min(values["seconds"], cap)), cfg: values["cfg"]}
+        return {note: card_note(card), seconds: gr.update(maximum=cap, value=min(values["seconds"], cap)),
+                cfg: values["cfg"], steps: gr.update(value=values.get("steps", 100), visible="steps" in takes),
+                negative: gr.update(visible="negative_prompt" in takes), **controls.updates(card)}
 
-    def read(model_id, prompt_text, negative_text, seconds_v, cfg_v, temperature_v, top_k_v, steps_v, fmt_v,
-             seed_v) -> dict:
-        """The form as music TaskSpec parameters: sampling settings for token models, steps for diffusion ones."""
-        card = studio.cards.cards.get(model_id or "")
+    def read(model_id, prompt_text, negative_text, seconds_v, cfg_v, steps_v, fmt_v, seed_v, *option_values) -> dict:
+        """The form as music TaskSpec parameters: only what the chosen model takes (sampling settings for
+        token models, steps for diffusion ones)."""
         params = {"model": model_id or "", "prompt": prompt_text or "", "negative_prompt": negative_text or "",
-                  "seconds": seconds_v, "cfg": cfg_v, "format": fmt_v, "seed": -1 if seed_v is None else seed_v}
-        if card is not None and card.library == "transformers":
-            params.update(temperature=temperature_v, top_k=int(top_k_v))
-        else:
-            params["steps"] = steps_v
-        return params
+                  "seconds": seconds_v, "cfg": cfg_v, "steps": steps_v, "format": fmt_v,
+                  "seed": -1 if seed_v is None else seed_v}
+        card = studio.cards.cards.get(model_id or "")
+        if card is None:
+            return params
+        return only_taken(MusicSpec, card, {**params, **controls.params(card, list(option_values))})
 
     def on_generate(request: gr.Request, *values, progress=gr.Progress()):
         *form_values, style_key = values
-        with Timer() as timer:
-            job = run_job(studio, "music", styled(studio, style_key, read(*form_values)), progress, request)
-        if job.error:
-            gr.Warning(job.error)
-        return (*_outputs(job), job_summary(job, timer.seconds))
+        try:
+            params = styled(studio, style_key, read(*form_values))
+            card = refuse_unrunnable(studio, params["model"])
+            params = only_taken(MusicSpec, card, params) if card is not None else params
+        except InvalidInput as err:
+            return None, None, [], f"❌ {err}"
+        return generate(studio, "music", params, progress, request, present)
 
-    inputs = [model, prompt, negative, seconds, cfg, temperature, top_k, steps, fmt, seed]
+    inputs = [model, prompt, negative, seconds, cfg, steps, fmt, seed, *controls.components]
+    model_outputs = [note, seconds, cfg, steps, negative, *controls.outputs]
     form = TabForm(modality="music", tab_id="music", model=model, inputs=inputs, read=read,
-                   fields={"prompt": prompt, "negative_prompt": negative, "cfg": cfg,
-                           "temperature": temperature, "top_k": top_k, "steps": steps, "format": fmt, "seed": seed},
-                   model_updates=model_updates, outputs=inputs,
+                   fields={"prompt": prompt, "negative_prompt": negative, "cfg": cfg, "steps": steps, "format": fmt,
+                           "seed": seed, **controls.widgets},
+                   model_updates=model_updates, outputs=list(dict.fromkeys([*inputs, *model_outputs])),
                    extra_fill=lambda params, model_id: _length_fill(studio, seconds, params, model_id, 30))
-    model.input(model_updates, model, [seconds, cfg], api_visibility="private")
-    run.click(on_generate, [*inputs, presets.style], [player, picture, files, status], api_name="generate_music",
+    model.input(model_updates, model, model_outputs, api_visibility="private")
+    run.click(on_generate, [*inputs, presets.style], [player, picture, files, status], api_visibility="private",
               **GENERATE)
     wire_presets(studio, form, presets)
+    form.present = present
+    form.results = [player, picture, files, status]
     return form

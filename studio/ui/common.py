@@ -8,10 +8,12 @@ from typing import Any, Callable, Mapping
 
 import gradio as gr
 
+from ..errors import InvalidInput
+from ..families import FAMILIES
 from ..history import JobStatus
 from ..jobs import Job
-from ..runtime.loader import is_available
 from ..services import Studio
+from ..zoo.availability import is_available
 from ..zoo.cards import ModelCard
 
 
@@ -36,43 +38,72 @@ def model_choices(studio: Studio, task: str) -> list[tuple[str, str]]:
     return choices
 
 
-def default_model(studio: Studio, task: str, plain: Callable[[ModelCard], bool] | None = None) -> str | None:
+def default_model(studio: Studio, task: str) -> str | None:
     """A real model that is present, else the first built-in tiny model, so a new install works offline.
-    Among those, one that is `plain` (needs nothing but the prompt, e.g. text-to-video) comes first."""
+    Among those, one that runs from the prompt alone with the whole form comes first (text-to-video
+    before image-to-video, a diffusion model before a class-conditional one)."""
+    from ..tasks import get_task
+
+    spec_type = get_task(task).spec_type
     cards = [c for c in studio.cards.for_task(task) if c.runnable and is_available(c, studio.settings)]
-    if plain is not None:
-        cards.sort(key=lambda c: not plain(c))  # stable: the catalogue's order otherwise
+    cards.sort(key=lambda c: not spec_type.needs_only_a_prompt(c))  # stable: the catalogue's order otherwise
     real = [c for c in cards if not c.tiny]
     chosen = (real or cards or studio.cards.for_task(task) or [None])[0]
     return chosen.id if chosen else None
 
 
 def card_note(card: ModelCard) -> str:
-    note = f"**{html.escape(card.title)}** · license {html.escape(card.license)}"
-    if card.tiny:
+    """The line under a model picker: the chosen model's title, family and licence, and what to know."""
+    family = FAMILIES.get(card.family)
+    note = f"**{html.escape(card.title)}**"
+    if family is not None:
+        note += f" · {html.escape(family.title)}"
+    note += f" · license {html.escape(card.license)}"
+    if not card.runnable:
+        note += " · ⏳ not yet runnable: the studio lists it but cannot run it yet — pick another model"
+    elif card.tiny:
         note += " · ⚠️ random weights: outputs are noise-like test pictures"
     return note
 
 
-def model_header(studio: Studio, task: str, spec_type: Any, elem_id: str,
-                 plain: Callable[[ModelCard], bool] | None = None) -> tuple[gr.Dropdown, dict[str, Any]]:
-    """The model picker and its card note; returns the picker and the preselected card's defaults."""
-    model_id = default_model(studio, task, plain)
+def model_header(studio: Studio, task: str, spec_type: Any, elem_id: str
+                 ) -> tuple[gr.Dropdown, gr.Markdown, dict[str, Any]]:
+    """The model picker and its card note; returns them and the preselected card's defaults."""
+    model_id = default_model(studio, task)
     card = studio.cards.cards.get(model_id or "")
     model = gr.Dropdown(model_choices(studio, task), value=model_id, label="Model", elem_id=elem_id)
-    gr.Markdown(card_note(card) if card else "No model for this tab is installed.")
-    return model, (spec_type.defaults_for(card) if card else {})
+    note = gr.Markdown(card_note(card) if card else "No model for this tab is installed.",
+                       elem_id=elem_id.replace("-model", "-note"))
+    return model, note, (spec_type.defaults_for(card) if card else {})
 
 
-def sampling_controls(defaults: dict[str, Any], prefix: str) -> tuple[gr.Slider, gr.Slider, gr.Slider, gr.Number]:
-    """Steps and CFG, then time shift and seed in an Advanced fold: the same order in every tab."""
+def only_taken(spec_type: Any, card: ModelCard, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` less the optional fields the card's model does not take (a style's negative prompt for
+    a model without one, steps for a token model): a form never sends what a model would refuse."""
+    takes = spec_type.takes(card)
+    return {k: v for k, v in params.items() if k not in spec_type.OPTIONAL or k in takes}
+
+
+def refuse_unrunnable(studio: Studio, model_id: str | None) -> ModelCard | None:
+    """The card, or InvalidInput when it is only listed: such a model cannot be started."""
+    card = studio.cards.cards.get(model_id or "")
+    if card is not None and not card.runnable:
+        raise InvalidInput(f"{card.title} is listed but the studio cannot run it yet: pick another model")
+    return card
+
+
+def sampling_controls(defaults: dict[str, Any], prefix: str, controls: Any) -> tuple[gr.Slider, gr.Slider, gr.Number]:
+    """Steps and CFG, then the family options, then the seed and the advanced family options in an
+    Advanced fold: the same order in every tab."""
     with gr.Row():
         steps = gr.Slider(1, 200, value=defaults.get("steps", 30), step=1, label="Steps", elem_id=f"{prefix}-steps")
         cfg = gr.Slider(1.0, 20.0, value=defaults.get("cfg", 4.0), step=0.5, label="CFG scale", elem_id=f"{prefix}-cfg")
+    with gr.Row():
+        controls.place(advanced=False)
     with gr.Accordion("Advanced", open=False):
-        shift = gr.Slider(1.0, 20.0, value=defaults.get("shift") or 4.0, step=0.5, label="Time shift")
         seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id=f"{prefix}-seed")
-    return steps, cfg, shift, seed
+        controls.place(advanced=True)
+    return steps, cfg, seed
 
 
 # The job each browser session is waiting on, per tab: what that tab's Stop button cancels.
@@ -91,6 +122,17 @@ def run_job(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.P
     finally:
         if key and _waiting.get(key) == job.id:
             del _waiting[key]
+
+
+def generate(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.Progress,
+             request: gr.Request | None, present: Callable[[Job, float], tuple]) -> tuple:
+    """Run a job from a tab (or its named API endpoint) and show it: a warning when it failed, then
+    what `present` makes of it for the tab's result widgets."""
+    with Timer() as timer:
+        job = run_job(studio, task, params, progress, request)
+    if job.error:
+        gr.Warning(job.error)
+    return present(job, timer.seconds)
 
 
 def stop_button(studio: Studio, task: str) -> gr.Button:

@@ -10,7 +10,10 @@ import gradio as gr
 
 from ..services import Studio
 from ..tasks.compose import MAX_GRID, ComposeSpec
-from .common import GENERATE, Timer, job_summary, model_header, run_job, sampling_controls, stop_button
+from ..errors import InvalidInput
+from .common import (GENERATE, card_note, job_summary, model_header, only_taken, refuse_unrunnable, generate,
+                     sampling_controls, stop_button)
+from .family_controls import FamilyControls
 from .forms import TabForm, preset_controls, wire_presets
 
 CELL_SIZES = [128, 256, 384, 512, 768, 1024]
@@ -32,7 +35,8 @@ def layout_preview(rows: int, cols: int, captions: list[str], cell_w: int, cell_
 def build(studio: Studio) -> TabForm:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
-            model, defaults = model_header(studio, "compose", ComposeSpec, "compose-model")
+            model, note, defaults = model_header(studio, "compose", ComposeSpec, "compose-model")
+            controls = FamilyControls("compose", "compose", studio.cards.cards.get(model.value or ""))
             cell = defaults.get("cell_width", 512)
             with gr.Row():
                 rows = gr.Slider(1, MAX_GRID, value=2, step=1, label="Rows", elem_id="compose-rows")
@@ -47,7 +51,7 @@ def build(studio: Studio) -> TabForm:
             negative = gr.Textbox(label="Negative caption", lines=1, elem_id="compose-negative")
             presets = preset_controls(studio, "compositional", with_style=False)
             cell_size = gr.Dropdown([(f"{s} px", s) for s in CELL_SIZES], value=cell, label="Cell size")
-            steps, cfg, shift, seed = sampling_controls(defaults, "compose")
+            steps, cfg, seed = sampling_controls(defaults, "compose", controls)
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", scale=3, elem_id="compose-generate")
                 stop_button(studio, "compose")
@@ -71,27 +75,35 @@ def build(studio: Studio) -> TabForm:
     def on_text(r, c, size, *values):
         return layout_preview(int(r), int(c), grid_captions(r, c, list(values)), int(size), int(size))
 
-    def read(model_id, r, c, size, negative_text, steps_v, cfg_v, shift_v, seed_v, *values) -> dict[str, Any]:
-        return {"model": model_id or "", "grid_rows": int(r), "grid_cols": int(c),
-                "captions": grid_captions(r, c, list(values)), "negative_prompt": negative_text or "",
-                "cell_width": int(size), "cell_height": int(size), "steps": steps_v, "cfg": cfg_v,
-                "shift": shift_v, "seed": -1 if seed_v is None else seed_v}
+    def read(model_id, r, c, size, negative_text, steps_v, cfg_v, seed_v, *values) -> dict[str, Any]:
+        boxed, option_values = values[:len(boxes)], values[len(boxes):]
+        params = {"model": model_id or "", "grid_rows": int(r), "grid_cols": int(c),
+                  "captions": grid_captions(r, c, list(boxed)), "negative_prompt": negative_text or "",
+                  "cell_width": int(size), "cell_height": int(size), "steps": steps_v, "cfg": cfg_v,
+                  "seed": -1 if seed_v is None else seed_v}
+        card = studio.cards.cards.get(model_id or "")
+        if card is None:
+            return params
+        return only_taken(ComposeSpec, card, {**params, **controls.params(card, list(option_values))})
 
     def on_generate(request: gr.Request, *values, progress=gr.Progress()):
-        with Timer() as timer:
-            job = run_job(studio, "compose", read(*values), progress, request)
-        if job.error:
-            gr.Warning(job.error)
-        image = str(job.outputs[0].path) if job.outputs else None
-        return image, job_summary(job, timer.seconds)
+        try:
+            params = read(*values)
+            refuse_unrunnable(studio, params["model"])
+        except InvalidInput as err:
+            return None, f"❌ {err}"
+        return generate(studio, "compose", params, progress, request, present)
+
+    def present(job: Any, seconds: float) -> tuple:
+        return (str(job.outputs[0].path) if job.outputs else None), job_summary(job, seconds)
 
     def model_updates(model_id: str) -> dict:
         card = studio.cards.cards.get(model_id or "")
         if card is None:
             return {}
         values = ComposeSpec.defaults_for(card)
-        return {steps: values.get("steps"), cfg: values.get("cfg"), shift: values.get("shift") or 4.0,
-                cell_size: values.get("cell_width", cell)}
+        return {note: card_note(card), steps: values.get("steps"), cfg: values.get("cfg"),
+                cell_size: values.get("cell_width", cell), **controls.updates(card)}
 
     def grid_fill(params: dict[str, Any], _model: str | None) -> dict:
         """Rows, columns and each caption in its box (box k of the form = row * MAX_GRID + col)."""
@@ -119,12 +131,16 @@ def build(studio: Studio) -> TabForm:
         control.input(on_grid, [rows, cols, cell_size, *boxes], [preview, *boxes], **private)
     for box in boxes:
         box.input(on_text, [rows, cols, cell_size, *boxes], preview, **private)
-    inputs = [model, rows, cols, cell_size, negative, steps, cfg, shift, seed, *boxes]
+    inputs = [model, rows, cols, cell_size, negative, steps, cfg, seed, *boxes, *controls.components]
+    model_outputs = [note, steps, cfg, cell_size, *controls.outputs]
     form = TabForm(modality="compositional", tab_id="compositional", model=model, inputs=inputs, read=read,
-                   fields={"negative_prompt": negative, "steps": steps, "cfg": cfg, "shift": shift, "seed": seed},
-                   model_updates=model_updates, extra_fill=grid_fill, outputs=inputs,
+                   fields={"negative_prompt": negative, "steps": steps, "cfg": cfg, "seed": seed, **controls.widgets},
+                   model_updates=model_updates, extra_fill=grid_fill,
+                   outputs=list(dict.fromkeys([*inputs, *model_outputs])),
                    after_fill=(on_text, [rows, cols, cell_size, *boxes], [preview]))
-    model.input(model_updates, model, [steps, cfg, shift, cell_size], **private)
-    run.click(on_generate, inputs, [result, status], api_name="generate_compose", **GENERATE)
+    model.input(model_updates, model, model_outputs, **private)
+    run.click(on_generate, inputs, [result, status], **private, **GENERATE)
     wire_presets(studio, form, presets)
+    form.present = present
+    form.results = [result, status]
     return form

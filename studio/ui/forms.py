@@ -56,6 +56,8 @@ class TabForm:
     # A step to run once a fill has landed in the browser: (fn, inputs, outputs), e.g. redraw a preview
     # from the form's values as they now are.
     after_fill: tuple[Callable[..., Any], list[Any], list[Any]] | None = None
+    results: list[Any] = field(default_factory=list)  # what its Generate shows (the named API returns them too)
+    present: Callable[[Any, float], tuple] | None = None  # (finished job, seconds) -> values for `results`
 
     def chain_after_fill(self, event: Any) -> Any:
         """`event`, followed by this form's after-fill step when it has one."""

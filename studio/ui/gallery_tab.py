@@ -260,7 +260,9 @@ def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab, forms: list[TabForm]) -> N
 
     private = {"api_visibility": "private"}
     all_form_outputs = list({c: None for f in forms for c in f.outputs})
-    first_page = (lambda *v: show_page(1, *v))
+    def first_page(*values):
+        return show_page(1, *values)
+
     for trigger in (find.click, search.submit):
         trigger(first_page, filter_inputs, page_outputs, **private)
     for control in (task, model, status, favorites):

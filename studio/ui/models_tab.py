@@ -157,12 +157,13 @@ def build(studio: Studio, tabs: gr.Tabs, forms: list[TabForm]) -> None:
     private = {"api_visibility": "private"}
     timer.tick(refresh, picked, [table, info], show_progress="hidden", **private)
     timer.tick(refresh_memory, None, [memory, residents], show_progress="hidden", **private)
-    free.click(do_free, None, message, **private).then(refresh_memory, None, [memory, residents])
+    free.click(do_free, None, message, **private).then(refresh_memory, None, [memory, residents], **private)
     picked.change(refresh, picked, [table, info], **private)
-    download.click(lambda c: act("download", c), picked, message, **private).then(refresh, picked, [table, info])
-    cancel.click(lambda c: act("cancel", c), picked, message, **private).then(refresh, picked, [table, info])
+    download.click(lambda c: act("download", c), picked, message, **private).then(refresh, picked, [table, info],
+                                                                                  **private)
+    cancel.click(lambda c: act("cancel", c), picked, message, **private).then(refresh, picked, [table, info], **private)
     delete.click(ask_delete, picked, [confirm_row, confirm_text, message], **private)
     keep.click(lambda: gr.update(visible=False), None, confirm_row, **private)
-    confirm.click(do_delete, picked, [confirm_row, message], **private).then(refresh, picked, [table, info])
+    confirm.click(do_delete, picked, [confirm_row, message], **private).then(refresh, picked, [table, info], **private)
     use.click(do_use, picked, [tabs, message, *{c: None for f in forms for c in f.outputs}], **private)
     add.click(do_add, repo, [picked, message], **private)

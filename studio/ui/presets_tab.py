@@ -132,7 +132,7 @@ def build(studio: Studio, tab: gr.Tab, forms: list[TabForm]) -> None:
         if not path:
             return {}
         try:
-            result = parse_import(Path(path).name, Path(path).read_bytes())
+            result = parse_import(Path(path).name, Path(path).read_bytes(), check=studio.preset_check)
             written, skipped = studio.user_presets.import_result(result, replace=bool(replace_v))
         except InvalidInput as err:
             return {imported: f"❌ {html.escape(str(err))}"}

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from studio.zoo.builtin import SEED, tiny_t5_tokenizer
+from .tiny_parts import SEED, tiny_t5_tokenizer
 
 if TYPE_CHECKING:
     import torch

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import Any, Callable
 
-from .builtin import SEED, tiny_t5_tokenizer
+from .tiny_parts import SEED, tiny_t5_encoder, tiny_t5_tokenizer
 
 # What the tiny cards (model_zoo/tiny-llamagen-*.yaml) say; the builders write what they describe.
 TINY_IMAGE_SIZE = 64  # 16 x 16 tokens through the tiny VQ's 4x downsampling
@@ -83,19 +83,18 @@ class TinyT5Encoder:
     def __init__(self) -> None:
         import torch
 
-        from .builtin_video import _tiny_t5
-
         self.tokenizer = tiny_t5_tokenizer()
         torch.manual_seed(SEED + 12)
-        self.model = _tiny_t5(len(self.tokenizer))
+        self.model = tiny_t5_encoder(len(self.tokenizer))
 
     def save_pretrained(self, save_directory: str | Path, safe_serialization: bool = True, **kwargs: Any) -> None:
         self.model.save_pretrained(save_directory, safe_serialization=safe_serialization, **kwargs)
         self.tokenizer.save_pretrained(save_directory)
 
 
-LLAMAGEN_BUILDERS: dict[str, Callable[[], object]] = {
-    "tiny-llamagen-c2i": lambda: build_tiny_llamagen("c2i"),
-    "tiny-llamagen-t2i": lambda: build_tiny_llamagen("t2i"),
-    "tiny-flan-t5": TinyT5Encoder,
-}
+def build_tiny_c2i() -> FileSet:
+    return build_tiny_llamagen("c2i")
+
+
+def build_tiny_t2i() -> FileSet:
+    return build_tiny_llamagen("t2i")

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from studio.zoo.builtin import SEED, tiny_t5_tokenizer
+from .tiny_parts import SEED, tiny_t5_encoder as _tiny_t5, tiny_t5_tokenizer
 
 # Native size of the tiny CogVideoX models, in latent pixels (x8 for pixels): 32x48 px, 9 frames.
 COGVIDEOX_SAMPLE_HEIGHT = 4
@@ -50,17 +50,6 @@ def _tiny_umt5(vocab_size: int):
     from transformers import UMT5Config, UMT5EncoderModel
 
     return UMT5EncoderModel(UMT5Config(
-        vocab_size=vocab_size, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2,
-        relative_attention_num_buckets=32, feed_forward_proj="gated-gelu",
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-    ))
-
-
-def _tiny_t5(vocab_size: int):
-    """T5 v1.1 encoder (CogVideoX uses t5-v1_1-xxl: gated-GELU)."""
-    from transformers import T5Config, T5EncoderModel
-
-    return T5EncoderModel(T5Config(
         vocab_size=vocab_size, d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2,
         relative_attention_num_buckets=32, feed_forward_proj="gated-gelu",
         pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import UnknownModel
+from ..families import check_card
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class ModelCard(BaseModel):
 
     id: str = Field(pattern=CARD_ID_PATTERN)
     title: str = Field(min_length=1)
-    family: str
+    family: str  # the model family that loads and runs it (studio.families)
     tasks: list[str] = Field(min_length=1)
     source: CardSource
     # The class that loads it: a diffusers pipeline, a transformers model, or a native engine's name.
@@ -86,10 +87,7 @@ class ModelCard(BaseModel):
             problem = self.size_problem(width, height)
             if problem:
                 raise ValueError(f"resolution preset {res}: {problem}")
-        if self.library == "native":
-            from ..engines.native import check_card
-
-            check_card(self)
+        check_card(self)  # its family's word on whether it can run this card as written
         return self
 
     def size_problem(self, width: int, height: int) -> str | None:

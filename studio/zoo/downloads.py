@@ -19,6 +19,7 @@ from pathlib import Path
 from ..errors import StudioError
 from ..history.installed import InstalledModels, InstallRecord, InstallStatus
 from ..settings import Settings
+from .availability import is_available
 from .cards import CardRegistry, ModelCard
 from .hub import DownloadCancelled, DownloadError, RemoteFile, RepoFetcher, fetch_plan, repo_folder, select_files
 
@@ -88,7 +89,8 @@ class DownloadManager:
             return
         # Downloads cut off by a stop or a crash carry on from their partial files.
         for record in self._records.all().values():
-            if record.status in (InstallStatus.QUEUED, InstallStatus.DOWNLOADING) and record.card_id in self._cards.cards:
+            unfinished = record.status in (InstallStatus.QUEUED, InstallStatus.DOWNLOADING)
+            if unfinished and record.card_id in self._cards.cards:
                 self.enqueue(record.card_id)
 
     def stop(self, timeout: float = 10) -> None:
@@ -109,7 +111,6 @@ class DownloadManager:
         (the registry has refused cards whose requirements loop)."""
         card = self._cards.get(card_id)
         self.downloadable(card)
-        from ..runtime.loader import is_available
 
         for required_id in card.requires:
             required = self._cards.get(required_id)
@@ -173,7 +174,6 @@ class DownloadManager:
 
     def _siblings_here(self, card: ModelCard) -> list[ModelCard]:
         """Other cards on the same repo whose files are in the cache."""
-        from ..runtime.loader import is_available
 
         return [other for other in self._cards.cards.values()
                 if other.id != card.id and other.source.repo == card.source.repo

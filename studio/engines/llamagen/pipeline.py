@@ -26,7 +26,7 @@ from PIL import Image
 from torch import nn
 
 from ...errors import ModelNotAvailable
-from ...runtime.bundle import ModuleBundle
+from ..bundle import ModuleBundle
 from .gpt import GPT, GPTConfig, load_state_dict_from_file
 from .options import TINY, LlamaGenFiles, engine_options
 from .sampling import generate

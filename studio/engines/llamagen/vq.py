@@ -106,9 +106,9 @@ DROPPED_KEYS = frozenset(
 )
 
 # Official name <-> Janus name: each pair is (official prefix, Janus prefix), "#" standing for a block
-# or layer index that carries over. LlamaGen builds `conv_blocks` in the same order as Janus builds `up` (decoder: from the lowest
-# resolution, i.e. reversed levels, appended) and `down` (encoder: from the highest), and both run
-# them in list order, so block indices carry over unchanged.
+# or layer index that carries over. LlamaGen builds `conv_blocks` in the same order as Janus builds
+# `up` (decoder: from the lowest resolution, i.e. reversed levels, appended) and `down` (encoder: from
+# the highest), and both run them in list order, so block indices carry over unchanged.
 _NAME_PAIRS: tuple[tuple[str, str], ...] = (
     ("decoder.conv_blocks.#.res.#.", "decoder.up.#.block.#."),
     ("decoder.conv_blocks.#.attn.#.", "decoder.up.#.attn.#."),

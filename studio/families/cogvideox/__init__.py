@@ -1,0 +1,16 @@
+"""CogVideoX on diffusers (CogVideoXPipeline, CogVideoXImageToVideoPipeline, and VideoX-Fun's
+CogVideoXFunControlPipeline): a v-prediction DDIM/DPM model, so no flow shift; text- and
+image-to-video, and pose/depth/canny control video for the Fun control checkpoints."""
+
+from ..registry import Family, register
+
+FAMILY = register(Family(
+    name="cogvideox",
+    title="CogVideoX",
+    tasks=("video",),
+    run="studio.families.cogvideox.run:run",
+    takes="studio.families.cogvideox.run:takes",
+    builders={"tiny-cogvideox": "studio.zoo.builtin_video:build_tiny_cogvideox",
+              "tiny-cogvideox-i2v": "studio.zoo.builtin_video:build_tiny_cogvideox_i2v",
+              "tiny-cogvideox-fun-control": "studio.zoo.builtin_video:build_tiny_cogvideox_fun_control"},
+))

@@ -1,0 +1,42 @@
+"""Running a MusicGen job: `generate()` with sampling, classifier-free guidance and a token budget
+for the asked length; progress once per token step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...tasks.base import StepCallback, TaskOutput
+
+
+class TokenProgress:
+    """A transformers streamer that counts generated token steps for the progress bar."""
+
+    def __init__(self, total: int, on_step: StepCallback) -> None:
+        self.total, self.on_step, self.done = total, on_step, -1  # the first put() is the prompt
+
+    def put(self, _value: Any) -> None:
+        self.done += 1
+        if self.done > 0:
+            self.on_step(min(self.done, self.total), self.total)
+
+    def end(self) -> None:
+        self.on_step(self.total, self.total)
+
+
+def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -> TaskOutput:
+    model, processor = pipeline.model, pipeline.processor
+    encoder = model.config.audio_encoder
+    # The codebooks are interleaved with a delay: the first num_codebooks - 1 steps make no audio frame.
+    tokens = max(1, int(round(spec.seconds * encoder.frame_rate))) + model.decoder.config.num_codebooks - 1
+    inputs = processor(text=[spec.prompt], padding=True, return_tensors="pt").to(pipeline.device)
+    torch.manual_seed(spec.seed)  # generate() samples from the global generator
+    with torch.no_grad():
+        audio = model.generate(**inputs, do_sample=True, guidance_scale=spec.cfg, max_new_tokens=tokens,
+                               temperature=spec.option("temperature"), top_k=spec.option("top_k") or None,
+                               streamer=TokenProgress(tokens, on_step))
+    wave = audio[0].float().cpu().numpy()
+    return TaskOutput(items=[np.asarray(wave, dtype=np.float32)],
+                      used={"sampler": "sampling", "sample_rate": int(encoder.sampling_rate), "tokens": tokens})

@@ -1,0 +1,22 @@
+"""Wan 2.1 on diffusers (WanPipeline, WanImageToVideoPipeline, WanVACEPipeline): text-, image- and
+video-to-video, and control video with an optional reference image (VACE). Its option is the flow
+shift of its UniPC scheduler (VideoX-Fun's 3.0 for 480p; cards set theirs)."""
+
+from ..registry import Family, Option, register
+
+FAMILY = register(Family(
+    name="wan",
+    title="Wan 2.1",
+    tasks=("video",),
+    options=(
+        Option("shift", float, None, label="Time shift", minimum=0, above_minimum=True, maximum=100,
+               widget="slider", slider=(1.0, 20.0), step=0.5, infotext="Shift", advanced=True,
+               help="the scheduler's flow shift"),
+    ),
+    defaults={"control_scale": 1.0},
+    run="studio.families.wan.run:run",
+    takes="studio.families.wan.run:takes",
+    builders={"tiny-wan": "studio.zoo.builtin_video:build_tiny_wan",
+              "tiny-wan-i2v": "studio.zoo.builtin_video:build_tiny_wan_i2v",
+              "tiny-wan-vace": "studio.zoo.builtin_video:build_tiny_wan_vace"},
+))

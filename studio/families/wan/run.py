@@ -1,0 +1,51 @@
+"""Running a Wan 2.1 job: which inputs each of its pipelines takes, and the call that feeds them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...tasks.base import StepCallback, TaskOutput
+from ...tasks.video import load_input_image, load_input_video, run_diffusers_video
+
+TEXT, IMAGE, VACE = "WanPipeline", "WanImageToVideoPipeline", "WanVACEPipeline"
+
+
+def takes(card: Any, task: str) -> list[str]:
+    fields = ["negative_prompt", "shift"]
+    if card.pipeline == IMAGE:
+        fields.append("image")
+    if card.pipeline == VACE:
+        fields += ["control_video", "reference_image", "control_scale"]
+    if card.pipeline == TEXT and "strength" in card.defaults:
+        # Video-to-video runs on the text-to-video weights (WanVideoToVideoPipeline); the card's
+        # strength default says it is offered.
+        fields += ["video", "strength"]
+    return fields
+
+
+def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -> TaskOutput:
+    shift = spec.option("shift")
+    if shift is not None:
+        # Wan's UniPC calls it flow_shift; the scheduler is rebuilt per job so it never leaks.
+        config = pipeline.scheduler.config
+        key = "flow_shift" if "flow_shift" in config else "shift" if "shift" in config else None
+        if key:
+            pipeline.scheduler = type(pipeline.scheduler).from_config(config, **{key: shift})
+    inputs: dict[str, Any] = {}
+    num_frames = True
+    if card.pipeline == IMAGE:
+        inputs["image"] = load_input_image(spec.image)
+    if spec.video:
+        from diffusers import WanVideoToVideoPipeline
+
+        # The same loaded components under the video-to-video pipeline: nothing is loaded twice.
+        pipeline = WanVideoToVideoPipeline.from_pipe(pipeline)
+        inputs["video"] = load_input_video(spec.video, spec.frames, spec.width, spec.height)
+        inputs["strength"] = spec.strength
+        num_frames = False  # its length is the input clip's
+    if card.pipeline == VACE:
+        inputs["video"] = load_input_video(spec.control_video, spec.frames, spec.width, spec.height)
+        inputs["conditioning_scale"] = spec.control_scale
+        if spec.reference_image:
+            inputs["reference_images"] = [load_input_image(spec.reference_image)]
+    return run_diffusers_video(pipeline, spec, on_step, inputs, num_frames=num_frames)
