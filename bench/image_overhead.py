@@ -41,7 +41,8 @@ from studio.engines.lumina_next import LuminaNextOptions, sample as lumina_sampl
 from studio.runtime.loader import load_pipeline  # noqa: E402
 from studio.services import Studio  # noqa: E402
 from studio.settings import Settings  # noqa: E402
-from studio.tasks.image import LUMINA_NEXT_FAMILY, LUMINA_NEXT_ONLY, ImageSpec  # noqa: E402
+from studio.families import FAMILIES  # noqa: E402
+from studio.tasks.image import ImageSpec  # noqa: E402
 
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
 SEED = 1234
@@ -93,9 +94,9 @@ def main() -> int:
 
         def direct() -> Image.Image:
             generator = torch.Generator("cpu").manual_seed(SEED)
-            if card.family == LUMINA_NEXT_FAMILY:
-                opts = LuminaNextOptions(steps=args.steps, cfg=cfg, **{k: defaults[k] for k in LUMINA_NEXT_ONLY},
-                                         shift=defaults["shift"])
+            if FAMILIES.of(card).name == "lumina-next":  # its own sampler, with its family's defaults
+                names = [o.name for o in FAMILIES.of(card).options]
+                opts = LuminaNextOptions(steps=args.steps, cfg=cfg, **{k: defaults[k] for k in names})
                 return lumina_sample(pipe, prompt=PROMPT, negative_prompt="", width=width, height=height,
                                      num_images=1, generator=generator, opts=opts)[0][0]
             if shift is not None:  # as ImageTask.run does, per job

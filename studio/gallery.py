@@ -24,6 +24,7 @@ from .errors import InvalidInput
 from .history import AssetRecord, HistoryStore, JobFilter, JobPage, JobRecord, JobStatus
 from .jobs import Job, JobQueue
 from .media import THUMBNAIL_SOURCES
+from .tasks import get_task
 from .history.tables import utcnow
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,12 @@ class Gallery:
     def rerun(self, job_id: str) -> Job:
         """Submit the job again with its recorded parameters: same model, seed and settings, same output."""
         record = self.job(job_id)
-        return self._jobs.submit(record.task, record.params)
+        try:
+            params = get_task(record.task).spec_type.replayable(record.params, self._jobs.cards.cards.get(
+                record.model_id))
+        except InvalidInput:  # a task this version does not have: submit says so
+            params = record.params
+        return self._jobs.submit(record.task, params)
 
     def set_favorite(self, job_id: str, favorite: bool) -> None:
         self.job(job_id)

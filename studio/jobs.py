@@ -131,6 +131,10 @@ class JobQueue:
 
     # -- front-end side -------------------------------------------------------------------------
 
+    @property
+    def cards(self) -> CardRegistry:
+        return self._cards
+
     def submit(self, task_name: str, params: Mapping[str, Any]) -> Job:
         """Validate and enqueue a job. Invalid input gives a job that is already failed, with the reason."""
         try:

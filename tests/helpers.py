@@ -14,6 +14,14 @@ def image_params(**overrides):
     return params
 
 
+def builders_from(module: str) -> dict:
+    """The built-in builders the model families declare from one module (e.g. studio.zoo.builtin_video)."""
+    from studio.families import FAMILIES, resolve
+
+    return {name: resolve(hook) for family in FAMILIES.all() for name, hook in family.builders.items()
+            if hook.partition(":")[0] == module}
+
+
 def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from studio.zoo.builtin_audio import AUDIO_BUILDERS, tiny_roberta_tokenizer
+from studio.zoo.builtin_audio import tiny_roberta_tokenizer
+from helpers import builders_from
+
+AUDIO_BUILDERS = builders_from("studio.zoo.builtin_audio")  # as the model families declare them
 
 PROMPT, OTHER_PROMPT = "a dog barking in the rain", "soft piano chords"
 

@@ -35,7 +35,7 @@ BIG_BYTES = BIG_BYTES[:BIG_SIZE]
 
 
 def big_card(card_id: str = "big-model", repo: str = BIG_REPO, **extra) -> dict:
-    return {"id": card_id, "title": f"Big test model {card_id}", "family": "test", "tasks": ["image"],
+    return {"id": card_id, "title": f"Big test model {card_id}", "family": "diffusers", "tasks": ["image"],
             "source": {"repo": repo}, "pipeline": "LuminaPipeline", "memory_gb": 1, "license": "mit", **extra}
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client
-from gradio_client.exceptions import AppError, AuthenticationError
+from gradio_client.exceptions import AuthenticationError
 
 from studio.history import JobStatus
 from studio.ui.app import build_app
@@ -135,10 +135,16 @@ def test_a_server_path_sent_through_the_api_is_not_read(served, studio):
     with pytest.raises(Exception, match="generate_video"):
         client.predict("video", {"model": "tiny-wan-i2v", "prompt": "waves", "image": "/etc/passwd"},
                        api_name="/submit_job")
-    # A start image given as a raw path instead of an upload: Gradio refuses to read it.
-    with pytest.raises(AppError):
-        client.predict("tiny-wan-i2v", "waves", "", {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}},
-                       "64x48", 5, 16, 2, 6.0, 3.0, 1, api_name="/generate_video")
+    # A start image given as a path on the server instead of an upload, sent over plain HTTP (the Python
+    # client would upload its own machine's file instead): Gradio refuses to read it.
+    api = client.view_api(return_format="dict", print_info=False)
+    names = [p["parameter_name"] for p in api["named_endpoints"]["/generate_video"]["parameters"]]
+    sent = {"prompt": "waves", "model": "tiny-wan-i2v", "steps": 1,
+            "image": {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}}
+    url = f"{served[0].local_url}gradio_api/call/generate_video"
+    event = httpx.post(url, json={"data": [sent.get(name) for name in names]}, timeout=30).json()["event_id"]
+    stream = httpx.get(f"{url}/{event}", timeout=120).text
+    assert "event: error" in stream and "root:" not in stream
     assert all(record.task != "video" or record.status is JobStatus.FAILED for record in studio.history.list_jobs())
 
 
@@ -192,8 +198,9 @@ def test_fifty_jobs_from_five_clients_are_all_accounted_for(served, studio):
         try:
             client = Client(demo.local_url, verbose=False)
             for i in range(10):
-                gallery, status = client.predict("tiny-lumina-next", f"client {n} picture {i}", "", "64x64", 1, 4.0,
-                                                 4.0, n * 100 + i, 1, api_name="/generate_image")
+                gallery, status = client.predict(prompt=f"client {n} picture {i}", model="tiny-lumina-next",
+                                                 width=64, height=64, steps=1, seed=n * 100 + i,
+                                                 api_name="/generate_image")
                 results.append((f"client {n} picture {i}", status))
         except BaseException as err:  # surfaced below
             errors.append(err)

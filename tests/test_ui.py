@@ -130,6 +130,24 @@ def test_every_generate_endpoint_takes_named_parameters_and_card_defaults_for_th
         "cfg_mode": "lumina"}
 
 
+def test_the_api_applies_a_style_by_name_and_checks_whole_numbers(served, studio):
+    _, client = served
+    style = studio.presets.styles("image")[0]
+    gallery, status = client.predict(prompt="a kite", model="tiny-lumina-next", steps=FAST_STEPS, style=style.name,
+                                     api_name="/generate_image")
+    assert "Done" in status, status
+    job = studio.history.list_jobs()[0]
+    assert job.prompt != "a kite" and "a kite" in job.prompt  # the template was applied around the prompt
+    with pytest.raises(Exception, match="no style named"):
+        client.predict(prompt="a kite", style="No Such Style", api_name="/generate_image")
+    gallery, status = client.predict(prompt="a kite", model="tiny-lumina-next", steps=2.5, api_name="/generate_image")
+    assert "Failed" in status and "steps" in status  # refused, not rounded to 2 or 3
+    gallery, status = client.predict(prompt="x", model="tiny-llamagen-c2i", class_id=207.0, top_k=10,
+                                     api_name="/generate_image")
+    assert "Done" in status, status
+    assert studio.history.list_jobs()[0].params["class_id"] == 207
+
+
 def demo_default(studio) -> str:
     from studio.ui.common import default_model
 

@@ -16,12 +16,18 @@ first looked up (see `studio/families/builtin.py`).
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
 from ..errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+# The family of a diffusers card whose `family:` names none registered (a repo added by hand).
+GENERIC_DIFFUSERS = "diffusers"
 
 # "package.module:attribute": a hook imported on first use.
 Hook = str
@@ -109,6 +115,7 @@ class Family:
     name: str  # what cards write in `family:`
     title: str
     tasks: tuple[str, ...]
+    aliases: tuple[str, ...] = ()  # older names cards may still carry
     options: tuple[Option, ...] = ()
     # Values for the task's common fields (steps, cfg, size…) that suit the whole family; a card's win.
     defaults: Mapping[str, Any] = field(default_factory=dict)
@@ -171,19 +178,34 @@ class FamilyRegistry:
                 self._builtins_loaded = True
                 importlib.import_module("studio.families.builtin")
                 for module in plugin_modules():
-                    importlib.import_module(module)
+                    try:
+                        importlib.import_module(module)
+                    except Exception:  # a broken plug-in costs its own families, not the studio
+                        log.exception("model family plug-in %r could not be loaded; its models are skipped",
+                                      module)
 
     def get(self, name: str) -> Family | None:
         self._ensure_builtins()
-        return self._families.get(name)
+        found = self._families.get(name)
+        if found is None:
+            found = next((f for f in self._families.values() if name in f.aliases), None)
+        return found
 
     def all(self) -> list[Family]:
         self._ensure_builtins()
         return list(self._families.values())
 
+    def of(self, card: Any) -> Family | None:
+        """The family that runs `card`: the one it names (or an older name of it); for a diffusers card
+        naming no registered family, the plain diffusers family, which calls its pipeline as it is."""
+        family = self.get(card.family)
+        if family is None and card.library == "diffusers":
+            family = self.get(GENERIC_DIFFUSERS)
+        return family
+
     def for_card(self, card: Any) -> Family:
         """The family that runs `card`, or InvalidInput saying none is registered."""
-        family = self.get(card.family)
+        family = self.of(card)
         if family is None:
             raise InvalidInput(f"{card.title}: no model family {card.family!r} is registered in this studio, so it "
                                "cannot run")
@@ -220,7 +242,7 @@ def check_card(card: Any) -> None:
     Listed-only cards (`runnable: false`) are not checked: their family may still be to come."""
     if not card.runnable:
         return
-    family = FAMILIES.get(card.family)
+    family = FAMILIES.of(card)
     if family is None:
         known = ", ".join(sorted(f.name for f in FAMILIES.all()))
         raise ValueError(f"family: {card.family!r} is not a registered model family; known: {known}")

@@ -76,7 +76,7 @@ class TaskSpec(BaseModel):
     @classmethod
     def takes(cls, card: ModelCard) -> set[str]:
         """The optional fields and family options this card's model takes for this task."""
-        family = FAMILIES.get(card.family)
+        family = FAMILIES.of(card)
         if family is None:  # a listed-only card whose family is still to come
             return set(cls.OPTIONAL)
         hook = family.hook("takes")
@@ -90,7 +90,7 @@ class TaskSpec(BaseModel):
         """Whether the card runs from a prompt alone and takes every setting of the task's form (what a
         new user offline is first shown): no class picker instead of the prompt, no input it must be
         given, no setting it has no use for."""
-        family = FAMILIES.get(card.family)
+        family = FAMILIES.of(card)
         takes = cls.takes(card)
         if family is not None and family.prompt_from in takes:
             return False
@@ -101,7 +101,7 @@ class TaskSpec(BaseModel):
     def defaults_for(cls, card: ModelCard) -> dict[str, Any]:
         """The value each field the card takes gets when left unset (also the form's initial values):
         the card's own, else its family's, else the task's."""
-        family = FAMILIES.get(card.family)
+        family = FAMILIES.of(card)
         takes = cls.takes(card)
         merged: dict[str, Any] = dict(cls.FALLBACKS)
         if family is not None:
@@ -133,6 +133,17 @@ class TaskSpec(BaseModel):
         except ValidationError as err:
             raise InvalidInput(describe_validation_error(err)) from None
 
+    @classmethod
+    def replayable(cls, params: Mapping[str, Any], card: ModelCard | None) -> dict[str, Any]:
+        """A recorded job's parameters as a re-run sends them: less the options its model never took,
+        which older versions recorded for every model of a task (a temperature on AudioLDM 2 music, a
+        shift on CogVideoX): they changed nothing then, so leaving them out keeps the re-run exact."""
+        if card is None or not card.runnable or FAMILIES.of(card) is None:
+            return dict(params)
+        takes = cls.takes(card)
+        common = cls.model_fields.keys() - set(cls.OPTIONAL)  # e.g. steps: 100 on an old MusicGen job
+        return {k: v for k, v in params.items() if k in common or k in takes}
+
     def resolved(self, card: ModelCard) -> "TaskSpec":
         """This spec checked against the card's family, every unset field filled from the card, the
         family or the task, and a concrete seed."""
@@ -147,12 +158,14 @@ class TaskSpec(BaseModel):
             params = prepare(card, self.task, params)
         takes = self.takes(card)
         refuse_what_is_not_taken(params, takes, family, card, type(self))
-        for option in family.options_for(self.task):
-            if option.name in takes and params.get(option.name) is not None:
-                params[option.name] = option.check(params[option.name], family.title)
+        # What is left of other families' options is unset: the job records only its own family's.
+        params = {k: v for k, v in params.items() if k in type(self).model_fields or k in takes}
         for name, value in self.defaults_for(card).items():
             if params.get(name) is None:
                 params[name] = value
+        for option in family.options_for(self.task):  # given or from the card: within the declared bounds
+            if option.name in takes and params.get(option.name) is not None:
+                params[option.name] = option.check(params[option.name], family.title)
         if params.get("seed", -1) == -1:
             params["seed"] = random.SystemRandom().randint(0, MAX_SEED)
         try:
@@ -191,9 +204,12 @@ def refuse_what_is_not_taken(params: dict[str, Any], takes: set[str], family: Fa
     if family.option(foreign[0]) is not None or not owners:
         taken = ", ".join(sorted(n for n in takes if n not in spec_type.OPTIONAL)) or "none"
         raise InvalidInput(f"{names}: not an option of {card.title} ({family.title}; its options: {taken})")
-    owner = owners[0].title
-    raise InvalidInput(f"{names}: {owner}'s options apply to {owner} models only, not to {card.title} "
-                       f"({family.title})")
+    if len(owners) == 1:
+        owner = owners[0].title
+        raise InvalidInput(f"{names}: {owner}'s options apply to {owner} models only, not to {card.title} "
+                           f"({family.title})")
+    titles = " and ".join(sorted(f.title for f in owners))
+    raise InvalidInput(f"{names}: an option of {titles} models, which {card.title} ({family.title}) does not take")
 
 
 def describe_validation_error(err: ValidationError) -> str:
@@ -223,7 +239,7 @@ def run_family(task: str, pipeline: Any, spec: TaskSpec, card: ModelCard, on_ste
 
 def family_lines(task: str, spec: TaskSpec, card: ModelCard) -> dict[str, Any]:
     """The infotext `Key: value` pairs of the family options this job used (as the family names them)."""
-    family = FAMILIES.get(card.family)
+    family = FAMILIES.of(card)
     if family is None:
         return {}
     return {o.infotext: spec.option(o.name) for o in family.options_for(task) if o.infotext}

@@ -80,7 +80,7 @@ class VideoSpec(TaskSpec):
         "strength": "{title} cannot restyle an input video, so it takes no strength",
         "control_video": "{title} takes no control video; pick a control-video model",
         "reference_image": "{title} takes no reference image",
-        "control_scale": "{title} takes no control video, so it takes no control strength",
+        "control_scale": "{title} takes no control strength",
     }
 
     width: int | None = Field(default=None, gt=0)

@@ -11,8 +11,8 @@ from ..engines.anagram import VIEWS
 from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.anagram import AnagramSpec
-from .common import (GENERATE, card_note, job_summary, model_header, only_taken, refuse_unrunnable, generate,
-                     sampling_controls, stop_button)
+from .common import (GENERATE, card_note, generate, job_summary, model_header, only_taken, refuse_unrunnable,
+                     sampling_controls, start_follows_model, stop_button)
 from .family_controls import FamilyControls
 from .forms import TabForm, preset_controls, size_text, wire_presets
 
@@ -111,7 +111,8 @@ def build(studio: Studio) -> TabForm:
 
     pairs = [c for _, text, picked in readings for c in (text, picked)]
     inputs = [model, style, negative, size, steps, cfg, seed, *pairs, *controls.components]
-    model_outputs = [note, steps, cfg, *controls.outputs]
+    model_updates = start_follows_model(studio, run, model, model_updates)
+    model_outputs = [note, run, steps, cfg, *controls.outputs]
     form = TabForm(modality="anagrams", tab_id="anagrams", model=model, inputs=inputs, read=read,
                    fields={"style": style, "negative_prompt": negative, "steps": steps, "cfg": cfg, "seed": seed,
                            **controls.widgets},

@@ -7,12 +7,12 @@ from typing import Any
 
 import gradio as gr
 
+from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.audio import AudioSpec
 from ..tasks.music import MusicSpec
-from ..errors import InvalidInput
-from .common import (GENERATE, card_note, job_summary, model_header, only_taken, refuse_unrunnable, generate,
-                     stop_button)
+from .common import (GENERATE, card_note, generate, job_summary, model_header, only_taken, refuse_unrunnable,
+                     start_follows_model, stop_button)
 from .family_controls import FamilyControls
 from .forms import TabForm, preset_controls, styled, wire_presets
 
@@ -102,7 +102,8 @@ def build_audio(studio: Studio) -> TabForm:
         return generate(studio, "audio", params, progress, request, present)
 
     inputs = [model, prompt, negative, seconds, steps, cfg, count, fmt, seed, *controls.components]
-    model_outputs = [note, seconds, steps, cfg, negative, *controls.outputs]
+    model_updates = start_follows_model(studio, run, model, model_updates)
+    model_outputs = [note, run, seconds, steps, cfg, negative, *controls.outputs]
     form = TabForm(modality="audio", tab_id="audio", model=model, inputs=inputs, read=read,
                    fields={"prompt": prompt, "negative_prompt": negative, "steps": steps,
                            "cfg": cfg, "num_waveforms": count, "format": fmt, "seed": seed, **controls.widgets},
@@ -179,7 +180,8 @@ def build_music(studio: Studio) -> TabForm:
         return generate(studio, "music", params, progress, request, present)
 
     inputs = [model, prompt, negative, seconds, cfg, steps, fmt, seed, *controls.components]
-    model_outputs = [note, seconds, cfg, steps, negative, *controls.outputs]
+    model_updates = start_follows_model(studio, run, model, model_updates)
+    model_outputs = [note, run, seconds, cfg, steps, negative, *controls.outputs]
     form = TabForm(modality="music", tab_id="music", model=model, inputs=inputs, read=read,
                    fields={"prompt": prompt, "negative_prompt": negative, "cfg": cfg, "steps": steps, "format": fmt,
                            "seed": seed, **controls.widgets},

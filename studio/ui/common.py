@@ -54,7 +54,7 @@ def default_model(studio: Studio, task: str) -> str | None:
 
 def card_note(card: ModelCard) -> str:
     """The line under a model picker: the chosen model's title, family and licence, and what to know."""
-    family = FAMILIES.get(card.family)
+    family = FAMILIES.of(card)
     note = f"**{html.escape(card.title)}**"
     if family is not None:
         note += f" · {html.escape(family.title)}"
@@ -75,6 +75,23 @@ def model_header(studio: Studio, task: str, spec_type: Any, elem_id: str
     note = gr.Markdown(card_note(card) if card else "No model for this tab is installed.",
                        elem_id=elem_id.replace("-model", "-note"))
     return model, note, (spec_type.defaults_for(card) if card else {})
+
+
+def start_follows_model(studio: Studio, run: gr.Button, model: gr.Dropdown,
+                        model_updates: Callable[[str], dict]) -> Callable[[str], dict]:
+    """`model_updates` that also enables Generate only for a model the studio can run (a listed one
+    cannot be started); the button starts as the preselected model allows."""
+    card = studio.cards.cards.get(model.value or "")
+    run.interactive = card is None or card.runnable
+
+    def updates(model_id: str) -> dict:
+        changes = model_updates(model_id)
+        picked = studio.cards.cards.get(model_id or "")
+        if picked is not None:
+            changes[run] = gr.update(interactive=picked.runnable)
+        return changes
+
+    return updates
 
 
 def only_taken(spec_type: Any, card: ModelCard, params: dict[str, Any]) -> dict[str, Any]:

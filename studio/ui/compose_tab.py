@@ -8,11 +8,11 @@ from typing import Any
 
 import gradio as gr
 
+from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.compose import MAX_GRID, ComposeSpec
-from ..errors import InvalidInput
-from .common import (GENERATE, card_note, job_summary, model_header, only_taken, refuse_unrunnable, generate,
-                     sampling_controls, stop_button)
+from .common import (GENERATE, card_note, generate, job_summary, model_header, only_taken, refuse_unrunnable,
+                     sampling_controls, start_follows_model, stop_button)
 from .family_controls import FamilyControls
 from .forms import TabForm, preset_controls, wire_presets
 
@@ -132,7 +132,8 @@ def build(studio: Studio) -> TabForm:
     for box in boxes:
         box.input(on_text, [rows, cols, cell_size, *boxes], preview, **private)
     inputs = [model, rows, cols, cell_size, negative, steps, cfg, seed, *boxes, *controls.components]
-    model_outputs = [note, steps, cfg, cell_size, *controls.outputs]
+    model_updates = start_follows_model(studio, run, model, model_updates)
+    model_outputs = [note, run, steps, cfg, cell_size, *controls.outputs]
     form = TabForm(modality="compositional", tab_id="compositional", model=model, inputs=inputs, read=read,
                    fields={"negative_prompt": negative, "steps": steps, "cfg": cfg, "seed": seed, **controls.widgets},
                    model_updates=model_updates, extra_fill=grid_fill,

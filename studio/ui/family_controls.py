@@ -124,7 +124,7 @@ class FamilyControls:
 
     def updates(self, card: ModelCard) -> dict[Any, Any]:
         """Picking `card`: each option shown if it takes it, with its default and its family's look."""
-        family = FAMILIES.get(card.family)
+        family = FAMILIES.of(card)
         taken = self.taken(card)
         defaults = self.spec_type.defaults_for(card)
         updates: dict[Any, Any] = {}
@@ -167,5 +167,5 @@ def _as_type(option: Option, value: Any) -> Any:
 
 
 def family_of(card: ModelCard | None) -> Family | None:
-    return FAMILIES.get(card.family) if card is not None else None
+    return FAMILIES.of(card) if card is not None else None
 

@@ -146,6 +146,18 @@ def find_style(studio: Studio, key: str | None) -> Style | None:
     return None
 
 
+def style_key(studio: Studio, modality: str, name: str) -> str:
+    """The picker key of a style given by its name (the user's own first), or InvalidInput listing them."""
+    for style in studio.user_presets.styles(modality):
+        if style.name == name:
+            return f"user:{style.id}"
+    for style in studio.presets.styles(modality):
+        if style.name == name:
+            return f"builtin:{style.name}"
+    names = [s.name for s in [*studio.user_presets.styles(modality), *studio.presets.styles(modality)]]
+    raise InvalidInput(f"no style named {name!r}; the {modality} styles are: {', '.join(names) or 'none'}")
+
+
 def styled(studio: Studio, style_key: str | None, params: dict[str, Any]) -> dict[str, Any]:
     """`params` with the chosen style applied to the prompt and negative prompt (the job records the result)."""
     style = find_style(studio, style_key)

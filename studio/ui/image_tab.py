@@ -15,8 +15,8 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.image import ImageSpec
 from ..zoo.cards import parse_size
-from .common import (GENERATE, card_note, default_model, job_summary, model_choices, only_taken,
-                     refuse_unrunnable, generate, stop_button)
+from .common import (GENERATE, card_note, default_model, generate, job_summary, model_choices, only_taken,
+                     refuse_unrunnable, stop_button)
 from .family_controls import FamilyControls
 from .forms import TabForm, nearest_shape, preset_controls, size_text, styled, wire_presets
 

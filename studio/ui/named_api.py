@@ -22,11 +22,12 @@ from typing import Any, Literal
 
 import gradio as gr
 
+from ..errors import InvalidInput
 from ..families import FAMILIES, Option
 from ..services import Studio
 from ..tasks import get_task
-from .common import GENERATE, default_model, generate
-from .forms import TabForm
+from .common import GENERATE, default_model, generate, only_taken
+from .forms import TabForm, style_key, styled
 
 # Fields a client sends as uploads (gradio_client.handle_file), never as paths on this machine.
 IMAGE_FILES = ("image", "reference_image")
@@ -71,7 +72,8 @@ def _component(name: str, annotation: Any, label: str) -> tuple[Any, Any]:
         # Not a Checkbox: its value is never None, so "left out" would read as False.
         return gr.Radio([True, False], value=None, **hidden), bool
     if kind in (int, float):
-        return gr.Number(value=None, precision=0 if kind is int else None, **hidden), kind
+        # No rounding here: a whole number is checked by the spec (7.5 steps is refused, not made 8).
+        return gr.Number(value=None, **hidden), kind
     return gr.Textbox(value=None, **hidden), str
 
 
@@ -81,8 +83,13 @@ def _option_annotation(option: Option) -> Any:
     return option.type
 
 
-def parameters(task: str) -> list[Parameter]:
-    """The endpoint's parameters: the required ones first, then every optional field and option."""
+# The name of a style template (presets/styles.yaml or the user's own), for tabs that offer styles.
+STYLE = "style"
+
+
+def parameters(task: str, with_style: bool = False) -> list[Parameter]:
+    """The endpoint's parameters: the required ones first, then every optional field and option, and
+    the style template's name where the tab has a Style picker."""
     spec_type = get_task(task).spec_type
     required = ("prompt",) if task not in REQUIRED else REQUIRED[task]
     fields: dict[str, Any] = {}
@@ -92,6 +99,8 @@ def parameters(task: str) -> list[Parameter]:
     for family in FAMILIES.for_task(task):
         for option in family.options_for(task):
             fields.setdefault(option.name, _option_annotation(option))
+    if with_style and STYLE not in fields:
+        fields[STYLE] = str
     ordered = [*required, "model", *(n for n in fields if n not in required and n != "model")]
     built = []
     for name in ordered:
@@ -113,8 +122,10 @@ def _signature(params: list[Parameter]) -> inspect.Signature:
 def register(studio: Studio, form: TabForm) -> None:
     """Add `/generate_<task>` for a tab (inside the Blocks being built, after the tab)."""
     task = form.task
+    spec_type = get_task(task).spec_type
+    with_style = form.controls is not None and form.controls.style is not None and STYLE not in spec_type.model_fields
     with gr.Group(visible=False):
-        params = parameters(task)
+        params = parameters(task, with_style)
         trigger = gr.Button(visible=False)
 
     def endpoint(*values: Any) -> tuple:
@@ -125,6 +136,15 @@ def register(studio: Studio, form: TabForm) -> None:
             job_params.update(grid_rows=1, grid_cols=max(1, len(job_params["captions"])))  # one row of cells
         if task == "anagram" and "views" not in job_params:
             job_params["views"] = DEFAULT_VIEWS
+        try:
+            if with_style and job_params.get(STYLE):
+                job_params = styled(studio, style_key(studio, form.modality, job_params.pop(STYLE)), job_params)
+                card = studio.cards.cards.get(job_params["model"])
+                if card is not None:  # a style's negative prompt, for a model that has none
+                    job_params = only_taken(spec_type, card, job_params)
+            job_params.pop(STYLE, None) if with_style else None
+        except InvalidInput as err:  # an unknown style: nothing to record, the client is told why
+            raise gr.Error(str(err)) from None
         return generate(studio, task, job_params, progress, request, form.present)
 
     endpoint.__signature__ = _signature(params)  # type: ignore[attr-defined]

@@ -12,8 +12,8 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.video import VideoSpec
 from ..zoo.cards import parse_size
-from .common import (GENERATE, card_note, job_summary, model_header, only_taken, refuse_unrunnable, generate,
-                     sampling_controls, stop_button)
+from .common import (GENERATE, card_note, generate, job_summary, model_header, only_taken, refuse_unrunnable,
+                     sampling_controls, start_follows_model, stop_button)
 from .family_controls import FamilyControls
 from .forms import TabForm, preset_controls, size_text, styled, wire_presets
 
@@ -106,7 +106,9 @@ def build(studio: Studio) -> TabForm:
         *form_values, style_key = values
         try:
             params = styled(studio, style_key, read(*form_values))
-            refuse_unrunnable(studio, params["model"])
+            card = refuse_unrunnable(studio, params["model"])
+            if card is not None:
+                params = only_taken(VideoSpec, card, params)  # e.g. a style's negative prompt, for a model with none
         except InvalidInput as err:
             return None, f"❌ {err}"
         return generate(studio, "video", params, progress, request, present)
@@ -114,7 +116,8 @@ def build(studio: Studio) -> TabForm:
     def present(job: Any, seconds: float) -> tuple:
         return next((str(o.path) for o in job.outputs if o.kind == "video"), None), job_summary(job, seconds)
 
-    model_outputs = [note, size, frames, fps, steps, cfg, start, negative, restyle, control_group, reference,
+    model_updates = start_follows_model(studio, run, model, model_updates)
+    model_outputs = [note, run, size, frames, fps, steps, cfg, start, negative, restyle, control_group, reference,
                      control_scale, *controls.outputs]
     inputs = [model, prompt, negative, start, size, frames, fps, steps, cfg, seed, source, strength, control,
               reference, control_scale, *controls.components]

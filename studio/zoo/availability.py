@@ -14,7 +14,7 @@ def needed_files(card: Any) -> list[str]:
         return ["model_index.json"]
     if card.library == "transformers":
         return ["config.json"]
-    family = FAMILIES.get(card.family)
+    family = FAMILIES.of(card)
     hook = family.hook("needed_files") if family is not None and card.runnable else None
     if hook is None:  # listed only (a component file, an engine still to come): the files it names
         return [p for p in card.allow_patterns or [] if "*" not in p]

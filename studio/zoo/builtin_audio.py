@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from .tiny_parts import SEED, tiny_t5_tokenizer
 
@@ -337,10 +337,3 @@ def build_tiny_musicgen() -> TinyMusicgen:
     feature_extractor = EncodecFeatureExtractor(feature_size=1, sampling_rate=32000, padding_value=0.0)
     return TinyMusicgen(model=model, processor=MusicgenProcessor(feature_extractor=feature_extractor,
                                                                  tokenizer=tokenizer))
-
-
-AUDIO_BUILDERS: dict[str, Callable[[], object]] = {
-    "tiny-stable-audio": build_tiny_stable_audio,
-    "tiny-audioldm2": build_tiny_audioldm2,
-    "tiny-musicgen": build_tiny_musicgen,
-}

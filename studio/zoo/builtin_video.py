@@ -35,7 +35,6 @@ models' sizes and far too slow here: callers pass the small size. Reference size
 
 from __future__ import annotations
 
-from typing import Callable
 
 from .tiny_parts import SEED, tiny_t5_encoder as _tiny_t5, tiny_t5_tokenizer
 
@@ -272,13 +271,3 @@ def build_tiny_cogvideox_fun_control():
     vae = _tiny_cogvideox_vae()
     return CogVideoXFunControlPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae,
                                        transformer=transformer, scheduler=_cogvideox_scheduler(1.0))
-
-
-VIDEO_BUILDERS: dict[str, Callable[[], object]] = {
-    "tiny-wan": build_tiny_wan,
-    "tiny-wan-i2v": build_tiny_wan_i2v,
-    "tiny-cogvideox": build_tiny_cogvideox,
-    "tiny-cogvideox-i2v": build_tiny_cogvideox_i2v,
-    "tiny-wan-vace": build_tiny_wan_vace,
-    "tiny-cogvideox-fun-control": build_tiny_cogvideox_fun_control,
-}

@@ -64,7 +64,7 @@ def add_user_card(repo_id: str, settings: Settings, registry: CardRegistry) -> M
     data = {
         "id": card_id,
         "title": repo_id,
-        "family": "user",
+        "family": "diffusers",
         "tasks": [task],
         "source": {"repo": repo_id, "revision": "main"},
         "library": "diffusers",

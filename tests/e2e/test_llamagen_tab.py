@@ -13,16 +13,16 @@ def test_class_picker_and_token_controls_generate_an_image(page, served):
     studio, _ = served
     page.get_by_role("tab", name="Image", exact=True).click()
     expect(page.locator("#image-steps")).to_be_visible()  # a diffusion model comes up first
-    expect(page.locator("#image-class")).to_be_hidden()
+    expect(page.locator("#image-class-id")).to_be_hidden()
 
     choose(page, "image-model", "Tiny LlamaGen C2I")
-    expect(page.locator("#image-class")).to_be_visible()
+    expect(page.locator("#image-class-id")).to_be_visible()
     expect(page.locator("#image-temperature")).to_be_visible()
     expect(page.locator("#image-steps")).to_be_hidden()
     expect(page.locator("#image-prompt")).to_be_hidden()
     expect(page.locator("#image-negative")).to_be_hidden()
 
-    choose(page, "image-class", "tabby", "281 · tabby")
+    choose(page, "image-class-id", "tabby", "281 · tabby")
     set_number(page, "image-temperature", 0.9)
     page.click("#image-generate")
     expect(page.locator("#image-status")).to_contain_text("Done", timeout=120_000)
@@ -34,7 +34,7 @@ def test_class_picker_and_token_controls_generate_an_image(page, served):
 
     choose(page, "image-model", "Tiny LlamaGen T2I")
     expect(page.locator("#image-prompt")).to_be_visible()
-    expect(page.locator("#image-class")).to_be_hidden()
+    expect(page.locator("#image-class-id")).to_be_hidden()
     text_box(page, "image-prompt").fill("a lighthouse at dusk")
     page.click("#image-generate")
     expect(page.locator("#image-status")).to_contain_text("Done", timeout=120_000)

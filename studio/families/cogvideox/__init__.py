@@ -7,6 +7,7 @@ from ..registry import Family, register
 FAMILY = register(Family(
     name="cogvideox",
     title="CogVideoX",
+    aliases=("cogvideox-fun",),
     tasks=("video",),
     run="studio.families.cogvideox.run:run",
     takes="studio.families.cogvideox.run:takes",

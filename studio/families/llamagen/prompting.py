@@ -55,6 +55,8 @@ def prepare(card: Any, task: str, params: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInput(f"{card.title} draws from a text prompt, not an ImageNet class: leave class_id empty")
         return params
     class_id = params.get("class_id")
+    if isinstance(class_id, float) and class_id.is_integer():
+        class_id = int(class_id)  # 207.0 from a JSON client or a number box
     if class_id is None:
         class_id = find_class(params.get("prompt") or "")
     elif isinstance(class_id, bool) or not isinstance(class_id, int) or not 0 <= class_id < len(class_names()):

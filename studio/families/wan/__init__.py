@@ -7,6 +7,7 @@ from ..registry import Family, Option, register
 FAMILY = register(Family(
     name="wan",
     title="Wan 2.1",
+    aliases=("wan2.1",),
     tasks=("video",),
     options=(
         Option("shift", float, None, label="Time shift", minimum=0, above_minimum=True, maximum=100,

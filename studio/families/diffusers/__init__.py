@@ -1,0 +1,19 @@
+"""Any diffusers text-to-image or text-to-video pipeline the user adds from the Models tab (a repo's
+`model_index.json` names its class), and any diffusers card whose `family:` names no registered
+family: called with the task's common fields through the pipeline's own loop and scheduler. Cards
+written before this family had its name say `family: user`."""
+
+from ..registry import Family, Option, register
+
+FAMILY = register(Family(
+    name="diffusers",
+    title="Diffusers pipeline",
+    aliases=("user",),
+    tasks=("image", "video"),
+    options=(
+        Option("shift", float, None, label="Time shift", minimum=0, above_minimum=True, maximum=100,
+               widget="slider", slider=(1.0, 20.0), step=0.5, infotext="Shift", advanced=True,
+               help="a flow-matching scheduler's time shift; unset keeps the scheduler's own"),
+    ),
+    run="studio.families.diffusers.run:run",
+))
