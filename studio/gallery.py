@@ -25,6 +25,7 @@ from .history import AssetRecord, HistoryStore, JobFilter, JobPage, JobRecord, J
 from .jobs import Job, JobQueue
 from .media import THUMBNAIL_SOURCES
 from .tasks import get_task
+from .zoo.cards import CardRegistry
 from .history.tables import utcnow
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,10 @@ class Export:
 
 
 class Gallery:
-    def __init__(self, history: HistoryStore, jobs: JobQueue, outputs_dir: Path) -> None:
+    def __init__(self, history: HistoryStore, jobs: JobQueue, outputs_dir: Path, cards: CardRegistry) -> None:
         self._history = history
         self._jobs = jobs
+        self._cards = cards
         self._outputs_dir = Path(outputs_dir)
 
     # -- reading ------------------------------------------------------------------------------
@@ -91,8 +93,8 @@ class Gallery:
         """Submit the job again with its recorded parameters: same model, seed and settings, same output."""
         record = self.job(job_id)
         try:
-            params = get_task(record.task).spec_type.replayable(record.params, self._jobs.cards.cards.get(
-                record.model_id))
+            spec_type = get_task(record.task).spec_type
+            params = spec_type.replayable(record.params, self._cards.cards.get(record.model_id))
         except InvalidInput:  # a task this version does not have: submit says so
             params = record.params
         return self._jobs.submit(record.task, params)

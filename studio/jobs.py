@@ -20,7 +20,6 @@ import statistics
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -33,7 +32,8 @@ from .history import AssetRecord, HistoryStore, JobRecord, JobStatus
 from .media import SavedFile, save_thumbnail, thumbnail_relpath, thumbnail_source
 from .runtime.memory import MemoryScheduler
 from .tasks import get_task
-from .tasks.base import JobContext, TaskSpec
+from .job import Job, QueueEntry
+from .tasks.base import JobContext
 from .zoo.cards import CardRegistry
 
 log = logging.getLogger(__name__)
@@ -68,50 +68,6 @@ def _clip(value: Any) -> str:
     return text[:_MAX_REJECTED_CHARS]
 
 
-@dataclass
-class Job:
-    """A handle on one submitted job: its live status, progress and result."""
-
-    id: str
-    task: str
-    spec: TaskSpec | None
-    status: JobStatus = JobStatus.PENDING
-    step: int = 0
-    total_steps: int = 0
-    outputs: list[SavedFile] = field(default_factory=list)
-    error: str | None = None
-    started: float | None = None  # time.monotonic() when it started running
-    _done: threading.Event = field(default_factory=threading.Event, repr=False)
-    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    @property
-    def finished(self) -> bool:
-        return self._done.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job has finished (done, failed or cancelled); False on timeout."""
-        return self._done.wait(timeout)
-
-    def _finish(self, status: JobStatus, error: str | None = None) -> None:
-        self.status, self.error = status, error
-        self._done.set()
-
-
-@dataclass(frozen=True)
-class QueueEntry:
-    """A job in line or running, as the Queue panel shows it."""
-
-    job_id: str
-    task: str
-    model_id: str
-    prompt: str
-    status: JobStatus
-    position: int  # 0 = running, 1 = next, ...
-    step: int
-    total_steps: int
-    eta_s: float | None  # seconds until it is done, from recent jobs of the same task and model
-
-
 class JobQueue:
     def __init__(self, cards: CardRegistry, history: HistoryStore, scheduler: MemoryScheduler,
                  outputs_dir: Path) -> None:
@@ -130,10 +86,6 @@ class JobQueue:
         self._listeners: list[ProgressListener] = []
 
     # -- front-end side -------------------------------------------------------------------------
-
-    @property
-    def cards(self) -> CardRegistry:
-        return self._cards
 
     def submit(self, task_name: str, params: Mapping[str, Any]) -> Job:
         """Validate and enqueue a job. Invalid input gives a job that is already failed, with the reason."""

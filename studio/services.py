@@ -46,7 +46,7 @@ class Studio:
             placement_for=self._placement_for,
         )
         self.jobs = JobQueue(self.cards, self.history, self.scheduler, settings.outputs_dir)
-        self.gallery = Gallery(self.history, self.jobs, settings.outputs_dir)
+        self.gallery = Gallery(self.history, self.jobs, settings.outputs_dir, self.cards)
         # Presets are data; what makes one valid for its tab's task is decided here, once, for all of them.
         self.preset_check = task_problem
         self.presets = PresetLibrary.load(settings.presets_dir, check=self.preset_check)  # logs each malformed file

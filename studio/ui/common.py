@@ -62,7 +62,7 @@ def card_note(card: ModelCard) -> str:
     if not card.runnable:
         note += " · ⏳ not yet runnable: the studio lists it but cannot run it yet — pick another model"
     elif card.tiny:
-        note += " · ⚠️ random weights: outputs are noise-like test pictures"
+        note += " · ⚠️ random weights: what it makes is noise, for trying and testing the studio"
     return note
 
 

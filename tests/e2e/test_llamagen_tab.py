@@ -36,7 +36,9 @@ def test_class_picker_and_token_controls_generate_an_image(page, served):
     expect(page.locator("#image-prompt")).to_be_visible()
     expect(page.locator("#image-class-id")).to_be_hidden()
     text_box(page, "image-prompt").fill("a lighthouse at dusk")
+    before = page.locator("#image-status").inner_text()
     page.click("#image-generate")
+    expect(page.locator("#image-status")).not_to_have_text(before, timeout=120_000)  # the new job's line
     expect(page.locator("#image-status")).to_contain_text("Done", timeout=120_000)
     job = studio.history.list_jobs(limit=1)[0]
     assert job.model_id == "tiny-llamagen-t2i" and job.prompt == "a lighthouse at dusk" and job.params["steps"] is None

@@ -12,10 +12,10 @@ from ui_helpers import artifact, choose
 SWITCHES = [
     ("Image", "image", "Tiny LlamaGen T2I", "Tiny LlamaGen T2I", "LlamaGen"),
     ("Video", "video", "Tiny Wan 2.1 VACE", "Tiny Wan 2.1 VACE", "Wan 2.1"),
-    ("Audio", "audio", "Tiny AudioLDM", "Tiny AudioLDM 2", "AudioLDM 2"),
+    ("Audio", "audio", "Tiny Stable Audio", "Tiny Stable Audio Open", "Stable Audio Open"),
     ("Music", "music", "MusicGen Small", "MusicGen Small", "MusicGen"),
     ("Compositional", "compose", "Lumina-Next-SFT", "Lumina-Next-SFT 2B", "Lumina-Next"),
-    ("Anagrams", "anagram", "Tiny Lumina-Image", "Tiny Lumina-Image 2.0", "Lumina-Image 2.0"),
+    ("Anagrams", "anagram", "Tiny Lumina-Next", "Tiny Lumina-Next", "Lumina-Next"),
 ]
 
 

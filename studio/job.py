@@ -1,0 +1,55 @@
+"""What a front end holds of a job: the live handle `JobQueue.submit` returns (status, progress,
+outputs, waiting for the end) and a line of the Queue panel."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from .history import JobStatus
+from .media import SavedFile
+from .tasks.base import TaskSpec
+
+
+@dataclass
+class Job:
+    """A handle on one submitted job: its live status, progress and result."""
+
+    id: str
+    task: str
+    spec: TaskSpec | None
+    status: JobStatus = JobStatus.PENDING
+    step: int = 0
+    total_steps: int = 0
+    outputs: list[SavedFile] = field(default_factory=list)
+    error: str | None = None
+    started: float | None = None  # time.monotonic() when it started running
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job has finished (done, failed or cancelled); False on timeout."""
+        return self._done.wait(timeout)
+
+    def _finish(self, status: JobStatus, error: str | None = None) -> None:
+        self.status, self.error = status, error
+        self._done.set()
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """A job in line or running, as the Queue panel shows it."""
+
+    job_id: str
+    task: str
+    model_id: str
+    prompt: str
+    status: JobStatus
+    position: int  # 0 = running, 1 = next, ...
+    step: int
+    total_steps: int
+    eta_s: float | None  # seconds until it is done, from recent jobs of the same task and model
