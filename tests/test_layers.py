@@ -13,7 +13,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "studio"
 
 # Lowest first. A module belongs to the last layer whose prefix it starts with.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("studio", "studio.errors", "studio.settings", "studio.families", "studio.families.registry")),
+    ("foundation", ("studio", "studio.errors", "studio.settings", "studio.families", "studio.families.registry",
+                    "studio.families.shared_options")),
     ("data", ("studio.zoo", "studio.history", "studio.media", "studio.media_av", "studio.presets",
               "studio.png_params", "studio.preset_files", "studio.owner")),
     ("engines", ("studio.engines",)),

@@ -11,10 +11,10 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.audio import AudioSpec
 from ..tasks.music import MusicSpec
-from .common import (GENERATE, card_note, generate, job_summary, model_header, only_taken, refuse_unrunnable,
-                     start_follows_model, stop_button)
+from .common import (GENERATE, card_note, generate, job_summary, model_header, only_taken, start_follows_model,
+                     stop_button, styled_job)
 from .family_controls import FamilyControls
-from .forms import TabForm, preset_controls, styled, wire_presets
+from .forms import TabForm, preset_controls, wire_presets
 
 
 def _result_widgets(prefix: str) -> tuple[gr.Audio, gr.Image, gr.File, gr.Markdown]:
@@ -94,9 +94,7 @@ def build_audio(studio: Studio) -> TabForm:
     def on_generate(request: gr.Request, *values, progress=gr.Progress()):
         *form_values, style_key = values
         try:
-            params = styled(studio, style_key, read(*form_values))
-            card = refuse_unrunnable(studio, params["model"])
-            params = only_taken(AudioSpec, card, params) if card is not None else params
+            params = styled_job(studio, AudioSpec, style_key, read(*form_values))
         except InvalidInput as err:
             return None, None, [], f"❌ {err}"
         return generate(studio, "audio", params, progress, request, present)
@@ -172,9 +170,7 @@ def build_music(studio: Studio) -> TabForm:
     def on_generate(request: gr.Request, *values, progress=gr.Progress()):
         *form_values, style_key = values
         try:
-            params = styled(studio, style_key, read(*form_values))
-            card = refuse_unrunnable(studio, params["model"])
-            params = only_taken(MusicSpec, card, params) if card is not None else params
+            params = styled_job(studio, MusicSpec, style_key, read(*form_values))
         except InvalidInput as err:
             return None, None, [], f"❌ {err}"
         return generate(studio, "music", params, progress, request, present)

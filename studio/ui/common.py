@@ -101,6 +101,16 @@ def only_taken(spec_type: Any, card: ModelCard, params: dict[str, Any]) -> dict[
     return {k: v for k, v in params.items() if k not in spec_type.OPTIONAL or k in takes}
 
 
+def styled_job(studio: Studio, spec_type: Any, style_key: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """A form's parameters as the job to submit: the chosen style applied, then only what the model takes
+    (a style's negative prompt is not sent to a model without one); InvalidInput for a listed-only model."""
+    from .forms import styled
+
+    params = styled(studio, style_key, params)
+    card = refuse_unrunnable(studio, params.get("model"))
+    return only_taken(spec_type, card, params) if card is not None else params
+
+
 def refuse_unrunnable(studio: Studio, model_id: str | None) -> ModelCard | None:
     """The card, or InvalidInput when it is only listed: such a model cannot be started."""
     card = studio.cards.cards.get(model_id or "")

@@ -15,10 +15,10 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.image import ImageSpec
 from ..zoo.cards import parse_size
-from .common import (GENERATE, card_note, default_model, generate, job_summary, model_choices, only_taken,
-                     refuse_unrunnable, stop_button)
+from .common import (GENERATE, card_note, default_model, generate, job_summary, model_choices, only_taken, stop_button,
+                     styled_job)
 from .family_controls import FamilyControls
-from .forms import TabForm, nearest_shape, preset_controls, size_text, styled, wire_presets
+from .forms import TabForm, nearest_shape, preset_controls, size_text, wire_presets
 
 
 def _form_values(studio: Studio, model_id: str | None) -> dict[str, Any]:
@@ -113,10 +113,7 @@ def build(studio: Studio) -> TabForm:
     def on_generate(request: gr.Request, *values, progress=gr.Progress()):
         *form_values, style_key = values
         try:
-            params = styled(studio, style_key, read(*form_values))
-            card = refuse_unrunnable(studio, params["model"])
-            if card is not None:
-                params = only_taken(ImageSpec, card, params)  # e.g. a style's negative prompt, for a model with none
+            params = styled_job(studio, ImageSpec, style_key, read(*form_values))
         except InvalidInput as err:
             gr.Warning(str(err))
             return [], f"❌ {err}"

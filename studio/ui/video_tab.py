@@ -12,10 +12,10 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.video import VideoSpec
 from ..zoo.cards import parse_size
-from .common import (GENERATE, card_note, generate, job_summary, model_header, only_taken, refuse_unrunnable,
-                     sampling_controls, start_follows_model, stop_button)
+from .common import (GENERATE, card_note, generate, job_summary, model_header, only_taken, sampling_controls,
+                     start_follows_model, stop_button, styled_job)
 from .family_controls import FamilyControls
-from .forms import TabForm, preset_controls, size_text, styled, wire_presets
+from .forms import TabForm, preset_controls, size_text, wire_presets
 
 
 def _values(studio: Studio, model_id: str | None) -> dict[str, Any]:
@@ -105,10 +105,7 @@ def build(studio: Studio) -> TabForm:
     def on_generate(request: gr.Request, *values, progress=gr.Progress()):
         *form_values, style_key = values
         try:
-            params = styled(studio, style_key, read(*form_values))
-            card = refuse_unrunnable(studio, params["model"])
-            if card is not None:
-                params = only_taken(VideoSpec, card, params)  # e.g. a style's negative prompt, for a model with none
+            params = styled_job(studio, VideoSpec, style_key, read(*form_values))
         except InvalidInput as err:
             return None, f"❌ {err}"
         return generate(studio, "video", params, progress, request, present)

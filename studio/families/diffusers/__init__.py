@@ -3,7 +3,8 @@
 family: called with the task's common fields through the pipeline's own loop and scheduler. Cards
 written before this family had its name say `family: user`."""
 
-from ..registry import Family, Option, register
+from ..registry import Family, register
+from ..shared_options import time_shift
 
 FAMILY = register(Family(
     name="diffusers",
@@ -11,9 +12,7 @@ FAMILY = register(Family(
     aliases=("user",),
     tasks=("image", "video"),
     options=(
-        Option("shift", float, None, label="Time shift", minimum=0, above_minimum=True, maximum=100,
-               widget="slider", slider=(1.0, 20.0), step=0.5, infotext="Shift", advanced=True,
-               help="a flow-matching scheduler's time shift; unset keeps the scheduler's own"),
+        time_shift(None, "a flow-matching scheduler's time shift; unset keeps the scheduler's own"),
     ),
     run="studio.families.diffusers.run:run",
 ))

@@ -8,12 +8,11 @@ Anagrams tasks.
 
 from ...engines.solvers import SOLVERS
 from ..registry import Family, Option, register
+from ..shared_options import time_shift
 
 RUN = "studio.families.lumina_next.run"
 
-SHIFT = Option("shift", float, 4.0, label="Time shift", minimum=0, above_minimum=True, maximum=100,
-               widget="slider", slider=(1.0, 20.0), step=0.5, infotext="Shift", advanced=True,
-               help="spends more steps near the noise end (s > 1)")
+SHIFT = time_shift(4.0, "spends more steps near the noise end (s > 1)")
 
 FAMILY = register(Family(
     name="lumina-next",

@@ -2,7 +2,8 @@
 video-to-video, and control video with an optional reference image (VACE). Its option is the flow
 shift of its UniPC scheduler (VideoX-Fun's 3.0 for 480p; cards set theirs)."""
 
-from ..registry import Family, Option, register
+from ..registry import Family, register
+from ..shared_options import time_shift
 
 FAMILY = register(Family(
     name="wan",
@@ -10,9 +11,7 @@ FAMILY = register(Family(
     aliases=("wan2.1",),
     tasks=("video",),
     options=(
-        Option("shift", float, None, label="Time shift", minimum=0, above_minimum=True, maximum=100,
-               widget="slider", slider=(1.0, 20.0), step=0.5, infotext="Shift", advanced=True,
-               help="the scheduler's flow shift"),
+        time_shift(None, "the scheduler's flow shift"),
     ),
     defaults={"control_scale": 1.0},
     run="studio.families.wan.run:run",

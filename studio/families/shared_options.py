@@ -1,0 +1,13 @@
+"""Options several families declare alike: one definition of their bounds, look and infotext key,
+each family giving its own default and words."""
+
+from __future__ import annotations
+
+from .registry import Option
+
+
+def time_shift(default: float | None, help: str) -> Option:
+    """The flow-matching time shift (s > 1 spends more steps near the noise end). None as the default
+    keeps the scheduler's own, unless the card sets one."""
+    return Option("shift", float, default, label="Time shift", minimum=0, above_minimum=True, maximum=100,
+                  widget="slider", slider=(1.0, 20.0), step=0.5, infotext="Shift", advanced=True, help=help)
