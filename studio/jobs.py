@@ -29,6 +29,7 @@ import torch
 from .errors import StudioError
 
 from .history import AssetRecord, HistoryStore, JobRecord, JobStatus
+from .history.bounds import MAX_ERROR, clip
 from .media import SavedFile, save_thumbnail, thumbnail_relpath, thumbnail_source
 from .runtime.memory import MemoryScheduler
 from .tasks import get_task
@@ -201,9 +202,11 @@ class JobQueue:
 
     def _record_rejected(self, task_name: str, params: Mapping[str, Any], reason: str) -> Job:
         # What was sent is kept for the user to see and fix, within bounds: a refused request must not
-        # be a way to fill the database (or its search index) with megabytes.
+        # be a way to fill the database (or its search index) with megabytes, nor to store a value
+        # that cannot be read back (the store makes every field storable).
         raw = {str(k)[:64]: v if isinstance(v, (int, float, bool, type(None))) else _clip(v)
                for k, v in list(params.items())[:_MAX_REJECTED_FIELDS]}
+        reason = clip(reason, MAX_ERROR)
         job_id = self._history.create_job(
             task=str(task_name)[:32],
             model_id=str(params.get("model", ""))[:128],
@@ -213,7 +216,7 @@ class JobQueue:
             seed=None,
         )
         self._history.mark_failed(job_id, reason)
-        job = Job(id=job_id, task=str(task_name), spec=None, status=JobStatus.FAILED, error=reason)
+        job = Job(id=job_id, task=str(task_name)[:32], spec=None, status=JobStatus.FAILED, error=reason)
         job._done.set()
         return job
 

@@ -132,6 +132,33 @@ def test_a_locked_database_delays_a_job_but_loses_nothing(studio):
     assert record.status is JobStatus.DONE and len(record.assets) == 2  # the image and its thumbnail
 
 
+def test_a_lock_taken_while_the_model_loads_delays_the_job_but_fails_nothing(studio, monkeypatch):
+    """The lock is taken while the model loads, so the first write after it is the one that records
+    the model as used: that write is retried like every other (issue 17, item 3)."""
+    import studio.services as services
+
+    blocker = sqlite3.connect(studio.settings.db_path, timeout=30, check_same_thread=False)
+    blocker.isolation_level = None
+    timers: list[threading.Timer] = []
+    real_load = services.load_pipeline
+
+    def load_while_locked(*args, **kwargs):
+        blocker.execute("BEGIN IMMEDIATE")  # another program takes the write lock for 7 s
+        timers.append(threading.Timer(7.0, lambda: blocker.execute("COMMIT")))
+        timers[-1].start()
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(services, "load_pipeline", load_while_locked)
+    try:
+        job = studio.run("image", image_params(), timeout=180)
+        assert job.status is JobStatus.DONE, job.error
+    finally:
+        for timer in timers:
+            timer.join()
+        blocker.close()
+    assert studio.history.get_job(job.id).status is JobStatus.DONE
+
+
 @pytest.fixture
 def small_disk(tmp_path):
     """An outputs folder on a 96 KiB tmpfs (needs root, as on CI), grown again by the test."""

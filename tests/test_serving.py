@@ -222,3 +222,24 @@ def test_fifty_jobs_from_five_clients_are_all_accounted_for(served, studio):
     starts = sorted(r.started_at for r in records)
     ends = sorted(r.finished_at for r in records)
     assert all(ends[i] <= starts[i + 1] for i in range(49))  # one worker: never two jobs at once
+
+
+def test_nothing_a_client_sends_makes_the_history_unreadable(served, studio):
+    """Refused requests are recorded for the user to read, and must stay readable by every client:
+    numbers past 64 bits, huge names, a flood of unknown keys (issue 17, items 1 and 6)."""
+    _, client = served
+    sent = [{"model": "tiny-lumina-next", "prompt": "x", "seed": 2**64},
+            {"model": "tiny-lumina-next", "prompt": "x", "seed": -(2**70), "steps": 2**70},
+            {"model": "tiny-lumina-next", "prompt": "y" * 50_000, "cfg": [[[[[[1]]]]]]},
+            {f"k{i}": 1 for i in range(20_000)}]
+    ids = [client.predict("image", params, api_name="/submit_job")["id"] for params in sent]
+    ids.append(client.predict("t" * 100_000, {"model": "m"}, api_name="/submit_job")["id"])
+    for job_id in ids:
+        status = client.predict(job_id, api_name="/job_status")
+        assert status["status"] == "failed" and len(status["error"]) <= 2000
+        assert len(str(status["params"])) < 50_000
+    assert "and 19990 more" in client.predict(ids[3], api_name="/job_status")["error"]
+    listed = client.predict("", "", "failed", 1, api_name="/list_history")
+    assert listed["total"] == len(ids)
+    assert client.predict("x", "", "", 1, api_name="/list_history")["total"] >= 1
+    assert client.predict(api_name="/queue_status")["paused"] is False  # and the studio goes on

@@ -7,9 +7,12 @@ the process's working directory or on an `alembic.ini`.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -25,6 +31,31 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # for the lock in WAL mode (it fails at once with "database is locked" when another writer got in
 # between), while BEGIN IMMEDIATE waits politely for busy_timeout.
 _BEGIN_OPTION = "studio_sqlite_begin"
+
+
+# SQLite waits busy_timeout (5 s) for the write lock by itself; a writer that held it longer (a backup,
+# someone's sqlite3 shell) makes a write fail. Every write of the studio (jobs, installed models,
+# user presets) is retried for this long before giving up.
+WRITE_RETRY_S = 60.0
+
+
+def retry_when_locked(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Retry a write (each is one transaction, rolled back on failure) while the database is locked."""
+
+    @functools.wraps(method)
+    def retrying(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + WRITE_RETRY_S
+        while True:
+            try:
+                return method(*args, **kwargs)
+            except OperationalError as err:
+                locked = "locked" in str(err) or "busy" in str(err)
+                if not locked or time.monotonic() > deadline:
+                    raise
+                log.warning("history database is locked; retrying %s", method.__name__)
+                time.sleep(0.5)
+
+    return retrying
 
 
 def _json_dumps(value: Any) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from .db import writer
+from .db import retry_when_locked, writer
 from .tables import InstalledModel, utcnow
 
 
@@ -53,6 +53,7 @@ class InstalledModels:
         self._engine = engine
         self._writer = writer(engine)
 
+    @retry_when_locked
     def upsert(self, card_id: str, **fields: Any) -> InstallRecord:
         """Create or update the row of `card_id` with `fields` (status given as InstallStatus)."""
         if isinstance(fields.get("status"), InstallStatus):
@@ -68,6 +69,7 @@ class InstalledModels:
             s.flush()
             return _record(row)
 
+    @retry_when_locked
     def touch(self, card_id: str) -> None:
         """The model was just used by a job (for the Models tab's "last used")."""
         with Session(self._writer) as s, s.begin():
@@ -84,6 +86,7 @@ class InstalledModels:
         with Session(self._engine) as s:
             return {row.card_id: _record(row) for row in s.scalars(select(InstalledModel))}
 
+    @retry_when_locked
     def delete(self, card_id: str) -> None:
         with Session(self._writer) as s, s.begin():
             row = s.get(InstalledModel, card_id)

@@ -13,11 +13,9 @@ FTS5 table, written here in the same transaction as the job row) and one page at
 
 from __future__ import annotations
 
-import functools
 import logging
-import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
@@ -28,16 +26,12 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, selectinload
 
 from ..errors import InvalidInput
-from .db import make_engine, migrate, writer
+from .bounds import INT64, MAX_ERROR, MAX_NAME, MAX_TEXT, clip, storable
+from .db import make_engine, migrate, retry_when_locked, writer
 from .search import JobFilter, JobStatus, filter_conditions
 from .tables import JOBS_FTS, Asset, Job, utcnow
 
 log = logging.getLogger(__name__)
-
-# SQLite waits busy_timeout (5 s) for the write lock by itself; a writer that held it longer (a backup,
-# someone's sqlite3 shell) makes a write fail. Writes are retried for this long before giving up.
-WRITE_RETRY_S = 60.0
-
 
 
 @dataclass(frozen=True)
@@ -137,25 +131,6 @@ def _check_relative_path(path: str) -> str:
     return p.as_posix()
 
 
-def _retry_when_locked(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Retry a write (each is one transaction, rolled back on failure) while the database is locked."""
-
-    @functools.wraps(method)
-    def retrying(*args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + WRITE_RETRY_S
-        while True:
-            try:
-                return method(*args, **kwargs)
-            except OperationalError as err:
-                locked = "locked" in str(err) or "busy" in str(err)
-                if not locked or time.monotonic() > deadline:
-                    raise
-                log.warning("history database is locked; retrying %s", method.__name__)
-                time.sleep(0.5)
-
-    return retrying
-
-
 class HistoryStore:
     """Records jobs and their output files in the history database, and reads them back."""
 
@@ -181,7 +156,7 @@ class HistoryStore:
             raise ValueError(f"job {job_id} is {job.status}; it can only {action} when {wanted}")
         return job
 
-    @_retry_when_locked
+    @retry_when_locked
     def create_job(
         self,
         *,
@@ -201,19 +176,19 @@ class HistoryStore:
                     id=job_id,
                     created_at=utcnow(),
                     status=JobStatus.PENDING.value,
-                    task=task,
-                    model_id=model_id,
-                    prompt=prompt,
-                    negative_prompt=negative_prompt,
-                    params=params,
-                    seed=seed,
+                    task=clip(task, MAX_NAME),
+                    model_id=clip(model_id, MAX_NAME),
+                    prompt=clip(prompt, MAX_TEXT),
+                    negative_prompt=clip(negative_prompt, MAX_TEXT),
+                    params=storable(params),
+                    seed=seed if isinstance(seed, int) and -INT64 <= seed < INT64 else None,
                 )
             )
             s.execute(text(f"INSERT INTO {JOBS_FTS} (job_id, prompt) VALUES (:id, :prompt)"),
-                      {"id": job_id, "prompt": prompt})
+                      {"id": job_id, "prompt": clip(prompt, MAX_TEXT)})
         return job_id
 
-    @_retry_when_locked
+    @retry_when_locked
     def claim_next(self) -> JobRecord | None:
         """Take the oldest pending job and mark it running, in one write transaction (so two workers
         never take the same job); None when nothing is pending. This is the persistent queue's pop."""
@@ -248,7 +223,7 @@ class HistoryStore:
         with Session(self.engine) as s, s.begin():
             return [float(d) for d in s.scalars(query)]
 
-    @_retry_when_locked
+    @retry_when_locked
     def mark_running(self, job_id: str) -> None:
         """A worker picked the job up: status running, started_at now."""
         with self._write() as s, s.begin():
@@ -256,7 +231,7 @@ class HistoryStore:
             job.status = JobStatus.RUNNING.value
             job.started_at = utcnow()
 
-    @_retry_when_locked
+    @retry_when_locked
     def add_asset(
         self,
         job_id: str,
@@ -303,34 +278,34 @@ class HistoryStore:
             # Wall clocks can step backwards (NTP); a negative duration would only confuse.
             job.duration_s = max(0.0, (job.finished_at - job.started_at).total_seconds())
 
-    @_retry_when_locked
+    @retry_when_locked
     def set_placement(self, job_id: str, placement: str) -> None:
         """The placement the job's model ran under (recorded once it is known, after any retry)."""
         with self._write() as s, s.begin():
             job = self._job(s, job_id, [JobStatus.RUNNING], "record a placement")
             job.placement = placement
 
-    @_retry_when_locked
+    @retry_when_locked
     def mark_done(self, job_id: str) -> None:
         """The running job finished: status done, finished_at now, duration_s measured."""
         with self._write() as s, s.begin():
             self._finish(self._job(s, job_id, [JobStatus.RUNNING], "finish"), JobStatus.DONE)
 
-    @_retry_when_locked
+    @retry_when_locked
     def mark_failed(self, job_id: str, error: str) -> None:
         """The job failed (before or while running); `error` is kept for the user to read."""
         with self._write() as s, s.begin():
             job = self._job(s, job_id, [JobStatus.PENDING, JobStatus.RUNNING], "fail")
-            self._finish(job, JobStatus.FAILED, error)
+            self._finish(job, JobStatus.FAILED, clip(error, MAX_ERROR))
 
-    @_retry_when_locked
+    @retry_when_locked
     def mark_cancelled(self, job_id: str) -> None:
         """The user cancelled the job, queued or running."""
         with self._write() as s, s.begin():
             job = self._job(s, job_id, [JobStatus.PENDING, JobStatus.RUNNING], "be cancelled")
             self._finish(job, JobStatus.CANCELLED)
 
-    @_retry_when_locked
+    @retry_when_locked
     def cancel_pending(self, job_id: str) -> bool:
         """Cancel the job if it is still waiting in line; False if it is not (running, finished, unknown)."""
         with self._write() as s, s.begin():
@@ -340,7 +315,7 @@ class HistoryStore:
             self._finish(job, JobStatus.CANCELLED)
             return True
 
-    @_retry_when_locked
+    @retry_when_locked
     def interrupt_running(self) -> list[str]:
         """Mark every job still 'running' as interrupted; for start-up after a crash or kill.
 
@@ -352,7 +327,7 @@ class HistoryStore:
                 self._finish(job, JobStatus.INTERRUPTED, "the studio stopped while this job ran")
             return [job.id for job in jobs]
 
-    @_retry_when_locked
+    @retry_when_locked
     def delete_job(self, job_id: str) -> JobRecord:
         """Remove a job and its asset rows; returns what was removed so the caller can delete files."""
         with self._write() as s, s.begin():
@@ -364,7 +339,7 @@ class HistoryStore:
             s.execute(text(f"DELETE FROM {JOBS_FTS} WHERE job_id = :id"), {"id": job_id})
         return record
 
-    @_retry_when_locked
+    @retry_when_locked
     def set_favorite(self, job_id: str, favorite: bool) -> None:
         """Star or unstar a job (any status)."""
         with self._write() as s, s.begin():

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from ..errors import InvalidInput
 from ..preset_files import ImportResult
 from ..presets import Preset, PresetCheck, PresetFields, Style, StyleFields, check_preset, preset_problem
-from .db import writer
+from .db import retry_when_locked, writer
 from .tables import UserPreset, utcnow
 
 PRESET = "preset"
@@ -67,17 +67,20 @@ class UserPresets:
 
     # -- writes -------------------------------------------------------------------------------
 
+    @retry_when_locked
     def add_preset(self, modality: str, preset: PresetFields, replace: bool = False) -> int:
         """Save `preset` for the `modality` tab and return its id; a taken title raises NameTaken unless `replace`."""
         check_preset(modality, preset, check=self._check)
         with Session(self._writer) as s, s.begin():
             return self._put(s, PRESET, modality, preset.title, preset.category, _preset_data(preset), replace)
 
+    @retry_when_locked
     def add_style(self, style: StyleFields, replace: bool = False) -> int:
         """Save `style` and return its id; a taken name raises NameTaken unless `replace`."""
         with Session(self._writer) as s, s.begin():
             return self._put(s, STYLE, STYLE_MODALITY, style.name, "", _style_data(style), replace)
 
+    @retry_when_locked
     def update_preset(self, preset_id: int, preset: PresetFields) -> None:
         """Overwrite the preset `preset_id` (it stays in its tab); renaming onto a taken title raises NameTaken."""
         with Session(self._writer) as s, s.begin():
@@ -86,6 +89,7 @@ class UserPresets:
             self._rename(s, row, preset.title)
             row.category, row.data, row.updated_at = preset.category, _preset_data(preset), utcnow()
 
+    @retry_when_locked
     def update_style(self, style_id: int, style: StyleFields) -> None:
         """Overwrite the style `style_id`; renaming onto a taken name raises NameTaken."""
         with Session(self._writer) as s, s.begin():
@@ -93,6 +97,7 @@ class UserPresets:
             self._rename(s, row, style.name)
             row.data, row.updated_at = _style_data(style), utcnow()
 
+    @retry_when_locked
     def delete(self, item_id: int) -> bool:
         """Delete a preset or style by id; False if there was none."""
         with Session(self._writer) as s, s.begin():
@@ -102,6 +107,7 @@ class UserPresets:
             s.delete(row)
             return True
 
+    @retry_when_locked
     def import_result(self, result: ImportResult, replace: bool = False) -> tuple[int, list[str]]:
         """Write what `parse_import` read, in one transaction: (how many were written, what was skipped and why).
 

@@ -125,9 +125,11 @@ class TaskSpec(BaseModel):
     def parse(cls, params: Mapping[str, Any]) -> "TaskSpec":
         """Validate raw parameters (from a form, flags or an API call) into a spec, or raise InvalidInput.
         Family options are only known by name here; their values are checked in `resolved`."""
-        unknown = sorted(str(k) for k in params if k not in cls.model_fields and k not in cls.option_names())
+        unknown = [str(k)[:64] for k in params if k not in cls.model_fields and k not in cls.option_names()]
         if unknown:
-            raise InvalidInput("Invalid input — " + "; ".join(f"{k}: not a parameter of this task" for k in unknown))
+            named = "; ".join(f"{k}: not a parameter of this task" for k in sorted(unknown)[:10])
+            more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
+            raise InvalidInput(f"Invalid input — {named}{more}")
         try:
             return cls.model_validate(dict(params))
         except ValidationError as err:
