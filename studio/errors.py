@@ -26,3 +26,20 @@ class ModelNotAvailable(StudioError):
 
 class MediaError(StudioError):
     """An output could not be written or an input file could not be read."""
+
+
+def internal_reason(err: BaseException) -> str:
+    """What a user reads when something that is not their input failed: what happened in words, and
+    what they can do, never the internals (SQL statements, attribute errors); the log has those."""
+    original = getattr(err, "orig", None) or err  # SQLAlchemy wraps the driver's error
+    text = str(original).splitlines()[0] if str(original) else ""
+    lowered = text.lower()
+    if isinstance(original, OSError) and getattr(original, "errno", None) == 28 or "disk is full" in lowered:
+        return "The disk is full (outputs or the history database): free some space, then run the job again."
+    if "database is locked" in lowered or "database is busy" in lowered:
+        return ("The history database stayed locked by another program for over a minute: close it (a backup, "
+                "an sqlite3 shell), then run the job again.")
+    if isinstance(original, MemoryError):
+        return "The machine ran out of memory: try a smaller size or batch, or free memory in the Models tab."
+    return (f"Internal error ({type(err).__name__}): the studio could not finish this job. It is a bug, not your "
+            "input; the server log has the details.")

@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from .errors import StudioError
+from .errors import StudioError, internal_reason
 
 from .history import AssetRecord, HistoryStore, JobRecord, JobStatus
 from .history.bounds import MAX_ERROR, clip
@@ -277,7 +277,7 @@ class JobQueue:
             except Exception as err:  # _run records its own failures; this is when recording itself failed
                 log.exception("worker: unexpected error around job %s", record.id)
                 job = job or Job(id=record.id, task=record.task, spec=None)
-                job.error = job.error or f"Internal error: the job could not be recorded ({type(err).__name__}: {err})"
+                job.error = job.error or internal_reason(err)
                 job.status = JobStatus.FAILED
             finally:
                 with self._lock:
@@ -421,7 +421,7 @@ class JobQueue:
             reason = str(err)
         else:
             log.exception("job %s failed", job.id)
-            reason = f"Internal error: {type(err).__name__}: {err}"
+            reason = internal_reason(err)
         self._discard(saved)
         self._history.mark_failed(job.id, reason)
         job.error = reason

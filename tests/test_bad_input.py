@@ -2,7 +2,10 @@
 
 import math
 
+import sqlite3
+
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from studio.errors import MediaError
 from studio.history import JobStatus
@@ -77,8 +80,31 @@ def test_an_unexpected_error_inside_a_pipeline_fails_only_that_job(studio, monke
     with monkeypatch.context() as patch:
         patch.setattr(ImageTask, "run", explode)
         job = studio.run("image", image_params())
-    assert job.status is JobStatus.FAILED and "Internal error: RuntimeError" in job.error
+    assert job.status is JobStatus.FAILED and "Internal error (RuntimeError)" in job.error
+    assert "server log" in job.error and "device-side" not in job.error  # the log has the internals
     assert studio.run("image", image_params()).status is JobStatus.DONE
+
+
+@pytest.mark.parametrize("raised, says", [
+    (lambda: OperationalError("BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked")),
+     "stayed locked by another program"),
+    (lambda: OperationalError("INSERT INTO jobs ...", {}, sqlite3.OperationalError("database or disk is full")),
+     "The disk is full"),
+    (lambda: AttributeError("'list' object has no attribute 'get'"), "Internal error (AttributeError)"),
+])
+def test_what_a_client_reads_of_an_internal_failure_says_what_to_do_not_the_internals(studio, monkeypatch,
+                                                                                      raised, says):
+    from studio.tasks.image import ImageTask
+
+    def fail(self, pipeline, spec, card, on_step):
+        raise raised()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ImageTask, "run", fail)
+        job = studio.run("image", image_params())
+    assert job.status is JobStatus.FAILED and says in job.error, job.error
+    assert "SQL" not in job.error and "INSERT" not in job.error and "attribute 'get'" not in job.error
+    assert studio.history.get_job(job.id).error == job.error
 
 
 def test_a_task_that_does_not_exist(studio):

@@ -43,6 +43,12 @@ def test_every_tab_exists(studio):
     assert not any("Not available yet" in t for t in texts)
 
 
+def test_gradios_temp_cache_is_swept(studio):
+    """Every result and upload is copied into Gradio's cache: without a sweep it grows without bound."""
+    every, older_than = build_app(studio).delete_cache
+    assert every <= 3600 and older_than <= 24 * 3600
+
+
 def test_image_form_starts_from_the_models_card(studio):
     demo = build_app(studio)
     dropdowns = {b.elem_id or b.label: b for b in demo.blocks.values() if isinstance(b, gr.Dropdown)}
@@ -236,3 +242,14 @@ def test_video_audio_and_music_tabs_generate(served, studio):
     jobs = studio.history.list_jobs()
     assert [r.task for r in jobs] == ["music", "audio", "video"]
     assert jobs[0].params["temperature"] == 1.0 and jobs[0].params["top_k"] == 100  # MusicGen's default, ours
+
+
+def test_a_wrong_type_is_refused_by_name_not_run_as_text(served, studio):
+    _, client = served
+    with pytest.raises(Exception, match="prompt: must be text"):
+        client.predict(prompt=["a", "b"], model="tiny-lumina-next", api_name="/generate_image")
+    with pytest.raises(Exception, match="steps: must be a number"):
+        client.predict(prompt="a kite", steps="many", api_name="/generate_image")
+    assert studio.history.list_jobs() == []  # nothing ran as "['a', 'b']"
+    gallery, status = client.predict(prompt="a kite", steps=FAST_STEPS, api_name="/generate_image")
+    assert "Done" in status

@@ -9,9 +9,13 @@ from . import (anagram_tab, api, audio_tabs, compose_tab, gallery_tab, image_tab
                presets_tab, queue_tab, video_tab)
 from .appearance import TITLE, header_html
 
+CACHE_SWEEP = (3600, 24 * 3600)  # (every N seconds, files older than M seconds)
+
 
 def build_app(studio: Studio) -> gr.Blocks:
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    # Gradio keeps a copy of every result and upload in its temp cache: swept every hour of what is over
+    # a day old, so it stays bounded (the outputs themselves live in the outputs folder).
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=CACHE_SWEEP) as demo:
         gr.HTML(header_html())
         with gr.Tabs() as tabs:
             # Each generation tab returns its form, which presets, the Gallery and the Models tab fill.

@@ -56,6 +56,18 @@ def _base_type(annotation: Any) -> Any:
     return annotation
 
 
+def _strict(component: Any, kinds: tuple[type, ...], what: str) -> Any:
+    """`component`, refusing by name any value that is not of `kinds` (a Textbox would run a list as
+    the text "['a', 'b']"). Set on the instance: a subclass would make Gradio write stub files."""
+    def preprocess(payload: Any) -> Any:
+        if payload is not None and (isinstance(payload, bool) or not isinstance(payload, kinds)):
+            raise gr.Error(f"{component.label}: must be {what}, got {type(payload).__name__} {str(payload)[:60]!r}")
+        return payload
+
+    component.preprocess = preprocess
+    return component
+
+
 def _component(name: str, annotation: Any, label: str) -> tuple[Any, Any]:
     """A hidden input component for a field, and the Python type the endpoint declares for it."""
     hidden = {"visible": False, "label": label}
@@ -73,8 +85,8 @@ def _component(name: str, annotation: Any, label: str) -> tuple[Any, Any]:
         return gr.Radio([True, False], value=None, **hidden), bool
     if kind in (int, float):
         # No rounding here: a whole number is checked by the spec (7.5 steps is refused, not made 8).
-        return gr.Number(value=None, **hidden), kind
-    return gr.Textbox(value=None, **hidden), str
+        return _strict(gr.Number(value=None, **hidden), (int, float), "a number"), kind
+    return _strict(gr.Textbox(value=None, **hidden), (str,), "text"), str
 
 
 def _option_annotation(option: Option) -> Any:
