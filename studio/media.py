@@ -172,6 +172,39 @@ def remove_partial_files(outputs_dir: Path) -> int:
     return count
 
 
+# What the studio names its outputs (`task/YYYY-MM-DD/<uuid4 hex>-NN.ext`) and thumbnails
+# (`thumbnails/YYYY-MM-DD/<uuid4 hex>.webp`): only such files are ever swept as orphans.
+_RE_OUTPUT_NAME = re.compile(r"[0-9a-f]{32}(-[0-9]{2,})?\.[a-z0-9]+")
+_RE_DATE_DIR = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def studio_named_files(outputs_dir: Path) -> list[str]:
+    """The files under `outputs_dir` named the way the studio names its outputs, as relative paths."""
+    root = Path(outputs_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.glob("*/*/*"):
+        task_dir, date_dir = path.parent.parent.name, path.parent.name
+        if (_RE_TASK.fullmatch(task_dir) and _RE_DATE_DIR.fullmatch(date_dir) and _RE_OUTPUT_NAME.fullmatch(path.name)
+                and path.is_file() and not path.is_symlink()):
+            found.append(path.relative_to(root).as_posix())
+    return found
+
+
+def remove_orphans(outputs_dir: Path, owned: set[str]) -> int:
+    """Delete studio-named outputs that no job row owns (`owned`: every recorded asset path), left by
+    a process killed between writing a job's files and recording them. Nothing else is touched: other
+    programs' files in the folder, anything not named like the studio's outputs, symlinks."""
+    count = 0
+    for relpath in studio_named_files(outputs_dir):
+        if relpath not in owned:
+            with contextlib.suppress(OSError):
+                (Path(outputs_dir) / relpath).unlink()
+                count += 1
+    return count
+
+
 def _fsync_dir(path: Path) -> None:
     try:  # makes the rename itself durable; not possible on every OS/filesystem, so best effort
         fd = os.open(path, os.O_RDONLY)

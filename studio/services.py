@@ -14,7 +14,7 @@ from .history import HistoryStore
 from .history.installed import InstalledModels
 from .history.user_presets import UserPresets
 from .jobs import Job, JobQueue
-from .media import remove_partial_files
+from .media import remove_orphans, remove_partial_files
 from .owner import QueueOwnership
 from .preset_checks import task_problem
 from .presets import PresetLibrary
@@ -89,6 +89,11 @@ class Studio:
         removed = remove_partial_files(self.settings.outputs_dir)
         if removed:
             log.warning("removed %d partly written output file(s) left by the previous run", removed)
+        # Nothing is running now: a studio-named file that no row owns was written by a job the
+        # previous run was killed in the middle of saving.
+        orphans = remove_orphans(self.settings.outputs_dir, self.history.asset_paths())
+        if orphans:
+            log.warning("removed %d output file(s) of a save the previous run did not finish", orphans)
         self.jobs.start()
         self.downloads.start(resume=resume_downloads)
         return self

@@ -113,6 +113,33 @@ def test_a_restart_after_a_kill_interrupts_the_running_job_and_runs_the_waiting_
         assert studio.jobs.cancel(retried.id) and retried.wait(60)  # Retry queues it again (cancelled here)
 
 
+def test_a_restart_removes_the_files_of_a_save_that_never_got_its_row(tmp_path, model_cache):
+    """A kill between writing a job's images and recording them leaves files no row owns: the next
+    start removes exactly those — never a recorded output, a file another program put there, or
+    anything not named the way the studio names outputs (issue 17, item 7)."""
+    import uuid
+
+    settings = Settings.load(env={}, home=tmp_path / "home", model_cache=model_cache)
+    with Studio(settings) as first:
+        kept = first.run("image", image_params())
+        assert kept.status is JobStatus.DONE, kept.error
+    outputs = settings.outputs_dir
+    lost = uuid.uuid4().hex
+    orphans = [outputs / "image" / "2026-12-01" / f"{lost}-{n:02d}.png" for n in range(2)]
+    orphans.append(outputs / "thumbnails" / "2026-12-01" / f"{lost}.webp")
+    strangers = [outputs / "image" / "2026-12-01" / "my-own-picture.png",
+                 outputs / "image" / "2026-12-01" / f"{lost}-00.png.txt",
+                 outputs / "notes" / f"{lost}-00.png"]
+    for path in orphans + strangers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"an image the studio wrote")
+    with Studio(settings) as second:
+        recorded = [outputs / a.path for a in second.history.get_job(kept.id).assets]  # image and thumbnail
+        assert len(recorded) == 2
+        assert not any(p.exists() for p in orphans)
+        assert all(p.exists() for p in strangers + recorded)
+
+
 def test_a_locked_database_delays_a_job_but_loses_nothing(studio):
     """Another program holds the write lock longer than SQLite's own wait (5 s): the job still lands."""
     blocker = sqlite3.connect(studio.settings.db_path, timeout=30, check_same_thread=False)

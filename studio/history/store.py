@@ -350,6 +350,11 @@ class HistoryStore:
 
     # -- reads ------------------------------------------------------------------------------
 
+    def asset_paths(self) -> set[str]:
+        """Every output file a job row owns (relative to the outputs folder)."""
+        with Session(self.engine) as s:
+            return set(s.scalars(select(Asset.path)))
+
     def get_job(self, job_id: str) -> JobRecord | None:
         """The job with this id and its assets (ordered by index), or None."""
         with Session(self.engine) as s, s.begin():
