@@ -52,6 +52,7 @@ class Cancelled(Exception):
 
 # How often the idle worker looks at the jobs table on its own (a submit wakes it at once).
 _POLL_S = 1.0
+_STOP_STEP_S = 10.0  # how long a stop waits for an interrupted job to reach its next step
 _FOLLOW_S = 0.5  # how often a process that does not run the queue looks at its jobs' rows
 _MAX_REJECTED_FIELDS = 50
 _MAX_REJECTED_CHARS = 2000
@@ -237,12 +238,20 @@ class JobQueue:
             self._worker.start()
 
     def stop(self, timeout: float | None = 30) -> None:
-        """Stop after the running job (pending jobs stay pending, for the next start)."""
+        """Stop after the running job (pending jobs stay pending, for the next start). One still running
+        after `timeout` seconds is marked interrupted, as a crash would leave it, and told to stop."""
         with self._wake:
             self._stopping = True
             self._wake.notify_all()
         if self._worker is not None and self._worker.is_alive():
             self._worker.join(timeout)
+            running = self._running
+            if self._worker.is_alive() and running is not None and self._runs_jobs:
+                interrupted = self._history.interrupt_running()
+                log.warning("stopping: job(s) %s did not finish in %s s; marked interrupted (Re-run retries them)",
+                            ", ".join(interrupted) or running.id, timeout)
+                running._cancel.set()  # it stops at its next step; the process must not exit mid-step
+                self._worker.join(_STOP_STEP_S)
 
     def _notify(self, job: Job) -> None:
         for listener in self._listeners:
@@ -362,6 +371,9 @@ class JobQueue:
                                         duration_s=item.duration_s)
         except Cancelled:
             self._discard(written)
+            if self._stopping:  # stopped by the studio's own stop: its row is already marked interrupted
+                job._finish(JobStatus.INTERRUPTED, "the studio stopped while this job ran")
+                return
             self._history.mark_cancelled(job.id)
             job._finish(JobStatus.CANCELLED)
             return

@@ -104,9 +104,11 @@ class Studio:
         job.wait(timeout)
         return job
 
-    def close(self) -> None:
+    def close(self, job_grace_s: float = 30.0) -> None:
+        """Stop: no new job starts; the running one has `job_grace_s` to finish, else it is marked
+        interrupted (as after a crash); then the database is closed."""
         self.downloads.stop()
-        self.jobs.stop()
+        self.jobs.stop(job_grace_s)
         self.scheduler.free_all()
         self.history.close()
         self._ownership.release()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..settings import Settings
 from .appearance import STATIC_DIR, launch_appearance
 
 AUTH_USER = "studio"
+STOP_GRACE_S = 8.0  # how long a stop waits for the running job before marking it interrupted
 MAX_THREADS = 160  # Gradio's worker threads: room for ui.common.WAITING_CLIENTS waiting jobs and everything else
 
 Credentials = list[tuple[str, str]]
@@ -106,13 +108,27 @@ def serve(settings: Settings, auth: str | None = None, auth_file: str | None = N
             raise InvalidInput("--mcp needs Gradio's MCP extra: .venv/bin/pip install 'gradio[mcp]'") from None
     credentials, generated = resolve_auth(settings.host, auth, auth_file, share)
     options = launch_options(settings, credentials, share, mcp)
-    studio = Studio(settings).start()
+    studio = Studio(settings)
     demo = build_app(studio)
+    # A stop from systemd or docker (SIGTERM) is a Ctrl-C: the server closes, then the studio.
     if generated:
         where = "through the share link" if share else f"on {settings.host}"
         user, password = credentials[0]
         print(f"Open {where}: log in as {user} / {password} (shown only now).", flush=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        demo.queue(default_concurrency_limit=4).launch(**options)
+        # The server first: a server that cannot start (a port in use, a failed self-check) must not
+        # have claimed a job it then leaves `running`. Only once it is up does the worker start.
+        demo.queue(default_concurrency_limit=4).launch(prevent_thread_lock=True, **options)
+        studio.start()
+        demo.block_thread()
     finally:
-        studio.close()
+        signal.signal(signal.SIGTERM, previous)
+        demo.close()
+        # The running job gets a few seconds to finish (docker's stop grace is 10 s); past that it is
+        # marked interrupted, as after a crash, so a Re-run picks it up.
+        studio.close(job_grace_s=STOP_GRACE_S)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
