@@ -86,6 +86,7 @@ class JobQueue:
         self._worker: threading.Thread | None = None
         self._runs_jobs = False
         self._listeners: list[ProgressListener] = []
+        self._unrecorded: dict[str, str] = {}  # job id -> the failure its row still waits for
 
     # -- front-end side -------------------------------------------------------------------------
 
@@ -260,8 +261,23 @@ class JobQueue:
             except Exception:  # a broken listener must not fail the job
                 log.exception("job listener failed")
 
+    def _record_unrecorded(self) -> None:
+        """Write the failures whose recording failed (a full disk, a database that stayed locked)."""
+        for job_id, reason in list(self._unrecorded.items()):
+            try:
+                self._history.mark_failed(job_id, reason)
+            except (KeyError, ValueError):  # deleted, or no longer running: nothing left to record
+                self._unrecorded.pop(job_id, None)
+                continue
+            except Exception:  # still cannot write: the worker tries again on its next round
+                continue
+            self._unrecorded.pop(job_id, None)
+            log.info("job %s: its failure is recorded now that the database takes writes again", job_id)
+
     def _work(self) -> None:
         while True:
+            if self._unrecorded:
+                self._record_unrecorded()
             with self._wake:
                 if self._stopping:
                     return
@@ -288,6 +304,9 @@ class JobQueue:
                 job = job or Job(id=record.id, task=record.task, spec=None)
                 job.error = job.error or internal_reason(err)
                 job.status = JobStatus.FAILED
+                # Its row must not stay `running`: recorded failed as soon as the database takes writes again.
+                self._unrecorded[record.id] = f"The job's result could not be recorded: {internal_reason(err)}"
+                self._record_unrecorded()
             finally:
                 with self._lock:
                     self._running = None

@@ -3,6 +3,7 @@ restart recovery after a kill, a locked database, a full disk — and the worker
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -198,6 +199,40 @@ def small_disk(tmp_path):
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_database_disk_fails_the_running_job_once_space_returns(tmp_path, model_cache, small_disk,
+                                                                      monkeypatch):
+    """The disk holding the database fills while a job runs: the job fails at once for whoever waits
+    on it, its row is recorded failed with the reason as soon as the database can be written again
+    (not left `running` for ever), and the worker goes on (issue 17, item 2)."""
+    from studio.tasks.image import ImageTask
+
+    subprocess.run(["mount", "-o", "remount,size=16m", str(small_disk)], check=True)
+    settings = Settings.load(env={}, home=small_disk / "home", model_cache=model_cache,
+                             outputs_dir=tmp_path / "outputs")
+    filler = small_disk / "filler"
+    real_save = ImageTask.save
+
+    def save_then_fill_the_disk(self, *args, **kwargs):
+        saved = real_save(self, *args, **kwargs)
+        with open(filler, "wb") as f:  # another program takes every byte left
+            with contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+        return saved
+
+    with Studio(settings) as studio:
+        with monkeypatch.context() as patch:
+            patch.setattr(ImageTask, "save", save_then_fill_the_disk)
+            job = studio.run("image", image_params(), timeout=120)
+        assert job.status is JobStatus.FAILED and "disk is full" in job.error, job.error
+        filler.unlink()  # space returns
+        wait_for(lambda: studio.history.get_job(job.id).status is JobStatus.FAILED, 30, "the row to say failed")
+        assert "could not be recorded" in studio.history.get_job(job.id).error
+        assert studio.run("image", image_params(), timeout=120).status is JobStatus.DONE  # the worker goes on
+        studio.gallery.delete(job.id)  # and the failed job can be deleted like any other
 
 
 def test_a_full_disk_fails_the_job_cleanly_and_the_next_one_runs(tmp_path, model_cache, small_disk):
