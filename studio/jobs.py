@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import torch
 
 from .errors import StudioError, internal_reason
 
@@ -34,16 +33,13 @@ from .media import SavedFile, save_thumbnail, thumbnail_relpath, thumbnail_sourc
 from .runtime.memory import MemoryScheduler
 from .tasks import get_task
 from .job import Job, QueueEntry
+from .job_memory import run_with_memory
 from .tasks.base import JobContext
 from .zoo.cards import CardRegistry
 
 log = logging.getLogger(__name__)
 
 ProgressListener = Callable[["Job"], None]
-
-
-class OutOfMemory(StudioError):
-    """The job did not fit the device even with the most frugal placement the scheduler tried."""
 
 
 class Cancelled(Exception):
@@ -378,7 +374,7 @@ class JobQueue:
                 job.step, job.total_steps = step, total
                 self._notify(job)
 
-            output = self._run_with_memory(job, task, card, on_step)
+            output = run_with_memory(self._scheduler, self._history, job, task, card, on_step)
             if job._cancel.is_set():
                 raise Cancelled()
             ctx = JobContext(job_id=job.id, outputs_dir=self._outputs_dir, created_at=datetime.now(timezone.utc))
@@ -414,38 +410,6 @@ class JobQueue:
         except StudioError as err:
             log.warning("job %s: no thumbnail: %s", job.id, err)
             return []
-
-    def _run_with_memory(self, job: Job, task: Any, card: Any, on_step: Callable[[int, int], None]) -> Any:
-        """Run the task on its pipeline; on out-of-memory, free everything else and retry once with
-        the next more frugal placement. The placement that ran is recorded on the job."""
-        spec = job.spec
-        working = task.working_bytes(spec, card)
-        with self._scheduler.acquire(card, working) as lease:
-            try:
-                output = task.run(lease.pipeline, spec, card, on_step)
-                placement = lease.placement
-            except torch.OutOfMemoryError:
-                log.warning("job %s: out of memory with %s", job.id, lease.placement.value)
-                retry = self._scheduler.step_down(card, working)
-                if retry is None:
-                    raise OutOfMemory(self._oom_message(card, spec, lease.placement, working)) from None
-                try:
-                    output = task.run(retry.pipeline, spec, card, on_step)
-                except torch.OutOfMemoryError:
-                    raise OutOfMemory(self._oom_message(card, spec, retry.placement, working)) from None
-                placement = retry.placement
-        self._history.set_placement(job.id, placement.value)
-        output.used["placement"] = placement.value
-        return output
-
-    def _oom_message(self, card: Any, spec: Any, placement: Any, working: int) -> str:
-        need = self._scheduler.need_bytes(card, placement, working)
-        budget = self._scheduler.device_budget()
-        size = f" at {spec.width}x{spec.height}" if getattr(spec, "width", None) else ""
-        have = f"; {budget / 2**30:.1f} GB were available" if budget else ""
-        return (f"Out of memory: {card.title}{size} needs about {need / 2**30:.1f} GB on {self._scheduler.device} "
-                f"even with {placement.value}{have}. Try a smaller size or fewer images, or close other programs "
-                "using the GPU.")
 
     def _fail(self, job: Job, err: Exception, saved: list[SavedFile]) -> None:
         if isinstance(err, StudioError):

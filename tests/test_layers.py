@@ -24,8 +24,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tasks", ("studio.tasks",)),
     ("families", ("studio.families.builtin", *(f"studio.families.{p.name}" for p in (PACKAGE / "families").iterdir()
                                               if p.is_dir() and not p.name.startswith("_")))),
-    ("services", ("studio.job", "studio.jobs", "studio.services", "studio.gallery", "studio.preset_checks",
-                  "studio.model_manager")),
+    ("services", ("studio.job", "studio.job_memory", "studio.jobs", "studio.services", "studio.gallery",
+                  "studio.preset_checks", "studio.model_manager")),
     ("front ends", ("studio.ui", "studio.cli", "studio.__main__")),
 ]
 

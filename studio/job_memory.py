@@ -1,0 +1,56 @@
+"""Running a job's task within the GPU memory budget: on out-of-memory, free everything else and retry
+once with the next more frugal placement; the placement that ran is recorded on the job."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import torch
+
+from .errors import StudioError
+from .history import HistoryStore
+from .job import Job
+from .runtime.memory import MemoryScheduler
+
+log = logging.getLogger(__name__)
+
+
+class OutOfMemory(StudioError):
+    """The job did not fit the device even with the most frugal placement the scheduler tried."""
+
+
+def run_with_memory(scheduler: MemoryScheduler, history: HistoryStore, job: Job, task: Any, card: Any,
+                    on_step: Callable[[int, int], None]) -> Any:
+    """Run the task on its pipeline; on out-of-memory, free everything else and retry once with
+    the next more frugal placement. The placement that ran is recorded on the job."""
+    spec = job.spec
+    working = task.working_bytes(spec, card)
+    with scheduler.acquire(card, working) as lease:
+        try:
+            output = task.run(lease.pipeline, spec, card, on_step)
+            placement = lease.placement
+        except torch.OutOfMemoryError:
+            log.warning("job %s: out of memory with %s", job.id, lease.placement.value)
+            retry = scheduler.step_down(card, working)
+            if retry is None:
+                raise OutOfMemory(oom_message(scheduler, card, spec, lease.placement, working)) from None
+            try:
+                output = task.run(retry.pipeline, spec, card, on_step)
+            except torch.OutOfMemoryError:
+                raise OutOfMemory(oom_message(scheduler, card, spec, retry.placement, working)) from None
+            placement = retry.placement
+    history.set_placement(job.id, placement.value)
+    output.used["placement"] = placement.value
+    return output
+
+
+def oom_message(scheduler: MemoryScheduler, card: Any, spec: Any, placement: Any, working: int) -> str:
+    """What to do when even the most frugal placement did not fit."""
+    need = scheduler.need_bytes(card, placement, working)
+    budget = scheduler.device_budget()
+    size = f" at {spec.width}x{spec.height}" if getattr(spec, "width", None) else ""
+    have = f"; {budget / 2**30:.1f} GB were available" if budget else ""
+    return (f"Out of memory: {card.title}{size} needs about {need / 2**30:.1f} GB on {scheduler.device} "
+            f"even with {placement.value}{have}. Try a smaller size or fewer images, or close other programs "
+            "using the GPU.")
