@@ -27,6 +27,12 @@ from PIL import Image, PngImagePlugin
 
 from studio.errors import MediaError
 
+# No image is decoded past this many pixels (a 420 KB PNG can hold 12000x12000): Pillow refuses at
+# open, before decoding, anything over twice its MAX_IMAGE_PIXELS — which Gradio's upload handling
+# goes through too. Decoders with a model at hand check against a tighter, model-derived limit.
+MAX_DECODE_PIXELS = 8192 * 8192
+Image.MAX_IMAGE_PIXELS = MAX_DECODE_PIXELS // 2
+
 PARAMETERS_KEY = "parameters"  # A1111's PNG text key, read by A1111, Civitai, InvokeAI, ComfyUI readers
 JOB_KEY = "studio_job"  # our full job JSON
 
@@ -300,6 +306,14 @@ def save_gif(frames: list[Image.Image], outputs_dir: Path, relpath: str, *, job:
                      mime="image/gif", width=width, height=height, bytes=size, sha256=sha)
 
 
+def check_pixels(width: int, height: int, limit: int, what: str) -> None:
+    """MediaError before decoding when an image (or a video frame) has more pixels than `limit`."""
+    if width * height > limit:
+        side = int(limit ** 0.5)
+        raise MediaError(f"{what} is {width}x{height} ({width * height / 1e6:.0f} MP): the studio reads at most "
+                         f"{limit / 1e6:.1f} MP (about {side}x{side}) here; scale it down first")
+
+
 def read_png_metadata(path: Path) -> PngMetadata:
     """All text chunks of a PNG, with our two keys parsed."""
     path = Path(path)
@@ -309,6 +323,8 @@ def read_png_metadata(path: Path) -> PngMetadata:
         with Image.open(path) as im:
             if im.format != "PNG":
                 raise MediaError(f"{path} is a {im.format} file, not a PNG; only PNG metadata can be read")
+            # Reading the chunks after the image data decodes it: only within bounds.
+            check_pixels(*im.size, MAX_DECODE_PIXELS, Path(path).name)
             text = getattr(im, "text", {})  # includes chunks after the image data
             raw = {str(k): str(v) for k, v in text.items()}
     except MediaError:

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from ..errors import InvalidInput
-from ..media import SavedFile, format_infotext, output_relpath
+from ..errors import InvalidInput, MediaError
+from ..media import MAX_DECODE_PIXELS, SavedFile, check_pixels, format_infotext, output_relpath
 from ..media_av import poster_frame, save_mp4
 from ..zoo.cards import ModelCard
 from .base import (JobContext, StepCallback, TaskOutput, TaskSpec, family_lines, job_json, png_writer, run_family,
@@ -28,7 +28,7 @@ from .base import (JobContext, StepCallback, TaskOutput, TaskSpec, family_lines,
 MAX_FRAMES = 257
 
 
-def load_input_video(path: str | None, frames: int, width: int, height: int) -> list[Image.Image]:
+def load_input_video(path: str | None, frames: int, width: int, height: int, card: ModelCard) -> list[Image.Image]:
     """The first `frames` frames of the uploaded video at the job's size, or a clear error."""
     import imageio_ffmpeg
 
@@ -38,11 +38,14 @@ def load_input_video(path: str | None, frames: int, width: int, height: int) -> 
         reader = imageio_ffmpeg.read_frames(str(path))
         meta = next(reader)
         w, h = meta["size"]
+        check_pixels(w, h, input_pixel_limit(card), f"a frame of {Path(path).name!r}")  # before any frame is decoded
         clip = []
         for raw in reader:
             clip.append(Image.frombytes("RGB", (w, h), raw).resize((width, height), Image.BICUBIC))
             if len(clip) == frames:
                 break
+    except MediaError as err:
+        raise InvalidInput(str(err)) from None
     except Exception:
         raise InvalidInput(f"{Path(path).name!r} is not a video the studio can read (use MP4, WebM or MOV)") from None
     if len(clip) < frames:
@@ -50,7 +53,13 @@ def load_input_video(path: str | None, frames: int, width: int, height: int) -> 
     return clip
 
 
-def load_input_image(path: str | None) -> Image.Image:
+def input_pixel_limit(card: ModelCard) -> int:
+    """The most pixels an input image or video frame may have for this model: four times its largest
+    side, squared (it is resized to the job's size anyway), and never past what the studio decodes."""
+    return min(MAX_DECODE_PIXELS, (4 * card.max_size) ** 2)
+
+
+def load_input_image(path: str | None, card: ModelCard) -> Image.Image:
     """The uploaded start image, or a clear error if it is missing or not an image."""
     if not path:
         raise InvalidInput("this model turns an image into a video: add a start image")
@@ -58,8 +67,13 @@ def load_input_image(path: str | None) -> Image.Image:
     if not file.is_file():
         raise InvalidInput(f"the start image {file.name!r} is missing (upload it again)")
     try:
-        with Image.open(file) as im:
+        with Image.open(file) as im:  # reads the header only: the size is known before anything is decoded
+            check_pixels(*im.size, input_pixel_limit(card), f"the image {file.name!r}")
             return im.convert("RGB")
+    except MediaError as err:
+        raise InvalidInput(str(err)) from None
+    except Image.DecompressionBombError:
+        raise InvalidInput(f"{file.name!r} has more pixels than the studio decodes: scale it down first") from None
     except Exception:
         raise InvalidInput(f"{file.name!r} is not an image the studio can read (use PNG, JPEG or WebP)") from None
 
@@ -110,15 +124,15 @@ class VideoSpec(TaskSpec):
             raise InvalidInput(f"{card.title} makes at most {cap} frames, got {self.frames}")
         takes = self.takes(card)
         if "image" in takes:  # an image-to-video model needs its start image
-            load_input_image(self.image)
+            load_input_image(self.image, card)
         if "control_video" in takes:
             if not self.control_video:
                 raise InvalidInput(f"{card.title} follows a control video (motion, pose, depth): add one")
-            load_input_video(self.control_video, self.frames, self.width, self.height)
+            load_input_video(self.control_video, self.frames, self.width, self.height, card)
             if self.reference_image:
-                load_input_image(self.reference_image)
+                load_input_image(self.reference_image, card)
         if self.video:
-            load_input_video(self.video, self.frames, self.width, self.height)
+            load_input_video(self.video, self.frames, self.width, self.height, card)
             if int(self.steps * self.strength) < 1:
                 raise InvalidInput(f"strength {self.strength:g} of {self.steps} steps leaves no step to redraw the "
                                    "video: raise the steps or the strength")

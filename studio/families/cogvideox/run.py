@@ -18,8 +18,8 @@ def takes(card: Any, task: str) -> list[str]:
 def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -> TaskOutput:
     inputs: dict[str, Any] = {}
     if card.pipeline == IMAGE:
-        inputs["image"] = load_input_image(spec.image)
+        inputs["image"] = load_input_image(spec.image, card)
     if card.pipeline == CONTROL:
-        inputs["control_video"] = load_input_video(spec.control_video, spec.frames, spec.width, spec.height)
+        inputs["control_video"] = load_input_video(spec.control_video, spec.frames, spec.width, spec.height, card)
     # Fun control takes its length from the control clip.
     return run_diffusers_video(pipeline, spec, on_step, inputs, num_frames=card.pipeline != CONTROL)

@@ -34,18 +34,18 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
     inputs: dict[str, Any] = {}
     num_frames = True
     if card.pipeline == IMAGE:
-        inputs["image"] = load_input_image(spec.image)
+        inputs["image"] = load_input_image(spec.image, card)
     if spec.video:
         from diffusers import WanVideoToVideoPipeline
 
         # The same loaded components under the video-to-video pipeline: nothing is loaded twice.
         pipeline = WanVideoToVideoPipeline.from_pipe(pipeline)
-        inputs["video"] = load_input_video(spec.video, spec.frames, spec.width, spec.height)
+        inputs["video"] = load_input_video(spec.video, spec.frames, spec.width, spec.height, card)
         inputs["strength"] = spec.strength
         num_frames = False  # its length is the input clip's
     if card.pipeline == VACE:
-        inputs["video"] = load_input_video(spec.control_video, spec.frames, spec.width, spec.height)
+        inputs["video"] = load_input_video(spec.control_video, spec.frames, spec.width, spec.height, card)
         inputs["conditioning_scale"] = spec.control_scale
         if spec.reference_image:
-            inputs["reference_images"] = [load_input_image(spec.reference_image)]
+            inputs["reference_images"] = [load_input_image(spec.reference_image, card)]
     return run_diffusers_video(pipeline, spec, on_step, inputs, num_frames=num_frames)
