@@ -243,3 +243,41 @@ def test_nothing_a_client_sends_makes_the_history_unreadable(served, studio):
     assert listed["total"] == len(ids)
     assert client.predict("x", "", "", 1, api_name="/list_history")["total"] >= 1
     assert client.predict(api_name="/queue_status")["paused"] is False  # and the studio goes on
+
+
+def test_wrong_passwords_slow_down_per_address_and_are_logged(tmp_path, model_cache):
+    """A real `studio serve` with a login: guessing passwords as fast as possible gets a few tries,
+    then waits that double; the right password then works once the wait is over (issue 17, item 9)."""
+    port = free_port()
+    command = [str(STUDIO)] if STUDIO.exists() else [sys.executable, "-m", "studio.cli"]
+    env = {**os.environ, "STUDIO_HOME": str(tmp_path / "home"), "STUDIO_MODEL_CACHE": str(model_cache),
+           "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(command + ["serve", "--port", str(port), "--auth", "ann:right"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"{url}/config", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the studio did not start"
+                time.sleep(0.5)
+        started = time.monotonic()
+        answers = [httpx.post(f"{url}/login", data={"username": "ann", "password": f"guess{i}"}, timeout=10)
+                   for i in range(30)]
+        took = time.monotonic() - started
+        tried = [a for a in answers if a.status_code == 400]
+        refused = [a for a in answers if a.status_code == 429]
+        assert len(tried) <= 4 and len(tried) + len(refused) == 30, [a.status_code for a in answers]
+        assert "try again in" in refused[-1].json()["detail"]
+        wait = int(refused[-1].headers["retry-after"])
+        assert httpx.post(f"{url}/login", data={"username": "ann", "password": "right"}, timeout=10).status_code == 429
+        time.sleep(wait + 0.2)
+        assert httpx.post(f"{url}/login", data={"username": "ann", "password": "right"}, timeout=10).status_code == 200
+        assert took < 30
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=60)[0]
+    assert "failed login from 127.0.0.1" in output

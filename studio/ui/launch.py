@@ -15,9 +15,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from starlette.middleware import Middleware
+
 from ..errors import InvalidInput
 from ..settings import Settings
 from .appearance import STATIC_DIR, launch_appearance
+from .login_limit import LoginLimitMiddleware
 
 AUTH_USER = "studio"
 STOP_GRACE_S = 8.0  # how long a stop waits for the running job before marking it interrupted
@@ -91,6 +94,8 @@ def launch_options(settings: Settings, credentials: Credentials | None, share: b
         "favicon_path": str(favicon) if favicon.exists() else None,
         "show_error": True,
         "max_threads": MAX_THREADS,
+        # Wrong passwords slow down per client address (and are logged).
+        "app_kwargs": {"middleware": [Middleware(LoginLimitMiddleware)]},
         **launch_appearance(),
     }
 
