@@ -4,6 +4,7 @@ many clients at once — through `gradio_client`, on 127.0.0.1 only."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -281,3 +282,23 @@ def test_wrong_passwords_slow_down_per_address_and_are_logged(tmp_path, model_ca
         proc.terminate()
         output = proc.communicate(timeout=60)[0]
     assert "failed login from 127.0.0.1" in output
+
+
+def test_an_oversized_call_is_refused_before_it_is_read(served, studio):
+    """A job's parameters are a few KB: a 3 MB call body is refused unread, with or without a length
+    (issue 17, item 6); uploads keep their own cap and normal calls go through."""
+    demo, client = served
+    url = f"{demo.local_url}gradio_api/call/submit_job"
+    huge = json.dumps({"data": ["image", {"model": "tiny-lumina-next", "prompt": "x" * 3_000_000}]}).encode()
+    answer = httpx.post(url, content=huge, headers={"content-type": "application/json"}, timeout=30)
+    assert answer.status_code == 413 and "larger than" in answer.json()["detail"]
+
+    def chunks():
+        for start in range(0, len(huge), 65536):
+            yield huge[start:start + 65536]
+
+    answer = httpx.post(url, content=chunks(), headers={"content-type": "application/json"}, timeout=30)
+    assert answer.status_code == 413
+    assert studio.history.list_jobs() == []
+    assert client.predict("image", {"model": "tiny-lumina-next", "prompt": "a kite", "steps": 1},
+                          api_name="/submit_job")["error"] is None

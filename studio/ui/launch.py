@@ -20,6 +20,7 @@ from starlette.middleware import Middleware
 from ..errors import InvalidInput
 from ..settings import Settings
 from .appearance import STATIC_DIR, launch_appearance
+from .body_limit import BodyLimitMiddleware
 from .login_limit import LoginLimitMiddleware
 
 AUTH_USER = "studio"
@@ -94,8 +95,8 @@ def launch_options(settings: Settings, credentials: Credentials | None, share: b
         "favicon_path": str(favicon) if favicon.exists() else None,
         "show_error": True,
         "max_threads": MAX_THREADS,
-        # Wrong passwords slow down per client address (and are logged).
-        "app_kwargs": {"middleware": [Middleware(LoginLimitMiddleware)]},
+        # Wrong passwords slow down per client address (and are logged); oversized calls are refused unread.
+        "app_kwargs": {"middleware": [Middleware(LoginLimitMiddleware), Middleware(BodyLimitMiddleware)]},
         **launch_appearance(),
     }
 
