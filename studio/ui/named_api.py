@@ -26,8 +26,8 @@ from ..errors import InvalidInput
 from ..families import FAMILIES, Option
 from ..services import Studio
 from ..tasks import get_task
-from .common import GENERATE, default_model, generate, only_taken
-from .forms import TabForm, style_key, styled
+from .common import GENERATE, default_model, generate, styled_job
+from .forms import TabForm, style_key
 
 # Fields a client sends as uploads (gradio_client.handle_file), never as paths on this machine.
 IMAGE_FILES = ("image", "reference_image")
@@ -148,15 +148,12 @@ def register(studio: Studio, form: TabForm) -> None:
             job_params.update(grid_rows=1, grid_cols=max(1, len(job_params["captions"])))  # one row of cells
         if task == "anagram" and "views" not in job_params:
             job_params["views"] = DEFAULT_VIEWS
-        try:
-            if with_style and job_params.get(STYLE):
-                job_params = styled(studio, style_key(studio, form.modality, job_params.pop(STYLE)), job_params)
-                card = studio.cards.cards.get(job_params["model"])
-                if card is not None:  # a style's negative prompt, for a model that has none
-                    job_params = only_taken(spec_type, card, job_params)
-            job_params.pop(STYLE, None) if with_style else None
-        except InvalidInput as err:  # an unknown style: nothing to record, the client is told why
-            raise gr.Error(str(err)) from None
+        style = job_params.pop(STYLE, None) if with_style else None
+        if style:
+            try:  # the template applied, then only what the model takes (a style's negative prompt)
+                job_params = styled_job(studio, spec_type, style_key(studio, form.modality, style), job_params)
+            except InvalidInput as err:  # an unknown style: nothing to record, the client is told why
+                raise gr.Error(str(err)) from None
         return generate(studio, task, job_params, progress, request, form.present)
 
     endpoint.__signature__ = _signature(params)  # type: ignore[attr-defined]
