@@ -193,7 +193,7 @@ def refuse_what_is_not_taken(params: dict[str, Any], takes: set[str], family: Fa
             if name in spec_type.REFUSALS:
                 raise InvalidInput(spec_type.REFUSALS[name].format(title=card.title))
             label = FIELD_LABELS.get(name, name.replace("_", " "))
-            why = family.unused.get(name) if isinstance(family.unused, Mapping) else None
+            why = family.unused.get(name)
             raise InvalidInput(f"{name}: {card.title} ({family.title}) takes no {label}"
                                + (f": {why}" if why else ""))
     foreign = sorted(name for name in params if name not in spec_type.model_fields and name not in takes

@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from ..families import FAMILIES, Family, Option
+from ..families import FAMILIES, Option
 from ..tasks import get_task
 from ..zoo.cards import ModelCard
 
@@ -77,7 +77,7 @@ class FamilyControls:
 
     def prompt_option(self, card: ModelCard | None) -> str | None:
         """The option that replaces the prompt for this card, if it has one (its class picker)."""
-        family = family_of(card)
+        family = FAMILIES.of(card) if card is not None else None
         return family.prompt_from if family is not None and family.prompt_from in self.taken(card) else None
 
     def place_prompt_options(self) -> None:
@@ -164,8 +164,3 @@ def _as_type(option: Option, value: Any) -> Any:
     if option.type is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
-
-
-def family_of(card: ModelCard | None) -> Family | None:
-    return FAMILIES.of(card) if card is not None else None
-
