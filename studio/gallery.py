@@ -22,15 +22,20 @@ from pathlib import Path, PurePosixPath
 from . import __version__
 from .errors import InvalidInput
 from .history import AssetRecord, HistoryStore, JobFilter, JobPage, JobRecord, JobStatus
+from .history.search import job_model_ids
 from .jobs import Job, JobQueue
 from .media import THUMBNAIL_SOURCES
-from .tasks import get_task
+from .tasks import TASKS, get_task
 from .zoo.cards import CardRegistry
 from .history.tables import utcnow
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 48
+# The default status filter: what a user looks for among past jobs is what they made. Refused and
+# failed requests stay recorded (the Queue and the status filter show them).
+SHOWN_STATUS = JobStatus.DONE.value
+CAPTION_CHARS = 60  # a tile's caption: the prompt's start, cut at a word
 MAX_EXPORT_JOBS = 1000
 EXPORTS_DIR = "exports"  # under the outputs dir, so the browser may download what is made there
 # Jobs that are still going cannot be deleted from under the worker: cancel first (issue: the queue).
@@ -65,6 +70,17 @@ class Gallery:
         if record is None:
             raise InvalidInput(f"job {job_id!r} is not in the history (it may have been deleted)")
         return record
+
+    def model_choices(self) -> list[tuple[str, str]]:
+        """(title, id) of the models worth filtering by, by title: those that generate (image, video,
+        audio, music, compositional, anagram cards, not components such as text encoders or image
+        tokenizers) and have jobs or can run; and, by id, models of past jobs no card names any more."""
+        used = job_model_ids(self._history.engine)
+        cards = self._cards.cards
+        listed = [(card.title, card.id) for card in cards.values()
+                  if set(card.tasks) & TASKS.keys() and (card.runnable or card.id in used)]
+        gone = [(model_id, model_id) for model_id in used if model_id not in cards]
+        return sorted(listed, key=lambda choice: choice[0].lower()) + sorted(gone)
 
     def path(self, asset: AssetRecord) -> Path:
         """Where an asset's file is: always inside the outputs dir, whatever the database says."""
@@ -161,6 +177,19 @@ class Gallery:
                 os.unlink(tmp)
             raise
         return Export(path=target, jobs=len(records), files=files)
+
+
+def caption(job: JobRecord, limit: int = CAPTION_CHARS) -> str:
+    """A gallery tile's caption: the job's prompt (one line, cut at a word with "…" past `limit`
+    characters), starred when a favourite; task and model for a job without a prompt."""
+    text = " ".join(job.prompt.split()) or f"{job.task} · {job.model_id}"
+    if len(text) > limit:
+        cut = text[:limit]
+        if text[limit].isalnum():  # mid-word: back to the word's start, unless that loses half the text
+            shorter = cut.rsplit(" ", 1)[0]
+            cut = shorter if len(shorter) >= limit // 2 else cut
+        text = cut.rstrip(" ,.;:|") + "…"
+    return f"{'★ ' if job.favorite else ''}{text}"
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -5,10 +5,23 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from enum import Enum
 
 from .history import JobStatus
 from .media import SavedFile
 from .tasks.base import TaskSpec
+
+
+class Stage(str, Enum):
+    """Where a job is, as a user reads it: in line, loading its model, encoding the prompt, making its
+    steps, decoding them into pixels or sound, saving the files."""
+
+    QUEUED = "queued"
+    LOADING = "loading"
+    ENCODING = "encoding"
+    STEPS = "steps"
+    DECODING = "decoding"
+    SAVING = "saving"
 
 
 @dataclass
@@ -21,6 +34,9 @@ class Job:
     status: JobStatus = JobStatus.PENDING
     step: int = 0
     total_steps: int = 0
+    stage: Stage = Stage.QUEUED
+    stage_detail: str = ""  # e.g. where the model is loaded from ("from disk", "already in memory")
+    step_unit: str = "steps"  # what a step is: a denoising step, or a token step for autoregressive models
     outputs: list[SavedFile] = field(default_factory=list)
     error: str | None = None
     started: float | None = None  # time.monotonic() when it started running
@@ -34,6 +50,20 @@ class Job:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job has finished (done, failed or cancelled); False on timeout."""
         return self._done.wait(timeout)
+
+    def describe(self) -> str:
+        """The stage in words, for a progress bar or a status line ("step 3/30", "loading … from disk")."""
+        if self.stage is Stage.LOADING:
+            return f"loading the model {self.stage_detail}".strip()
+        if self.stage is Stage.ENCODING:
+            return "encoding the prompt"
+        if self.stage is Stage.STEPS:
+            return f"{self.step_unit} {self.step}/{self.total_steps}"
+        if self.stage is Stage.DECODING:
+            return "decoding"
+        if self.stage is Stage.SAVING:
+            return "saving"
+        return "queued"
 
     def _finish(self, status: JobStatus, error: str | None = None) -> None:
         self.status, self.error = status, error
@@ -53,3 +83,4 @@ class QueueEntry:
     step: int
     total_steps: int
     eta_s: float | None  # seconds until it is done, from recent jobs of the same task and model
+    stage: str = "waiting"  # what the running job is doing, in words (Job.describe)

@@ -10,7 +10,7 @@ import torch
 
 from .errors import StudioError
 from .history import HistoryStore
-from .job import Job
+from .job import Job, Stage
 from .runtime.memory import MemoryScheduler
 
 log = logging.getLogger(__name__)
@@ -21,12 +21,17 @@ class OutOfMemory(StudioError):
 
 
 def run_with_memory(scheduler: MemoryScheduler, history: HistoryStore, job: Job, task: Any, card: Any,
-                    on_step: Callable[[int, int], None]) -> Any:
+                    on_step: Callable[[int, int], None],
+                    on_stage: Callable[[Stage, str], None] = lambda stage, detail: None) -> Any:
     """Run the task on its pipeline; on out-of-memory, free everything else and retry once with
-    the next more frugal placement. The placement that ran is recorded on the job."""
+    the next more frugal placement. The placement that ran is recorded on the job. `on_stage` hears
+    when the model is being loaded (and from where) and when the prompt is being encoded."""
     spec = job.spec
     working = task.working_bytes(spec, card)
+    on_stage(Stage.LOADING, f"{card.title} {scheduler.whereabouts(card.id)}")
     with scheduler.acquire(card, working) as lease:
+        # Every pipeline encodes the prompt before its first step: the stage lasts until that step.
+        on_stage(Stage.ENCODING, "")
         try:
             output = task.run(lease.pipeline, spec, card, on_step)
             placement = lease.placement

@@ -32,7 +32,8 @@ from .history.bounds import MAX_ERROR, clip
 from .media import SavedFile, save_thumbnail, thumbnail_relpath, thumbnail_source
 from .runtime.memory import MemoryScheduler
 from .tasks import get_task
-from .job import Job, QueueEntry
+from .families import FAMILIES
+from .job import Job, QueueEntry, Stage
 from .job_memory import run_with_memory
 from .tasks.base import JobContext
 from .zoo.cards import CardRegistry
@@ -172,7 +173,8 @@ class JobQueue:
         if running is not None and running.spec is not None:
             clock = self._remaining(running)
             entries.append(QueueEntry(running.id, running.task, running.spec.model, running.spec.prompt,
-                                      JobStatus.RUNNING, 0, running.step, running.total_steps, clock))
+                                      JobStatus.RUNNING, 0, running.step, running.total_steps, clock,
+                                      running.describe()))
         estimates: dict[tuple[str, str], float | None] = {}
         for position, record in enumerate(self._history.pending_jobs(), start=1):
             key = (record.task, record.model_id)
@@ -367,16 +369,25 @@ class JobQueue:
         written: list[SavedFile] = []  # the outputs, then the thumbnail
         try:
             card = self._cards.get(job.spec.model)
+            family = FAMILIES.of(card)
+            job.step_unit = family.step_unit if family is not None else "steps"
+
+            def on_stage(stage: Stage, detail: str) -> None:
+                job.stage, job.stage_detail = stage, detail
+                self._notify(job)
 
             def on_step(step: int, total: int) -> None:
                 if job._cancel.is_set():
                     raise Cancelled()  # stops the pipeline between two steps
                 job.step, job.total_steps = step, total
+                # After the last step a pipeline decodes its latents (or tokens) into the output.
+                job.stage = Stage.DECODING if total and step >= total else Stage.STEPS
                 self._notify(job)
 
-            output = run_with_memory(self._scheduler, self._history, job, task, card, on_step)
+            output = run_with_memory(self._scheduler, self._history, job, task, card, on_step, on_stage)
             if job._cancel.is_set():
                 raise Cancelled()
+            on_stage(Stage.SAVING, "")
             ctx = JobContext(job_id=job.id, outputs_dir=self._outputs_dir, created_at=datetime.now(timezone.utc))
             saved = written = task.save(output, job.spec, card, ctx)
             written = [*saved, *self._thumbnail(job, saved, ctx)]

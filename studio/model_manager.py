@@ -1,12 +1,14 @@
 """The model manager as people see it: status lines and sizes shared by the Models tab and the CLI,
 and the `studio models list | info | download | remove` commands.
 
-Everything goes through the same Studio services: cards, the download queue and the install records.
+Everything goes through the same Studio services: cards, the download queue and the install records;
+never the job queue, which these commands leave to the studio that runs it.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Iterable, Sequence
 
 from .errors import StudioError
 from .history.installed import InstallStatus
@@ -56,11 +58,30 @@ def status_text(studio: Studio, card: ModelCard, detailed: bool = False) -> str:
     return "ready" if is_available(card, studio.settings) else "not downloaded"
 
 
+def table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[str] = ()) -> list[str]:
+    """Lines of aligned columns, each as wide as its widest cell (the header's included); the columns
+    named in `right` align right, and the last column is not padded."""
+    rows = [list(header), *(list(r) for r in rows)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(w) if name in right else cell.ljust(w) for cell, w, name in zip(row, widths, header)]
+        lines.append("  ".join(cells[:-1] + [row[-1]]).rstrip())
+    return lines
+
+
+STATUS_CHARS = 40  # a long failure reason is cut here (`studio models info` shows it whole)
+
+
 def _list(studio: Studio) -> int:
+    rows = []
     for card in sorted(studio.cards.cards.values(), key=lambda c: c.id):
         size = disk_bytes(studio.settings, card)
-        print(f"{card.id:30} {','.join(card.tasks):10} {status_text(studio, card)[:28]:28} "
-              f"{human_bytes(size) if size else '':>9}  {card.title}")
+        status = status_text(studio, card)
+        status = status if len(status) <= STATUS_CHARS else status[:STATUS_CHARS - 1] + "…"
+        rows.append((card.id, ",".join(card.tasks), status, human_bytes(size) if size else "", card.title))
+    for line in table(("ID", "TASKS", "STATUS", "ON DISK", "TITLE"), rows, right=("ON DISK",)):
+        print(line)
     for problem in studio.cards.problems:
         print(f"skipped {problem}", file=sys.stderr)
     return 0
@@ -111,17 +132,23 @@ def _download(studio: Studio, card: ModelCard) -> int:
 
 
 def run_cli(action: str, model_id: str | None, settings: Settings) -> int:
-    # Other interrupted downloads resume when the studio itself starts, not from a one-off command.
-    with Studio(settings).start(resume_downloads=False) as studio:
+    """One `studio models` command. None of them takes the job queue or starts its worker (a pending
+    job waits for the studio that runs the queue); only `download` starts the download queue, and
+    only for its own model (interrupted downloads resume when the studio itself starts)."""
+    studio = Studio(settings)
+    try:
         if action == "list":
             return _list(studio)
         card = studio.cards.get(model_id or "")
         if action == "info":
             return _info(studio, card)
         if action == "download":
+            studio.downloads.start(resume=False)
             return _download(studio, card)
         if action == "remove":
             freed = studio.downloads.remove(card.id)
             print(f"removed {card.id} ({human_bytes(freed)} freed)")
             return 0
+    finally:
+        studio.close()
     raise StudioError(f"unknown action {action!r}")

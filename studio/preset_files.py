@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from .errors import InvalidInput
 from .presets import (MODALITIES, PLACEHOLDER, Preset, PresetCheck, PresetFields, PresetFormatError, Style,
-                      StyleFields, describe_error, entry_label, parse_preset, parse_style)
+                      StyleFields, a_preset, describe_error, entry_label, parse_preset, parse_style)
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 EXPORT_VERSION = 1  # the `studio_presets` key of an export names its format version
@@ -156,7 +156,7 @@ def _read_export_presets(result: ImportResult, modality: str, entries: Any, chec
             result.problems.append(f"{label}: {err}")
             continue
         if preset.title in titles:
-            result.problems.append(f"{label}: a {modality} preset with this title came earlier in the file; skipped")
+            result.problems.append(f"{label}: {a_preset(modality)} with this title came earlier in the file; skipped")
             continue
         titles.add(preset.title)
         result.presets.append((modality, preset))

@@ -107,6 +107,11 @@ class Style(StyleFields):
 PresetCheck = Callable[[str, PresetFields], "str | None"]
 
 
+def a_preset(modality: str) -> str:
+    """"an image preset", "a video preset", "an anagrams preset": the article the modality needs."""
+    return f"{'an' if modality[:1] in 'aeiou' else 'a'} {modality} preset"
+
+
 def preset_problem(modality: str, preset: PresetFields, *, check: PresetCheck) -> str | None:
     """Why `preset` cannot fill the `modality` tab (e.g. 'params.width: ...'), or None if it can."""
     if modality not in MODALITIES:
@@ -117,9 +122,9 @@ def preset_problem(modality: str, preset: PresetFields, *, check: PresetCheck) -
                 "choice; the prompt and negative prompt are fields of their own)")
     derived = modality in DERIVED_PROMPT
     if derived and preset.prompt:
-        return f"prompt: a {modality} preset has no prompt; the task builds it from params.{DERIVED_PROMPT[modality]}"
+        return f"prompt: {a_preset(modality)} has no prompt; the task builds it from params.{DERIVED_PROMPT[modality]}"
     if not derived and not preset.prompt:
-        return f"prompt: a {modality} preset needs a prompt"
+        return f"prompt: {a_preset(modality)} needs a prompt"
     return check(modality, preset)
 
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 FAST_STEPS = 3
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def image_params(**overrides):

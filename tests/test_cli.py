@@ -1,4 +1,5 @@
-"""The command line runs the same job path headless: `studio generate image ...`."""
+"""The command line runs the same job path headless: `studio generate image ...` (the other tabs:
+test_cli_tabs.py)."""
 
 import json
 import os
@@ -83,7 +84,9 @@ def test_unknown_model_and_malformed_size(tmp_path, model_cache):
 def test_models_list_shows_the_cards(tmp_path, model_cache):
     result = run_cli(["models", "list"], tmp_path, model_cache)
     assert result.returncode == 0
-    assert "tiny-lumina-next" in result.stdout and "random weights" in result.stdout
+    header, *rows = result.stdout.strip().splitlines()
+    assert header.split() == ["ID", "TASKS", "STATUS", "ON", "DISK", "TITLE"]
+    assert any(row.startswith("tiny-lumina-next ") and "built in" in row for row in rows)
 
 
 def test_history_list_rerun_show_export_and_delete(tmp_path, model_cache):

@@ -300,3 +300,37 @@ def test_models_tab_shows_status_progress_and_size(studio_on_hub, hub):
     hub.slow(BIG_REPO, BIG_FILE, 0)
     assert state.wait(60)
     assert row("big-model")["Status"] == "ready" and row("big-model")["On disk"] == "5.0 MB"
+
+
+def test_the_models_tab_message_follows_a_download_to_its_end(studio_on_hub, hub):
+    from studio.ui.models_tab import download_message
+
+    studio = studio_on_hub
+    hub.set_offline(True)
+    download(studio, "big-model")
+    failed = download_message(studio, "big-model")
+    assert failed.startswith("❌ Download of Big test model big-model failed: Cannot reach the model hub")
+    assert "Downloading" not in failed
+
+    hub.set_offline(False)
+    hub.slow(BIG_REPO, BIG_FILE, 2 * CHUNK_SIZE)
+    state = studio.downloads.enqueue("big-model")
+    wait_for(lambda: state.bytes_done >= CHUNK_SIZE)
+    assert download_message(studio, "big-model").startswith("Downloading Big test model big-model: ")
+    assert "% · " in download_message(studio, "big-model")
+    studio.downloads.cancel("big-model")
+    assert state.wait(30)
+    assert download_message(studio, "big-model") == "Cancelled Big test model big-model; Download resumes it."
+    hub.slow(BIG_REPO, BIG_FILE, 0)
+    download(studio, "big-model")
+    assert download_message(studio, "big-model").startswith("✅ Big test model big-model is downloaded (5.0 MB)")
+
+
+def test_each_table_row_names_its_model(studio_on_hub):
+    from studio.ui.models_tab import card_of_row, table_rows
+
+    studio = studio_on_hub
+    assert sorted(card_of_row(studio, row) for row in table_rows(studio)) == sorted(studio.cards.cards)
+    # A title may hold the cells' separator itself; the id is still found.
+    assert card_of_row(studio, ["Big · model · v2 · big-model · image", "ready"]) == "big-model"
+    assert card_of_row(studio, ["no card here · image"]) is None and card_of_row(studio, None) is None

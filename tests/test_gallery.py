@@ -195,3 +195,39 @@ def test_thumbnails_for_every_kind_of_output(studio):
             assert abs(small.width / small.height - full.width / full.height) < 0.05
     failed = studio.run("image", image_params(width=-5))
     assert studio.gallery.thumbnail(studio.history.get_job(failed.id)) is None
+
+
+def test_a_tile_is_captioned_with_its_prompt_cut_at_a_word(store):
+    from studio.gallery import caption
+
+    job = store.get_job(_job(store, "a red lighthouse on a cliff at dawn,   gulls over a stormy sea, oil on canvas"))
+    assert caption(job) == "a red lighthouse on a cliff at dawn, gulls over a stormy sea…"
+    assert caption(store.get_job(_job(store, "a small moon"))) == "a small moon"
+    store.set_favorite(job.id, True)
+    assert caption(store.get_job(job.id), limit=20) == "★ a red lighthouse on…"
+    assert caption(store.get_job(_job(store, "x" * 80)), limit=10) == "xxxxxxxxxx…"  # no word to cut at
+    assert caption(store.get_job(_job(store, "", task="audio", model="tiny-musicgen"))) == "audio · tiny-musicgen"
+
+
+def test_the_model_filter_offers_generating_models_not_components(studio):
+    studio.run("image", image_params())
+    _job(studio.history, "from a model since removed", model="a-removed-model")
+    choices = studio.gallery.model_choices()
+    ids = [model_id for _, model_id in choices]
+    cards = studio.cards.cards
+    assert "tiny-lumina-next" in ids and "tiny-musicgen" in ids and "wan2.1-t2v-1.3b" in ids
+    assert not {"tiny-flan-t5", "flan-t5-xl", "llamagen-vq-ds16-c2i"} & set(ids)  # tasks: [component]
+    assert all(model_id == "a-removed-model" or "component" not in cards[model_id].tasks for model_id in ids)
+    assert ids[-1] == "a-removed-model" and choices[-1] == ("a-removed-model", "a-removed-model")
+    titles = [title for title, _ in choices[:-1]]
+    assert titles == sorted(titles, key=str.lower)
+
+
+def test_the_gallery_starts_on_done_jobs(studio):
+    from studio.gallery import SHOWN_STATUS
+
+    studio.run("image", image_params(prompt="made"))
+    refused = studio.run("image", image_params(prompt="refused", steps=0))
+    assert studio.history.get_job(refused.id).status is JobStatus.FAILED  # still recorded
+    shown = studio.gallery.page(JobFilter(status=SHOWN_STATUS))
+    assert [job.prompt for job in shown.jobs] == ["made"]

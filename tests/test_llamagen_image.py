@@ -15,6 +15,7 @@ from PIL import Image
 
 from studio.engines.llamagen.classes import class_names
 from studio.history import JobStatus
+from studio.job import Stage
 from studio.history.search import JobFilter
 from studio.media import read_png_metadata
 from studio.engines.llamagen.sampling import generate
@@ -120,7 +121,7 @@ def test_batch_and_rerun_from_history(studio):
 def test_progress_is_reported_per_row_of_tokens(studio):
     seen = []
     studio.jobs.add_listener(lambda job: seen.append((job.step, job.total_steps))
-                             if job.status is JobStatus.RUNNING else None)
+                             if job.stage in (Stage.STEPS, Stage.DECODING) else None)
     job = studio.run("image", {"model": C2I, "prompt": "tabby", "seed": 1})
     assert job.status is JobStatus.DONE, job.error
     rows = [step for step, total in seen if total == 16]

@@ -177,7 +177,7 @@ def test_user_preset_crud(user: UserPresets):
     first = user.presets("image")[0]
     assert (first.title, first.prompt, first.id) == ("Arctic fox", "a white fox", fox_id)
 
-    with pytest.raises(NameTaken, match="already a image preset named 'Owl'"):
+    with pytest.raises(NameTaken, match="already an image preset named 'Owl'"):
         user.add_preset("image", Preset(title="Owl", prompt="another owl"))
     with pytest.raises(ValueError):  # NameTaken is a ValueError too
         user.update_preset(fox_id, Preset(title="Owl", prompt="x"))

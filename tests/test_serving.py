@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -23,15 +22,9 @@ from studio.history import JobStatus
 from studio.ui.app import build_app
 from studio.ui.launch import is_loopback, launch_options, read_auth_file, resolve_auth
 
-from helpers import image_params
+from helpers import free_port, image_params
 
 STUDIO = Path(sys.executable).with_name("studio")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(studio, **options):
@@ -180,7 +173,8 @@ def test_queue_follow_list_and_cancel_jobs_through_the_api(served, studio):
     while (status := client.predict(first["id"], api_name="/job_status"))["status"] != "done":
         assert time.monotonic() < deadline and status["status"] in ("pending", "running")
         time.sleep(0.2)
-    assert status["seed"] == 1234 and len(status["files"]) == 1 and Path(status["files"][0]).is_file()
+    assert status["seed"] == 1234 and len(status["files"]) == 1
+    assert (studio.settings.outputs_dir / status["files"][0]["relpath"]).is_file()  # relative to the outputs
     assert client.predict(second["id"], api_name="/job_status")["status"] == "cancelled"
     found = client.predict("kite over", "", "", 1, api_name="/list_history")
     assert found["total"] == 1 and found["jobs"][0]["id"] == first["id"]

@@ -19,13 +19,7 @@ from studio.history import JobStatus
 from studio.services import Studio
 from studio.settings import Settings
 
-from helpers import image_params
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import free_port, image_params
 
 
 def serve(home: Path, cache: Path, port: int) -> subprocess.Popen:

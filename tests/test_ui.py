@@ -1,6 +1,5 @@
 """The web UI: the app builds with every tab, and its Image handler makes an image over HTTP."""
 
-import socket
 
 import gradio as gr
 import numpy as np
@@ -11,13 +10,7 @@ from PIL import Image
 from studio.history import JobStatus
 from studio.ui.app import build_app
 
-from helpers import FAST_STEPS
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers import FAST_STEPS, free_port
 
 
 @pytest.fixture
@@ -56,7 +49,7 @@ def test_image_form_starts_from_the_models_card(studio):
     model = dropdowns["image-model"]
     assert model.value in {"tiny-lumina-next", "tiny-lumina2"}
     labels = dict((value, label) for label, value in model.choices)
-    assert "(not downloaded)" in labels["lumina-next-sft"] and "random weights" in labels[model.value]
+    assert "(not downloaded)" in labels["lumina-next-sft"] and "test model" in labels[model.value]
     card = studio.cards.get(model.value)
     assert dropdowns["image-size"].value == f"{card.defaults['width']}x{card.defaults['height']}"
 

@@ -133,6 +133,8 @@ class Family:
     # The option that stands in for the prompt on cards that take it (an ImageNet class picker): the
     # tab hides the prompt box for those.
     prompt_from: str | None = None
+    # What one step of its progress is: a denoising step, or a token step for autoregressive models.
+    step_unit: str = "steps"
 
     def options_for(self, task: str) -> tuple[Option, ...]:
         return tuple(o for o in self.options if o.for_task(task))

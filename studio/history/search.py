@@ -1,6 +1,7 @@
 """What the gallery can ask of the history: a job's status, and filters with full-text search.
 
-`JobFilter` is the question; `filter_conditions` turns it into SQL conditions on the jobs table. The
+`JobFilter` is the question; `filter_conditions` turns it into SQL conditions on the jobs table;
+`job_model_ids` is which models there are jobs of (what the model filter can offer). The
 search box's text goes to the `jobs_fts` FTS5 index (trigram tokenizer: words inside Chinese or
 Japanese prompts are found too) as quoted phrases, so no user text is ever read as query syntax;
 words too short for the index are matched with LIKE.
@@ -13,7 +14,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, column, select, table, text
+from sqlalchemy import ColumnElement, Engine, column, select, table, text
+from sqlalchemy.orm import Session
 
 from .tables import JOBS_FTS, Job
 
@@ -90,3 +92,9 @@ def filter_conditions(filters: JobFilter) -> list[ColumnElement[bool]]:
     if filters.until is not None:
         conditions.append(Job.created_at < filters.until)
     return conditions
+
+
+def job_model_ids(engine: Engine) -> set[str]:
+    """The model of every job in the history (the (model_id, created_at) index answers it)."""
+    with Session(engine) as s:
+        return set(s.scalars(select(Job.model_id).distinct()))

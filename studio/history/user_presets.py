@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import InvalidInput
 from ..preset_files import ImportResult
-from ..presets import Preset, PresetCheck, PresetFields, Style, StyleFields, check_preset, preset_problem
+from ..presets import Preset, PresetCheck, PresetFields, Style, StyleFields, a_preset, check_preset, preset_problem
 from .db import retry_when_locked, writer
 from .tables import UserPreset, utcnow
 
@@ -29,7 +29,7 @@ class NameTaken(InvalidInput, ValueError):
 
 
 def _what(kind: str, modality: str) -> str:
-    return f"{modality} preset" if kind == PRESET else "style"
+    return a_preset(modality) if kind == PRESET else "a style"
 
 
 def _preset_data(preset: PresetFields) -> dict[str, Any]:
@@ -133,8 +133,8 @@ class UserPresets:
         try:
             self._put(s, kind, modality, name, category, data, replace)
         except NameTaken:
-            problems.append(f"{_what(kind, modality)} {name!r} already exists; skipped (import with replace to "
-                            "overwrite it)")
+            problems.append(f"{_what(kind, modality).capitalize()} {name!r} already exists; skipped "
+                            "(import with replace to overwrite it)")
             return 0
         return 1
 
@@ -143,7 +143,7 @@ class UserPresets:
         # The lookup runs inside the writer's BEGIN IMMEDIATE, so no other writer can take the name in between.
         row = self._find(s, kind, modality, name)
         if row is not None and not replace:
-            raise NameTaken(f"There is already a {_what(kind, modality)} named {name!r}: choose another name, "
+            raise NameTaken(f"There is already {_what(kind, modality)} named {name!r}: choose another name, "
                             "or replace it")
         now = utcnow()
         if row is None:
@@ -160,7 +160,7 @@ class UserPresets:
 
     def _rename(self, s: Session, row: UserPreset, name: str) -> None:
         if name != row.name and self._find(s, row.kind, row.modality, name) is not None:
-            raise NameTaken(f"There is already a {_what(row.kind, row.modality)} named {name!r}: choose another name")
+            raise NameTaken(f"There is already {_what(row.kind, row.modality)} named {name!r}: choose another name")
         row.name = name
 
     @staticmethod

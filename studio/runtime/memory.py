@@ -267,6 +267,15 @@ class MemoryScheduler:
         with self._mutex:
             return [e.card.id for e in sorted(self._entries.values(), key=lambda e: e.last_used)]
 
+    def whereabouts(self, card_id: str) -> str:
+        """Where a job's model comes from before it runs: "already on <device>", "from RAM" (parked
+        off the device, moved back) or "from disk" (not loaded)."""
+        with self._mutex:
+            entry = self._entries.get(card_id)
+            if entry is None:
+                return "from disk"
+            return "from RAM" if entry.placement is None else f"already on {self.device}"
+
     def placement_of(self, card_id: str) -> Placement | None:
         with self._mutex:
             entry = self._entries.get(card_id)

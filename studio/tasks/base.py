@@ -34,6 +34,12 @@ StepCallback = Callable[[int, int], None]
 FIELD_LABELS = {"negative_prompt": "negative prompt", "steps": "denoising steps"}
 
 
+def batch_seeds(seed: int, count: int) -> list[int]:
+    """The seed of each output of a batch: seed, seed+1, … (wrapping at MAX_SEED), as A1111 numbers
+    them, so output k made alone from its own seed is the same picture."""
+    return [(seed + k) % (MAX_SEED + 1) for k in range(count)]
+
+
 def is_set(value: Any) -> bool:
     """Whether a field was given: not None, and not blank text (a form's empty negative prompt)."""
     return value is not None and not (isinstance(value, str) and not value.strip())
@@ -131,9 +137,28 @@ class TaskSpec(BaseModel):
             more = f" (and {len(unknown) - 10} more)" if len(unknown) > 10 else ""
             raise InvalidInput(f"Invalid input — {named}{more}")
         try:
-            return cls.model_validate(dict(params))
+            return cls.model_validate(cls._prompt_from_stand_in(params))
         except ValidationError as err:
             raise InvalidInput(describe_validation_error(err)) from None
+
+    @classmethod
+    def _prompt_from_stand_in(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """`params`, with no prompt given but an option that stands in for it (a family's `prompt_from`:
+        LlamaGen's class_id), prompted by that choice's label, as the Image tab sends it; the family's
+        `prepare` then settles it for the card (or refuses it for a model that draws from text). With
+        neither, the prompt is empty, and refused as such."""
+        params = dict(params)
+        if not cls.model_fields["prompt"].is_required() or is_set(params.get("prompt")):
+            return params
+        for family in FAMILIES.for_task(cls.task):
+            option = family.option(family.prompt_from) if family.prompt_from else None
+            value = params.get(option.name) if option is not None else None
+            if value is not None:
+                label = next((text for text, choice in option.choices if choice == value), None)
+                return {**params, "prompt": label or str(value)}
+        if params.get("prompt") is None:
+            params["prompt"] = ""
+        return params
 
     @classmethod
     def replayable(cls, params: Mapping[str, Any], card: ModelCard | None) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from .. import __version__
 from ..errors import InvalidInput
 from ..media import SavedFile, format_infotext
 from ..zoo.cards import ModelCard
-from .base import JobContext, StepCallback, TaskOutput, TaskSpec, family_lines, png_writer, run_family, save_all
+from .base import (JobContext, StepCallback, TaskOutput, TaskSpec, batch_seeds, family_lines, png_writer, run_family,
+                   save_all)
 
 # Scheduler class or solver -> the sampler name A1111-style readers show.
 SAMPLER_NAMES = {"FlowMatchEulerDiscreteScheduler": "Euler", "euler": "Euler", "midpoint": "Midpoint",
@@ -76,9 +77,12 @@ class ImageTask:
             "Version": f"studio {__version__}"})
 
     def save(self, output: TaskOutput, spec: ImageSpec, card: ModelCard, ctx: JobContext) -> list[SavedFile]:
-        infotext = self.infotext(spec, card, output.used["sampler"])
-        return save_all([png_writer(self.name, image, spec, card, ctx, output.used, infotext)
-                         for image in output.items])
+        # Each image's infotext carries its own seed (A1111's convention): read back, it remakes that image.
+        seeds = batch_seeds(spec.seed, len(output.items))
+        return save_all([png_writer(self.name, image, spec, card, ctx, output.used,
+                                    self.infotext(spec.model_copy(update={"seed": seed}), card,
+                                                  output.used["sampler"]))
+                         for image, seed in zip(output.items, seeds)])
 
 
 def run_diffusers_image(pipeline: Any, spec: ImageSpec, on_step: StepCallback) -> TaskOutput:
@@ -104,7 +108,7 @@ def run_diffusers_image(pipeline: Any, spec: ImageSpec, on_step: StepCallback) -
         num_inference_steps=spec.steps,
         guidance_scale=spec.cfg,
         num_images_per_prompt=spec.num_images,
-        generator=torch.Generator(device="cpu").manual_seed(spec.seed),  # the same noise on every device
+        generator=seeded_generators(spec.seed, spec.num_images),
         callback_on_step_end=step_end,
         **extra,
     )
@@ -114,6 +118,13 @@ def run_diffusers_image(pipeline: Any, spec: ImageSpec, on_step: StepCallback) -
         # so the static shift did not apply; say what ran.
         used["schedule"] = "dynamic shift from the resolution"
     return TaskOutput(items=list(result.images), used=used)
+
+
+def seeded_generators(seed: int, count: int) -> list[torch.Generator]:
+    """One CPU generator per image of a batch, seeded seed, seed+1, …: the same noise on every device,
+    and image k of a batch is the image its own seed makes alone (diffusers draws each sample's noise
+    from its own generator when given a list)."""
+    return [torch.Generator(device="cpu").manual_seed(s) for s in batch_seeds(seed, count)]
 
 
 def sampler_name(pipeline: Any) -> str:

@@ -11,9 +11,10 @@ from ..engines.anagram import VIEWS
 from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.anagram import AnagramSpec
-from .common import (GENERATE, card_note, generate, job_summary, model_header, only_taken, refuse_unrunnable,
-                     sampling_controls, start_follows_model, stop_button)
+from .common import (card_note, generate, model_header, only_taken, refuse_unrunnable,
+                     sampling_controls, start_follows_model, stop_button, wire_generate)
 from .family_controls import FamilyControls
+from .results import job_summary, reuse_seed_button
 from .forms import TabForm, preset_controls, size_text, wire_presets
 
 VIEW_CHOICES = [(view.title, name) for name, view in VIEWS.items()]
@@ -41,14 +42,16 @@ def build(studio: Studio) -> TabForm:
             size = gr.Dropdown([f"{s}x{s}" for s in (256, 512, 768, 1024)] + [f"{side}x{side}"],
                                value=f"{side}x{side}", label="Size", allow_custom_value=True)
             steps, cfg, seed = sampling_controls(defaults, "anagram", controls)
-            with gr.Row():
+            with gr.Row(elem_classes=["studio-actions"]):
                 run = gr.Button("Generate", variant="primary", scale=3, elem_id="anagram-generate")
                 stop_button(studio, "anagram")
         with gr.Column(scale=3, min_width=320):
             gallery = gr.Gallery(label="The picture, and as seen under each view", columns=2, height=420,
                                  elem_id="anagram-result")
             animation = gr.Image(label="Animation", type="filepath", elem_id="anagram-animation")
-            status = gr.Markdown(elem_id="anagram-status")
+            with gr.Row(equal_height=True):
+                status = gr.Markdown(elem_id="anagram-status")
+                reuse_seed_button("anagram", seed)
 
     more.change(lambda on: [gr.update(visible=on)] * 2, more, [readings[2][0], readings[3][0]],
                 api_visibility="private")
@@ -119,7 +122,7 @@ def build(studio: Studio) -> TabForm:
                    model_updates=model_updates, extra_fill=readings_fill,
                    outputs=list(dict.fromkeys([*inputs, *model_outputs, more, *(row for row, _, _ in readings)])))
     model.input(model_updates, model, model_outputs, api_visibility="private")
-    run.click(on_generate, inputs, [gallery, animation, status], api_visibility="private", **GENERATE)
+    wire_generate(run, on_generate, inputs, [gallery, animation, status])
     wire_presets(studio, form, presets)
     form.present = present
     form.results = [gallery, animation, status]

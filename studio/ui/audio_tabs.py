@@ -11,17 +11,20 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.audio import AudioSpec
 from ..tasks.music import MusicSpec
-from .common import (GENERATE, card_note, generate, job_summary, model_header, only_taken, start_follows_model,
-                     stop_button, styled_job)
+from .common import (card_note, generate, model_header, only_taken, start_follows_model, stop_button, styled_job,
+                     wire_generate)
 from .family_controls import FamilyControls
+from .results import job_summary, reuse_seed_button
 from .forms import TabForm, preset_controls, wire_presets
 
 
-def _result_widgets(prefix: str) -> tuple[gr.Audio, gr.Image, gr.File, gr.Markdown]:
+def _result_widgets(prefix: str, seed: gr.Number) -> tuple[gr.Audio, gr.Image, gr.File, gr.Markdown]:
     player = gr.Audio(label="Result", type="filepath", elem_id=f"{prefix}-result")
     picture = gr.Image(label="Waveform", type="filepath", height=200, elem_id=f"{prefix}-waveform")
     files = gr.File(label="Files", file_count="multiple", elem_id=f"{prefix}-files")
-    status = gr.Markdown(elem_id=f"{prefix}-status")
+    with gr.Row(equal_height=True):
+        status = gr.Markdown(elem_id=f"{prefix}-status")
+        reuse_seed_button(prefix, seed)
     return player, picture, files, status
 
 
@@ -64,11 +67,11 @@ def build_audio(studio: Studio) -> TabForm:
                 fmt = gr.Radio(["wav", "flac"], value="wav", label="File format")
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
                 controls.place(advanced=True)
-            with gr.Row():
+            with gr.Row(elem_classes=["studio-actions"]):
                 run = gr.Button("Generate", variant="primary", scale=3, elem_id="audio-generate")
                 stop_button(studio, "audio")
         with gr.Column(scale=3, min_width=320):
-            player, picture, files, status = _result_widgets("audio")
+            player, picture, files, status = _result_widgets("audio", seed)
 
     def model_updates(model_id: str) -> dict:
         card = studio.cards.cards.get(model_id or "")
@@ -108,8 +111,7 @@ def build_audio(studio: Studio) -> TabForm:
                    model_updates=model_updates, outputs=list(dict.fromkeys([*inputs, *model_outputs])),
                    extra_fill=lambda params, model_id: _length_fill(studio, seconds, params, model_id, 47))
     model.input(model_updates, model, model_outputs, api_visibility="private")
-    run.click(on_generate, [*inputs, presets.style], [player, picture, files, status], api_visibility="private",
-              **GENERATE)
+    wire_generate(run, on_generate, [*inputs, presets.style], [player, picture, files, status])
     wire_presets(studio, form, presets)
     form.present = present
     form.results = [player, picture, files, status]
@@ -139,11 +141,11 @@ def build_music(studio: Studio) -> TabForm:
                 fmt = gr.Radio(["wav", "flac"], value="wav", label="File format")
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
                 controls.place(advanced=True)
-            with gr.Row():
+            with gr.Row(elem_classes=["studio-actions"]):
                 run = gr.Button("Generate", variant="primary", scale=3, elem_id="music-generate")
                 stop_button(studio, "music")
         with gr.Column(scale=3, min_width=320):
-            player, picture, files, status = _result_widgets("music")
+            player, picture, files, status = _result_widgets("music", seed)
 
     def model_updates(model_id: str) -> dict:
         card = studio.cards.cards.get(model_id or "")
@@ -184,8 +186,7 @@ def build_music(studio: Studio) -> TabForm:
                    model_updates=model_updates, outputs=list(dict.fromkeys([*inputs, *model_outputs])),
                    extra_fill=lambda params, model_id: _length_fill(studio, seconds, params, model_id, 30))
     model.input(model_updates, model, model_outputs, api_visibility="private")
-    run.click(on_generate, [*inputs, presets.style], [player, picture, files, status], api_visibility="private",
-              **GENERATE)
+    wire_generate(run, on_generate, [*inputs, presets.style], [player, picture, files, status])
     wire_presets(studio, form, presets)
     form.present = present
     form.results = [player, picture, files, status]

@@ -11,10 +11,12 @@ import gradio as gr
 from ..errors import InvalidInput
 from ..families import FAMILIES
 from ..history import JobStatus
+from ..job import Stage
 from ..jobs import Job
 from ..services import Studio
 from ..zoo.availability import is_available
 from ..zoo.cards import ModelCard
+from .results import remember
 
 
 # Generate handlers only submit and wait: many browser tabs and API clients may wait on their own jobs
@@ -133,22 +135,30 @@ def sampling_controls(defaults: dict[str, Any], prefix: str, controls: Any) -> t
     return steps, cfg, seed
 
 
-# The job each browser session is waiting on, per tab: what that tab's Stop button cancels.
-_waiting: dict[tuple[str, str], str] = {}
+# The jobs each browser session is waiting on, per tab: what that tab's Stop button cancels.
+_waiting: dict[tuple[str, str], list[str]] = {}
 
 
 def run_job(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.Progress,
             request: gr.Request | None = None) -> Job:
-    """Submit a job and follow it to the end, feeding the progress bar from its step events."""
+    """Submit a job and follow it to the end, feeding the progress bar from its stages and steps.
+    When other jobs are ahead of it, a toast says it was queued behind them (a second Generate click
+    while one runs is another job, not a lost click)."""
     job = studio.jobs.submit(task, params)
     key = (request.session_hash or "", task) if request is not None else None
     if key:
-        _waiting[key] = job.id
+        _waiting.setdefault(key, []).append(job.id)
+    ahead = studio.jobs.ahead(job.id) if not job.finished else None
+    if ahead:
+        gr.Info(f"Queued: {ahead} job{'s' if ahead != 1 else ''} ahead of this one. It starts when "
+                f"{'they are' if ahead != 1 else 'that one is'} done.")
     try:
         return follow_job(job, progress, studio)
     finally:
-        if key and _waiting.get(key) == job.id:
-            del _waiting[key]
+        if key and job.id in _waiting.get(key, []):
+            _waiting[key].remove(job.id)
+            if not _waiting[key]:
+                del _waiting[key]
 
 
 def generate(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.Progress,
@@ -159,16 +169,27 @@ def generate(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.
         job = run_job(studio, task, params, progress, request)
     if job.error:
         gr.Warning(job.error)
+    remember(request, task, job)
     return present(job, timer.seconds)
 
 
+def wire_generate(run: gr.Button, handler: Callable[..., Any], inputs: list[Any], results: list[Any]) -> None:
+    """Generate's click: first the status line (the last of `results`) says the job is on its way, so
+    the previous job's message is gone at once; then `handler` runs it, with one progress bar, on the
+    first result. Every click is a job: one made while another runs is queued behind it."""
+    status = results[-1]
+    run.click(lambda: "⏳ Sending the job…", None, status, queue=False, show_progress="hidden",
+              api_visibility="private", trigger_mode="multiple").then(
+        handler, inputs, results, api_visibility="private", show_progress_on=[results[0]],
+        trigger_mode="multiple", **GENERATE)
+
+
 def stop_button(studio: Studio, task: str) -> gr.Button:
-    """A Stop button that cancels the job this browser tab is waiting for (queued or running)."""
+    """A Stop button that cancels the jobs this browser tab is waiting for (running and queued)."""
     button = gr.Button("Stop", variant="stop", scale=1, min_width=80, elem_id=f"{task}-stop")
 
     def stop(request: gr.Request) -> None:
-        job_id = _waiting.get((request.session_hash or "", task))
-        if job_id:
+        for job_id in list(_waiting.get((request.session_hash or "", task), [])):
             studio.jobs.cancel(job_id)
 
     # Its own queue slot: a Stop must never wait behind the Generate it is meant to stop.
@@ -177,30 +198,30 @@ def stop_button(studio: Studio, task: str) -> gr.Button:
 
 
 def follow_job(job: Job, progress: gr.Progress, studio: Studio | None = None) -> Job:
-    """Wait for a submitted job: its place in line while it waits, then its steps while it runs."""
+    """Wait for a submitted job and say what stage it is in: its place in line while it waits, then
+    loading the model (and from where), encoding the prompt, its steps N/M, decoding, saving."""
     progress(0, desc="queued")
     checked = 0.0
     while not job.wait(0.1):
-        if job.status is JobStatus.RUNNING and job.total_steps:
-            progress((job.step, job.total_steps), desc="generating", unit="steps")
+        if job.status is JobStatus.RUNNING:
+            if job.stage is Stage.STEPS and job.total_steps:
+                # The bar writes the count and unit itself ("generating 3/30 steps").
+                progress((job.step, job.total_steps), desc="generating", unit=job.step_unit)
+            else:
+                # No fraction while loading or encoding: a bar at "0/30 steps" would say it is stuck.
+                progress(None, desc=job.describe())
         elif studio is not None and time.monotonic() - checked > 0.5:
             checked = time.monotonic()
             ahead = studio.jobs.ahead(job.id)
             if ahead is not None:
-                paused = " (queue paused)" if studio.jobs.paused else ""
-                progress(0, desc=f"queued: {ahead} job{'s' if ahead != 1 else ''} ahead{paused}")
+                progress(None, desc=waiting_line(ahead, studio.jobs.paused))
     return job
 
 
-def job_summary(job: Job, seconds: float) -> str:
-    if job.status is JobStatus.CANCELLED:
-        return f"⏹ **Cancelled** — job `{job.id}`"
-    if job.status is JobStatus.FAILED:
-        return f"❌ **Failed** — {html.escape(job.error or 'unknown error')}  \njob `{job.id}`"
-    count = len(job.outputs)
-    seed = getattr(job.spec, "seed", None)
-    return (f"✅ **Done** — {count} output{'s' if count != 1 else ''} in {seconds:.1f} s · "
-            f"seed `{seed}` · job `{job.id}`")
+def waiting_line(ahead: int, paused: bool) -> str:
+    """A pending job's place in line, in words."""
+    place = "next in line" if ahead == 0 else f"waiting: {ahead} job{'s' if ahead != 1 else ''} ahead"
+    return place + (" (queue paused)" if paused else "")
 
 
 class Timer:

@@ -11,9 +11,10 @@ import gradio as gr
 from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.compose import MAX_GRID, ComposeSpec
-from .common import (GENERATE, card_note, generate, job_summary, model_header, only_taken, refuse_unrunnable,
-                     sampling_controls, start_follows_model, stop_button)
+from .common import (card_note, generate, model_header, only_taken, refuse_unrunnable,
+                     sampling_controls, start_follows_model, stop_button, wire_generate)
 from .family_controls import FamilyControls
+from .results import job_summary, reuse_seed_button
 from .forms import TabForm, preset_controls, wire_presets
 
 CELL_SIZES = [128, 256, 384, 512, 768, 1024]
@@ -24,7 +25,7 @@ def layout_preview(rows: int, cols: int, captions: list[str], cell_w: int, cell_
     cells = []
     for k in range(rows * cols):
         text = (captions[k] if k < len(captions) else "").strip()
-        shown = html.escape(text[:60]) if text else "<em>empty: the plain prompt</em>"
+        shown = html.escape(text[:60]) if text else "<em>empty: drawn from no caption (the empty prompt)</em>"
         cells.append(f'<div class="cell" style="border:1px dashed #8888;padding:4px;overflow:hidden;'
                      f'font-size:12px"><b>{k + 1}</b> {shown}</div>')
     return (f'<div class="compose-preview" style="display:grid;grid-template-columns:repeat({cols},1fr);'
@@ -52,13 +53,15 @@ def build(studio: Studio) -> TabForm:
             presets = preset_controls(studio, "compositional", with_style=False)
             cell_size = gr.Dropdown([(f"{s} px", s) for s in CELL_SIZES], value=cell, label="Cell size")
             steps, cfg, seed = sampling_controls(defaults, "compose", controls)
-            with gr.Row():
+            with gr.Row(elem_classes=["studio-actions"]):
                 run = gr.Button("Generate", variant="primary", scale=3, elem_id="compose-generate")
                 stop_button(studio, "compose")
         with gr.Column(scale=3, min_width=320):
             preview = gr.HTML(layout_preview(2, 2, [], cell, cell), elem_id="compose-preview")
             result = gr.Image(label="Result", type="filepath", height=560, elem_id="compose-result")
-            status = gr.Markdown(elem_id="compose-status")
+            with gr.Row(equal_height=True):
+                status = gr.Markdown(elem_id="compose-status")
+                reuse_seed_button("compose", seed)
 
     def grid_captions(r: int, c: int, values: list[str]) -> list[str]:
         """The captions of the visible cells, in reading order (cell k = row * cols + col)."""
@@ -140,7 +143,7 @@ def build(studio: Studio) -> TabForm:
                    outputs=list(dict.fromkeys([*inputs, *model_outputs])),
                    after_fill=(on_text, [rows, cols, cell_size, *boxes], [preview]))
     model.input(model_updates, model, model_outputs, **private)
-    run.click(on_generate, inputs, [result, status], **private, **GENERATE)
+    wire_generate(run, on_generate, inputs, [result, status])
     wire_presets(studio, form, presets)
     form.present = present
     form.results = [result, status]

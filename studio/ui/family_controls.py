@@ -6,6 +6,8 @@ appear in the tab without editing it.
 A tab calls `FamilyControls(task, prefix, card)`, then `place(advanced=False)` where its main
 options go and `place(advanced=True)` inside its Advanced fold; `updates(card)` is what picking a
 model changes and `params(card, values)` turns the widgets' values into the job's options.
+`picker` is the type-to-search dropdown every long list uses (the ImageNet classes, the presets):
+all its choices listed, and typing into it searches afresh.
 """
 
 from __future__ import annotations
@@ -29,6 +31,37 @@ def _first_value(option: Option, default: Any) -> Any:
     return option.minimum if option.type in (int, float) else None
 
 
+# Gradio's dropdown keeps the chosen choice's label as the text being typed, so typed letters were
+# appended to it and searched for "207 · golden retrievergolden". Selecting that text when the picker
+# gets focus makes typing replace it (a search afresh) while leaving the choice shown until then.
+# A mouse click's own mouseup would undo the selection, so that one mouseup is told to leave it.
+_SELECT_ON_FOCUS = """() => {
+  const box = document.activeElement;
+  if (!box || box.tagName !== "INPUT" || box.getAttribute("role") !== "combobox") return;
+  box.select();
+  box.addEventListener("mouseup", (e) => e.preventDefault(), {once: true});
+}"""
+
+
+def search_afresh(dropdown: gr.Dropdown) -> gr.Dropdown:
+    """Make typing into this filterable dropdown search afresh rather than append to the shown choice
+    (a browser-side step only; call it inside the Blocks that holds the dropdown)."""
+    dropdown.focus(None, None, None, js=_SELECT_ON_FOCUS, api_visibility="private", queue=False)
+    return dropdown
+
+
+# Gradio shows a dropdown's first 100 choices until the list is scrolled to its end
+# (`num_choices_shown`); None is meant to show them all but reaches the page as null, which its
+# frontend reads as its default, 100. A number above any list here shows every choice at once.
+SHOW_ALL_CHOICES = 100_000
+
+
+def picker(choices: list[Any], **kwargs: Any) -> gr.Dropdown:
+    """A type-to-search dropdown that lists every choice (the 1000 ImageNet classes, a preset library),
+    and where typing searches afresh (`search_afresh`)."""
+    return search_afresh(gr.Dropdown(choices, filterable=True, num_choices_shown=SHOW_ALL_CHOICES, **kwargs))
+
+
 def make_widget(option: Option, value: Any, elem_id: str, visible: bool) -> Any:
     """The component that shows `option` (its declared widget, else one that fits its type)."""
     common = {"label": option.label or option.name.replace("_", " ").capitalize(), "elem_id": elem_id,
@@ -40,7 +73,7 @@ def make_widget(option: Option, value: Any, elem_id: str, visible: bool) -> Any:
     if widget == "radio":
         return gr.Radio(list(option.choices), value=value, **common)
     if widget == "dropdown":
-        return gr.Dropdown(list(option.choices), value=value, filterable=True, **common)
+        return picker(list(option.choices), value=value, **common)
     if widget == "slider":
         low, high = option.slider or (option.minimum, option.maximum)
         return gr.Slider(low, high, value=value, step=option.step or (1 if option.type is int else 0.05), **common)

@@ -1,6 +1,8 @@
 """The Gallery tab: every past job as a thumbnail grid with search, filters and pages; a detail panel
 to play, inspect, re-run, send to its tab, star, download or delete a job; export a selection; and
-"Read parameters" from any PNG. It builds widgets and calls the Gallery service, nothing else."""
+"Read parameters" from any PNG, saying what the model it fills a tab for made of each value. It starts
+on the jobs that made something (the status filter this browser chose last; "done" at first), each
+tile captioned with its prompt. It builds widgets and calls the Gallery service, nothing else."""
 
 from __future__ import annotations
 
@@ -12,14 +14,18 @@ import gradio as gr
 from PIL import Image, ImageDraw
 
 from ..errors import StudioError
-from ..gallery import PAGE_SIZE
+from ..gallery import PAGE_SIZE, SHOWN_STATUS, caption
 from ..history import JobFilter, JobRecord, JobStatus
 from ..png_params import read_parameters
 from ..services import Studio
 from ..tasks import TASKS
 from .common import GENERATE, follow_job
-from .forms import TabForm
+from .family_controls import search_afresh
+from .forms import TabForm, fill_fitted, short_title
 
+# The status filter's choice, kept in the browser's localStorage so a reload keeps it (plain
+# localStorage, not gr.BrowserState, whose per-launch secret would lose it at every server restart).
+STATUS_KEY = "studio-gallery-status"
 _ICONS = {"done": "✅", "failed": "❌", "cancelled": "⏹", "interrupted": "⚠️", "pending": "⏳", "running": "▶️"}
 
 
@@ -68,10 +74,10 @@ def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab, forms: list[TabForm]) -> N
                             elem_id="gallery-search")
         task = gr.Dropdown(any_value + [(name, name) for name in TASKS], value="", label="Task", scale=1,
                            elem_id="gallery-task")
-        model = gr.Dropdown(any_value + [(c.title, c.id) for c in sorted(studio.cards.cards.values(),
-                                                                         key=lambda c: c.title)],
-                            value="", label="Model", scale=2, elem_id="gallery-model")
-        status = gr.Dropdown(any_value + [(s.value, s.value) for s in JobStatus], value="", label="Status", scale=1,
+        model = search_afresh(gr.Dropdown(any_value + gallery.model_choices(), value="", label="Model", scale=2,
+                                          elem_id="gallery-model"))
+        statuses = [s.value for s in JobStatus]
+        status = gr.Dropdown(any_value + [(s, s) for s in statuses], value=SHOWN_STATUS, label="Status", scale=1,
                              elem_id="gallery-status")
     with gr.Row(equal_height=True):
         favorites = gr.Checkbox(label="★ Favorites only", scale=1, elem_id="gallery-favorites")
@@ -139,8 +145,7 @@ def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab, forms: list[TabForm]) -> N
         items = []
         for job in page.jobs:
             thumb = gallery.thumbnail(job)
-            caption = f"{'★ ' if job.favorite else ''}{job.task} · {job.model_id}"
-            items.append((str(thumb) if thumb and thumb.is_file() else _placeholder(job.status.value), caption))
+            items.append((str(thumb) if thumb and thumb.is_file() else _placeholder(job.status.value), caption(job)))
         shown = f"{page.offset + 1}–{page.offset + len(page.jobs)}" if page.jobs else "0"
         text = f"Page {int(number or 1)} of {pages} · jobs {shown} of {page.total:,}"
         return items, [j.id for j in page.jobs], int(number or 1), text
@@ -246,17 +251,33 @@ def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab, forms: list[TabForm]) -> N
         shown = {"source": result.source, "task": result.task, "prompt": result.prompt,
                  "negative_prompt": result.negative_prompt, "parameters": result.params, "other": result.details}
         label = f"Fill the {form.tab_id.capitalize()} tab with these" if form else ""
-        return {found_text: f"Read **{result.source}** parameters for a **{result.task}** job.",
-                found_json: json.loads(json.dumps(shown, default=str)), found: {"task": result.task, **values},
+        read = f"Read **{result.source}** parameters for a **{result.task}** job."
+        # Another tool's details (its sampler, its checkpoint) are named when the form is filled.
+        details = result.details if result.source != "studio" else {}
+        return {found_text: read, found_json: json.loads(json.dumps(shown, default=str)),
+                found: {"task": result.task, "read": read, "params": values, "details": details},
                 fill_tab: gr.update(visible=form is not None, value=label)}
 
     def on_fill(values, *models):
-        """Fill the tab the PNG's job belongs to; sizes snap to what that tab's current model makes."""
+        """Fill the tab the PNG's job belongs to, for its model when this studio has it, else the tab's
+        current one; the Read-parameters area (and a toast, seen from the tab) says what was adapted."""
         form = by_task.get(values.get("task", ""))
         if form is None:
-            return {}
-        params = {k: v for k, v in values.items() if k != "task"}
-        return {tabs: gr.Tabs(selected=form.tab_id), **form.fill(params, current_model=models[forms.index(form)])}
+            return {found_text: "Read a PNG first: nothing to fill a tab with."}
+        fitted = fill_fitted(studio, form, values.get("params", {}), models[forms.index(form)],
+                             values.get("details"))
+        model = html.escape(fitted.card.title) if fitted.card else "its model"
+        where = f"the {form.tab_id.capitalize()} tab"
+        if fitted.notes:
+            text = (f"Filled {where} for **{model}**, adapting what it cannot take as it was:\n\n"
+                    + "\n".join(f"- {html.escape(note)}" for note in fitted.notes))
+            # Seen from the tab it switches to (a toast's text is HTML, as the Markdown's is).
+            short = html.escape(short_title(fitted.card)) if fitted.card else model
+            gr.Info(f"Filled {where}; changed for {short}: " + " ".join(map(html.escape, fitted.notes)), duration=15)
+        else:
+            text = f"Filled {where} for **{model}** with these, as they were."
+        return {tabs: gr.Tabs(selected=form.tab_id), found_text: f"{values.get('read', '')}\n\n{text}",
+                **fitted.updates}
 
     private = {"api_visibility": "private"}
     all_form_outputs = list({c: None for f in forms for c in f.outputs})
@@ -267,7 +288,20 @@ def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab, forms: list[TabForm]) -> N
         trigger(first_page, filter_inputs, page_outputs, **private)
     for control in (task, model, status, favorites):
         control.input(first_page, filter_inputs, page_outputs, **private)
-    tab.select(lambda number, *v: show_page(number, *v), [page_no, *filter_inputs], page_outputs, **private)
+    def on_open(number, *values):
+        """The tab opened: its page, and the model filter's choices (a new job may add a model)."""
+        choices = any_value + gallery.model_choices()
+        if values[2] and values[2] not in (value for _, value in choices):
+            choices.append((values[2], values[2]))
+        return (gr.update(choices=choices), *show_page(number, *values))
+
+    # The status filter starts on what this browser chose last ("done" the first time); each choice is kept.
+    restore = f"() => {{ const s = localStorage.getItem({json.dumps(STATUS_KEY)}); " \
+              f"return [{json.dumps(['', *statuses])}.includes(s) ? s : {json.dumps(SHOWN_STATUS)}]; }}"
+    tab.select(None, None, [status], js=restore, **private).then(
+        on_open, [page_no, *filter_inputs], [model, *page_outputs], **private)
+    status.input(None, [status], None, js=f"(s) => {{ localStorage.setItem({json.dumps(STATUS_KEY)}, s ?? ''); }}",
+                 **private)
     newer.click(lambda n, *v: show_page(max(1, int(n or 1) - 1), *v), [page_no, *filter_inputs], page_outputs,
                 **private)
     older.click(lambda n, *v: show_page(int(n or 1) + 1, *v), [page_no, *filter_inputs], page_outputs, **private)
@@ -287,7 +321,8 @@ def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab, forms: list[TabForm]) -> N
     clear.click(lambda: ([], selected_label([])), None, [selection, selected_text], **private)
     export.click(on_export, selection, [export_file, selected_text], **private)
     png.change(on_png, png, [found_text, found_json, found, fill_tab], **private)
-    filled = fill_tab.click(on_fill, [found, *(f.model for f in forms)], [tabs, *all_form_outputs], **private)
+    filled = fill_tab.click(on_fill, [found, *(f.model for f in forms)], [tabs, found_text, *all_form_outputs],
+                            **private)
     for form in forms:  # e.g. the compositional layout preview, redrawn from the filled form
         form.chain_after_fill(sent)
         form.chain_after_fill(filled)

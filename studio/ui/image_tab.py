@@ -15,9 +15,10 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.image import ImageSpec
 from ..zoo.cards import parse_size
-from .common import (GENERATE, card_note, default_model, generate, job_summary, model_choices, only_taken, stop_button,
-                     styled_job)
+from .common import (card_note, default_model, generate, model_choices, only_taken, stop_button, styled_job,
+                     wire_generate)
 from .family_controls import FamilyControls
+from .results import captioned, job_summary, reuse_seed_button
 from .forms import TabForm, nearest_shape, preset_controls, size_text, wire_presets
 
 
@@ -61,16 +62,18 @@ def build(studio: Studio) -> TabForm:
                 controls.place(advanced=False)
             with gr.Accordion("Advanced", open=False):
                 with gr.Row():
-                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)")
-                    num_images = gr.Slider(1, 8, value=1, step=1, label="Images")
+                    seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="image-seed")
+                    num_images = gr.Slider(1, 8, value=1, step=1, label="Images", elem_id="image-num-images")
                 controls.place(advanced=True)
-            with gr.Row():
+            with gr.Row(elem_classes=["studio-actions"]):
                 run = gr.Button("Generate", variant="primary", scale=3, elem_id="image-generate",
                                 interactive=card is None or card.runnable)
                 stop_button(studio, "image")
         with gr.Column(scale=3, min_width=320):
             gallery = gr.Gallery(label="Result", columns=2, height=560, elem_id="image-result")
-            status = gr.Markdown(elem_id="image-status")
+            with gr.Row(equal_height=True):
+                status = gr.Markdown(elem_id="image-status")
+                reuse_seed_button("image", seed, gallery)
 
     model_outputs = [note, size, steps, cfg, seed, prompt, negative, run, *controls.outputs]
 
@@ -120,7 +123,7 @@ def build(studio: Studio) -> TabForm:
         return generate(studio, "image", params, progress, request, present)
 
     def present(job: Any, seconds: float) -> tuple:
-        return [str(saved.path) for saved in job.outputs], job_summary(job, seconds)
+        return captioned(job), job_summary(job, seconds)
 
     inputs = [model, prompt, negative, size, steps, cfg, seed, num_images, *controls.components]
     form = TabForm(modality="image", tab_id="image", model=model, inputs=inputs, read=read,
@@ -130,7 +133,7 @@ def build(studio: Studio) -> TabForm:
                    extra_fill=lambda params, model_id: _size_fill(studio, size, params, model_id),
                    outputs=[model, num_images, *model_outputs])
     model.input(model_updates, model, model_outputs, api_visibility="private")
-    run.click(on_generate, [*inputs, presets.style], [gallery, status], api_visibility="private", **GENERATE)
+    wire_generate(run, on_generate, [*inputs, presets.style], [gallery, status])
     wire_presets(studio, form, presets)
     form.present = present
     form.results = [gallery, status]

@@ -24,7 +24,7 @@ def _eta(seconds: float | None) -> str:
 def queue_rows(studio: Studio) -> list[list[str]]:
     rows = []
     for entry in studio.jobs.snapshot():
-        progress = f"{entry.step}/{entry.total_steps} steps" if entry.status is JobStatus.RUNNING else "waiting"
+        progress = entry.stage if entry.status is JobStatus.RUNNING else "waiting"
         rows.append([str(entry.position) if entry.position else "▶", entry.status.value, entry.task, entry.model_id,
                      entry.prompt[:80], progress, _eta(entry.eta_s), entry.job_id])
     return rows

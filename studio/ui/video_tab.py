@@ -12,9 +12,10 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.video import VideoSpec
 from ..zoo.cards import parse_size
-from .common import (GENERATE, card_note, generate, job_summary, model_header, only_taken, sampling_controls,
-                     start_follows_model, stop_button, styled_job)
+from .common import (card_note, generate, model_header, only_taken, sampling_controls,
+                     start_follows_model, stop_button, styled_job, wire_generate)
 from .family_controls import FamilyControls
+from .results import job_summary, reuse_seed_button
 from .forms import TabForm, preset_controls, size_text, wire_presets
 
 
@@ -62,12 +63,14 @@ def build(studio: Studio) -> TabForm:
                                    elem_id="video-frames")
                 fps = gr.Slider(4, 30, value=initial.get("fps", 16), step=1, label="Frames per second")
             steps, cfg, seed = sampling_controls(initial, "video", controls)
-            with gr.Row():
+            with gr.Row(elem_classes=["studio-actions"]):
                 run = gr.Button("Generate", variant="primary", scale=3, elem_id="video-generate")
                 stop_button(studio, "video")
         with gr.Column(scale=3, min_width=320):
             video = gr.Video(label="Result", height=480, elem_id="video-result")
-            status = gr.Markdown(elem_id="video-status")
+            with gr.Row(equal_height=True):
+                status = gr.Markdown(elem_id="video-status")
+                reuse_seed_button("video", seed)
 
     def model_updates(model_id: str) -> dict:
         values = _values(studio, model_id)
@@ -126,7 +129,7 @@ def build(studio: Studio) -> TabForm:
                    model_updates=model_updates, extra_fill=lambda params, _model: {size: size_text(params)}
                    if size_text(params) else {}, outputs=[model, prompt, seed, strength, *model_outputs])
     model.input(model_updates, model, model_outputs, api_visibility="private")
-    run.click(on_generate, [*inputs, presets.style], [video, status], api_visibility="private", **GENERATE)
+    wire_generate(run, on_generate, [*inputs, presets.style], [video, status])
     wire_presets(studio, form, presets)
     form.present = present
     form.results = [video, status]

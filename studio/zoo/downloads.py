@@ -3,8 +3,9 @@
 One background thread fetches queued models in order. Each download's live state (bytes done,
 speed, ETA) is kept in memory for the UI; its lasting state is an `installed_models` row. A download
 that was running when the studio stopped is queued again at start-up and resumes from its partial
-files. Remove deletes that model's revision from the cache through huggingface_hub's cache manager,
-which keeps any blob another model still uses.
+files. Before a download, `size` says what it would fetch (see download_size). Remove deletes that
+model's revision from the cache through huggingface_hub's cache manager, which keeps any blob another
+model still uses.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..history.installed import InstalledModels, InstallRecord, InstallStatus
 from ..settings import Settings
 from .availability import is_available
 from .cards import CardRegistry, ModelCard
+from .download_size import DownloadSize, SizeLookup
 from .hub import DownloadCancelled, DownloadError, RemoteFile, RepoFetcher, fetch_plan, repo_folder, select_files
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ class DownloadManager:
         self._lock = threading.Lock()
         self._queue: queue.Queue[str] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self.sizes = SizeLookup(settings.hf_endpoint, self._token)
 
     def _token(self) -> str | None:
         if self._settings.hf_token:
@@ -126,6 +129,35 @@ class DownloadManager:
                              status=InstallStatus.QUEUED, error=None)
         self._queue.put(card_id)
         return state
+
+    def size(self, card_id: str, wait: float = 0.0) -> DownloadSize | None:
+        """What Download would fetch for this card, and how much of it is here; None for a built-in card.
+        Waits at most `wait` seconds for the hub (see SizeLookup); until it answers, `pending`."""
+        card = self._cards.get(card_id)
+        if card.source.builtin:
+            return None
+        record = self._records.get(card_id)
+        if record is not None and record.status is InstallStatus.READY and record.bytes and \
+                is_available(card, self._settings):
+            return DownloadSize(total=record.bytes, present=record.bytes)  # downloaded: no need to ask
+        # The components Download also queues: those it requires (and they require) that are not here.
+        cards, todo = [card], list(card.requires)
+        while todo:
+            required = self._cards.get(todo.pop(0))
+            counted = any(required.id == c.id for c in cards)
+            if not counted and not required.source.builtin and not is_available(required, self._settings):
+                cards.append(required)
+                todo.extend(required.requires)
+        answers = self.sizes.answers(cards, wait)
+        components = tuple(c.title for c in cards[1:])
+        failed = next((a.error for a in answers.values() if a is not None and a.error), None)
+        if failed or None in answers.values():
+            present = sum(disk_bytes(self._settings, c) for c in cards)
+            return DownloadSize(total=None, present=present, pending=not failed, error=failed, components=components)
+        fetcher = RepoFetcher(self._settings.model_cache, self._settings.hf_endpoint, None)
+        plans = [answers[c.id].plan for c in cards]
+        return DownloadSize(total=sum(p.total_bytes for p in plans),
+                            present=sum(fetcher.present_bytes(p) for p in plans), components=components)
 
     def cancel(self, card_id: str) -> bool:
         """Stop a queued or running download; its partial files stay for a later resume."""
@@ -203,6 +235,7 @@ class DownloadManager:
         fetcher = RepoFetcher(self._settings.model_cache, self._settings.hf_endpoint, self._token())
         try:
             plan = fetch_plan(card, self._settings.hf_endpoint, self._token())
+            self.sizes.remember(card.id, plan)  # the freshest listing there is
             fetcher.check_disk(plan)
             state.bytes_total = plan.total_bytes
             state.bytes_done = state._resumed_from = fetcher.present_bytes(plan)

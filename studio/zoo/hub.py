@@ -113,14 +113,15 @@ def explain_hub_error(err: BaseException, repo_id: str, endpoint: str) -> str:
             "(or HF_ENDPOINT), then try again.")
 
 
-def fetch_plan(card: ModelCard, endpoint: str, token: str | None) -> RepoPlan:
-    """Ask the hub for the card's repo: the commit and the files to fetch, with sizes and hashes."""
+def fetch_plan(card: ModelCard, endpoint: str, token: str | None, timeout: float | None = None) -> RepoPlan:
+    """Ask the hub for the card's repo: the commit and the files to fetch, with sizes and hashes
+    (`timeout`: seconds to wait for the hub's answer; None: huggingface_hub's default)."""
     from huggingface_hub import HfApi
 
     repo_id = card.source.repo
     try:
         info = HfApi(endpoint=endpoint, token=token or False).model_info(
-            repo_id, revision=card.source.revision, files_metadata=True)
+            repo_id, revision=card.source.revision, files_metadata=True, timeout=timeout)
     except Exception as err:
         raise DownloadError(explain_hub_error(err, repo_id, endpoint)) from err
     remote = [RemoteFile(path=s.rfilename, size=int(s.size or 0),

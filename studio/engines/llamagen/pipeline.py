@@ -108,10 +108,10 @@ class LlamaGenPipeline(ModuleBundle):
     @torch.no_grad()
     def __call__(self, *, class_ids: list[int] | None = None, prompts: list[str] | None = None,
                  cfg_scale: float = 4.0, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                 generator: torch.Generator | None = None, on_progress: ProgressCallback | None = None
-                 ) -> list[Image.Image]:
-        """One picture per class id (c2i) or prompt (t2i). `on_progress(rows_done, rows)` after each
-        row of image tokens."""
+                 generator: torch.Generator | list[torch.Generator] | None = None,
+                 on_progress: ProgressCallback | None = None) -> list[Image.Image]:
+        """One picture per class id (c2i) or prompt (t2i); `generator` may be one per picture.
+        `on_progress(rows_done, rows)` after each row of image tokens."""
         gpt = self.gpt
         gpt.execution_device = self.execution_device
         masks = None

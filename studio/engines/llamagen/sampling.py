@@ -35,13 +35,23 @@ def top_k_top_p_filtering(logits: torch.Tensor, top_k: int = 0, top_p: float = 1
 
 
 def sample_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = 0, top_p: float | None = 1.0,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Draw one token per row of logits (B, V): temperature, top-k, top-p, multinomial -> (B, 1) long."""
+                  generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+    """Draw one token per row of logits (B, V): temperature, top-k, top-p, multinomial -> (B, 1) long.
+    With a list of generators, row i draws from generator i (so a row's tokens do not depend on the
+    rest of the batch); the original draws the whole batch from one."""
     logits = logits.float() / max(temperature, 1e-5)
     top_k, top_p = top_k or 0, 1.0 if top_p is None else top_p
     if top_k > 0 or top_p < 1.0:
         logits = top_k_top_p_filtering(logits, top_k=top_k, top_p=top_p)
     probs = logits.softmax(-1)
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != probs.shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {probs.shape[0]}")
+        return torch.cat([_draw(probs[i:i + 1], g) for i, g in enumerate(generator)])
+    return _draw(probs, generator)
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     if generator is not None and generator.device != probs.device:
         # A CPU generator gives the same tokens whatever device the model runs on.
         return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(probs.device)
@@ -77,7 +87,8 @@ def _check_condition(model: GPT, cond: torch.Tensor, use_cfg: bool, emb_masks: t
 
 @torch.no_grad()
 def generate(model: GPT, cond: torch.Tensor, max_new_tokens: int, cfg_scale: float = 1.0, temperature: float = 1.0,
-             top_k: int | None = 0, top_p: float | None = 1.0, generator: torch.Generator | None = None,
+             top_k: int | None = 0, top_p: float | None = 1.0,
+             generator: torch.Generator | list[torch.Generator] | None = None,
              on_token: Callable[[int, int], None] | None = None, *, emb_masks: torch.Tensor | None = None,
              cfg_interval: float = -1) -> torch.Tensor:
     """Sample image token ids (B, max_new_tokens) for class ids (B,) or caption features (B, T, C).

@@ -22,6 +22,7 @@ FAMILY = register(Family(
     name="llamagen",
     title="LlamaGen",
     tasks=("image",),
+    step_unit="rows of tokens",
     options=(
         Option("class_id", int, None, label="ImageNet class (type to search)", minimum=0, maximum=999,
                choices=tuple((class_label(i), i) for i in range(len(class_names()))), widget="dropdown",

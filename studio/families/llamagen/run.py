@@ -1,13 +1,13 @@
-"""Running a LlamaGen job: one batch of `num_images` token grids (as the original samplers batch),
-progress once per row of image tokens."""
+"""Running a LlamaGen job: one batch of `num_images` token grids (as the original samplers batch,
+but each image drawn from its own seeded generator), progress once per row of image tokens."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
 
 from ...tasks.base import StepCallback, TaskOutput
+from ...tasks.image import seeded_generators
 from .prompting import takes_class
 
 SAMPLER = "LlamaGen (autoregressive)"
@@ -19,7 +19,8 @@ def takes(card: Any, task: str) -> list[str]:
 
 
 def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -> TaskOutput:
-    generator = torch.Generator(device="cpu").manual_seed(spec.seed)
+    # A generator per image (seed, seed+1, …): image k of a batch is the one its seed makes alone.
+    generator = seeded_generators(spec.seed, spec.num_images)
     condition = ({"class_ids": [spec.option("class_id")] * spec.num_images} if pipeline.kind == "c2i"
                  else {"prompts": [spec.prompt] * spec.num_images})
     images = pipeline(**condition, cfg_scale=spec.cfg, temperature=spec.option("temperature"),

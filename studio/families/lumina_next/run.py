@@ -11,7 +11,7 @@ from ...engines import anagram, compose, lumina_next
 from ...engines.lumina_next import LuminaNextOptions
 from ...tasks.anagram import run_anagram
 from ...tasks.base import StepCallback, TaskOutput
-from ...tasks.image import SAMPLER_NAMES
+from ...tasks.image import SAMPLER_NAMES, seeded_generators
 
 
 def sampling_options(spec: Any) -> LuminaNextOptions:
@@ -42,7 +42,8 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
     if task == "image":
         images, evaluations = lumina_next.sample(
             pipeline, prompt=spec.prompt, negative_prompt=spec.negative_prompt, width=spec.width,
-            height=spec.height, num_images=spec.num_images, generator=generator, opts=opts, on_step=on_step)
+            height=spec.height, num_images=spec.num_images, generator=seeded_generators(spec.seed, spec.num_images),
+            opts=opts, on_step=on_step)
         return TaskOutput(items=images, used={"sampler": sampler, "model_evaluations": evaluations})
     if task == "compose":
         images, evaluations = compose.sample(

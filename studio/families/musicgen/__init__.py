@@ -8,6 +8,7 @@ FAMILY = register(Family(
     name="musicgen",
     title="MusicGen",
     tasks=("music",),
+    step_unit="token steps",
     options=(
         Option("temperature", float, 1.0, label="Temperature", minimum=0, above_minimum=True, maximum=5,
                widget="slider", slider=(0.1, 2.0), step=0.05, infotext="Temperature", advanced=True),

@@ -7,23 +7,23 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ...tasks.base import StepCallback, TaskOutput
 
 
-class TokenProgress:
-    """A transformers streamer that counts generated token steps for the progress bar."""
+class TokenProgress(StoppingCriteria):
+    """Counts generated token steps for the progress bar. A stopping criterion, because generate()
+    asks those after every step (MusicGen's generate() does not feed a streamer step by step); it
+    never stops anything itself: the token budget does."""
 
     def __init__(self, total: int, on_step: StepCallback) -> None:
-        self.total, self.on_step, self.done = total, on_step, -1  # the first put() is the prompt
+        self.total, self.on_step, self.done = total, on_step, 0
 
-    def put(self, _value: Any) -> None:
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **_: Any) -> torch.Tensor:
         self.done += 1
-        if self.done > 0:
-            self.on_step(min(self.done, self.total), self.total)
-
-    def end(self) -> None:
-        self.on_step(self.total, self.total)
+        self.on_step(min(self.done, self.total), self.total)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
 def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -> TaskOutput:
@@ -36,7 +36,7 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
     with torch.no_grad():
         audio = model.generate(**inputs, do_sample=True, guidance_scale=spec.cfg, max_new_tokens=tokens,
                                temperature=spec.option("temperature"), top_k=spec.option("top_k") or None,
-                               streamer=TokenProgress(tokens, on_step))
+                               stopping_criteria=StoppingCriteriaList([TokenProgress(tokens, on_step)]))
     wave = audio[0].float().cpu().numpy()
     return TaskOutput(items=[np.asarray(wave, dtype=np.float32)],
                       used={"sampler": "sampling", "sample_rate": int(encoder.sampling_rate), "tokens": tokens})

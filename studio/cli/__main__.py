@@ -1,0 +1,7 @@
+"""`python -m studio.cli ...`: the `studio` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
