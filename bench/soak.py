@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from studio.media import studio_named_files  # noqa: E402
 
-GOOD = {"model": "tiny-lumina-next", "prompt": "a kite over the sea", "steps": 1, "width": 64, "height": 64}
+GOOD = {"model": "tiny-lumina-next", "prompt": "a kite over the sea", "steps": 2, "width": 64, "height": 64}
 
 
 def free_port() -> int:

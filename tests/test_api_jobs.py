@@ -67,7 +67,7 @@ def test_job_status_and_list_history_give_relative_paths_and_urls_that_fetch_the
     from studio.ui.api import file_entry
 
     demo, client = served
-    done = studio.run("image", image_params(width=64, height=64, steps=1, num_images=2, prompt="a kite at dawn"))
+    done = studio.run("image", image_params(width=64, height=64, steps=2, num_images=2, prompt="a kite at dawn"))
     assert done.status is JobStatus.DONE, done.error
     status = client.predict(done.id, api_name="/job_status")
     listed = client.predict("kite", "", "", 1, api_name="/list_history")["jobs"]

@@ -91,7 +91,7 @@ def test_music_with_its_familys_sampling_flags(tmp_path, model_cache, capsys):
 def test_compose_from_captions_in_one_row_by_default(tmp_path, model_cache, capsys):
     home = tmp_path / "home"
     code, lines, err = cli(capsys, home, model_cache, "generate", "compose", "--model", "tiny-lumina-next",
-                           "--caption", "a moon", "--caption", "a tree", "--cell-size", "64x64", "--steps", "1")
+                           "--caption", "a moon", "--caption", "a tree", "--cell-size", "64x64", "--steps", "2")
     assert code == 0, err
     record, [picture] = finished(home, lines)
     assert Image.open(picture).size == (128, 64)
@@ -102,10 +102,10 @@ def test_compose_from_captions_in_one_row_by_default(tmp_path, model_cache, caps
 def test_anagram_from_two_readings_with_the_default_views(tmp_path, model_cache, capsys):
     home = tmp_path / "home"
     code, lines, err = cli(capsys, home, model_cache, "generate", "anagram", "--model", "tiny-lumina-next",
-                           "--prompt", "an old man", "--prompt", "a snowy mountain", "--size", "64x64", "--steps", "1")
+                           "--prompt", "an old man", "--prompt", "a snowy mountain", "--size", "64x64", "--steps", "2")
     assert code == 0, err
     record, paths = finished(home, lines)
-    assert [p.suffix for p in paths] == [".png", ".png", ".gif"]  # the picture, turned, the animation
+    assert [p.suffix for p in paths] == [".png", ".png", ".png", ".gif"]  # the picture, turned, the preview, the GIF
     assert record.params["views"] == ["identity", "rotate_180"]
     assert record.params["prompts"] == ["an old man", "a snowy mountain"]
 
@@ -123,12 +123,12 @@ def test_a_class_alone_draws_a_class_conditional_model(tmp_path, model_cache, ca
 def test_param_sends_any_option_by_name_and_wins_over_a_flag(tmp_path, model_cache, capsys):
     home = tmp_path / "home"
     code, lines, err = cli(capsys, home, model_cache, "generate", "image", "--model", "tiny-lumina-next",
-                           "--prompt", "a kite", "--size", "64x64", "--steps", "4", "--param", "steps=1",
+                           "--prompt", "a kite", "--size", "64x64", "--steps", "4", "--param", "steps=2",
                            "--param", "solver=euler", "--param", 'cfg_mode="plain"', "--param", "num_images=2")
     assert code == 0, err
     record, paths = finished(home, lines)
     assert len(paths) == 2
-    assert (record.params["steps"], record.params["solver"], record.params["cfg_mode"]) == (1, "euler", "plain")
+    assert (record.params["steps"], record.params["solver"], record.params["cfg_mode"]) == (2, "euler", "plain")
 
 
 @pytest.mark.parametrize("args, message", [
@@ -171,7 +171,7 @@ def pending_job(home, model_cache) -> str:
     """A job left pending in the history (submitted by a studio that does not run the queue)."""
     studio = Studio(Settings.load(env={}, home=home, model_cache=model_cache))
     try:
-        job = studio.jobs.submit("image", image_params(width=64, height=64, steps=1))
+        job = studio.jobs.submit("image", image_params(width=64, height=64, steps=2))
         assert job.status is JobStatus.PENDING
         return job.id
     finally:

@@ -110,7 +110,7 @@ def test_compose_end_to_end_with_history(studio):
 @pytest.mark.parametrize("rows, cols", [(1, 2), (4, 1), (1, 4), (3, 3)])
 def test_compose_grids_make_the_derived_canvas(studio, rows, cols):
     job = studio.run("compose", compose_params(grid_rows=rows, grid_cols=cols, captions=[f"cell {i}" for i in
-                                                                                      range(rows * cols)], steps=1))
+                                                                                      range(rows * cols)], steps=2))
     assert job.status is JobStatus.DONE, job.error
     assert Image.open(job.outputs[0].path).size == (cols * 128, rows * 128)
 
@@ -144,8 +144,22 @@ def test_every_view_and_its_inverse_compose_to_identity(shape):
     for view in anagram.VIEWS.values():
         if view.square_only and shape[-1] != shape[-2]:
             continue
+        if view.name == "negate" and shape[1] == 4:
+            continue  # the reference's negate keeps channel 3 of Lumina-Next's latent: below
         assert torch.equal(view.inverse(view.forward(x)), x), view.name
         assert torch.equal(view.forward(view.inverse(x)), x), view.name
+
+
+def test_negate_maps_an_update_back_as_the_reference_does():
+    # view_negate.py: inverse_view negates channels 0-2 only (invert_mask[:3] = -1), on the 4-channel latent.
+    x = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(2))
+    negate = anagram.VIEWS["negate"]
+    assert torch.equal(negate.forward(x), -x)
+    back = negate.inverse(x)
+    assert torch.equal(back[:, :3], -x[:, :3]) and torch.equal(back[:, 3], x[:, 3])
+    assert torch.equal(negate.inverse(negate.forward(x))[:, :3], x[:, :3])
+    wide = torch.randn(1, 16, 4, 4, generator=torch.Generator().manual_seed(3))  # Lumina-Image 2.0: no such rule
+    assert torch.equal(negate.inverse(negate.forward(wide)), wide)
 
 
 def test_a_quarter_turn_needs_a_square_picture():
@@ -180,11 +194,11 @@ def anagram_params(**extra):
     return params
 
 
-def test_anagram_end_to_end_saves_the_picture_its_reading_and_the_animation(studio):
+def test_anagram_end_to_end_saves_the_picture_its_reading_the_preview_and_the_animation(studio):
     job = studio.run("anagram", anagram_params())
     assert job.status is JobStatus.DONE, job.error
-    picture, viewed, gif = job.outputs
-    assert (picture.kind, viewed.kind, gif.kind) == ("image", "image", "animation")
+    picture, viewed, preview, gif = job.outputs
+    assert (picture.kind, viewed.kind, preview.kind, gif.kind) == ("image", "image", "preview", "animation")
     assert gif.path.suffix == ".gif"
     with Image.open(gif.path) as anim:
         assert anim.n_frames > 10 and json.loads(anim.info["comment"])["job_id"] == job.id
@@ -192,11 +206,61 @@ def test_anagram_end_to_end_saves_the_picture_its_reading_and_the_animation(stud
     assert "as it is: an oil painting of an old man" in meta.infotext.prompt
     assert "rotated 180°: an oil painting of a snowy mountain" in meta.infotext.prompt
     record = studio.history.get_job(job.id)
-    assert [a.kind for a in record.assets] == ["image", "image", "animation", "thumbnail"]
+    assert [a.kind for a in record.assets] == ["image", "image", "preview", "animation", "thumbnail"]
+    # Both phases ran, at the training size: the refine phase too, as in the authors' code.
+    assert meta.job["used"]["phases"] == phases("256x256")
+    assert Image.open(preview.path).size == (256, 256)
+    assert not np.array_equal(np.asarray(Image.open(preview.path)), np.asarray(Image.open(picture.path)))
     assert record.prompt == "an oil painting of an old man / an oil painting of a snowy mountain"
-    # Its reading under the view is another picture of the same size.
+    # Its reading under the view is the picture turned round, as the authors save it.
     seen, original = np.asarray(Image.open(viewed.path)), np.asarray(Image.open(picture.path))
-    assert seen.shape == original.shape and not np.array_equal(seen, original)
+    assert np.array_equal(seen, np.rot90(original, 2))
+
+
+def phases(size: str, init: str = "256x256") -> dict:
+    steps = FAST_STEPS - 1  # the authors' N time points, N - 1 solver steps; midpoint: 2 evaluations, 2 views
+    return {"init": {"size": init, "model_evaluations": steps * 2 * 2, "solver_steps": steps},
+            "refine": {"size": size, "model_evaluations": steps * 2 * 2, "solver_steps": steps}}
+
+
+def test_both_phases_run_and_the_job_records_them(studio):
+    """Above the training size (the tiny model's 256): the init phase there, its preview saved at that
+    size, then the refine phase at the target size. (At 256 the refine phase runs too: above.)"""
+    job = studio.run("anagram", anagram_params(width=320, height=320))
+    assert job.status is JobStatus.DONE, job.error
+    kinds = {o.kind: o for o in job.outputs}
+    assert Image.open(kinds["preview"].path).size == (256, 256)
+    assert Image.open(kinds["image"].path).size == (320, 320)
+    used = read_png_metadata(kinds["preview"].path).job["used"]
+    assert used["phases"] == phases("320x320") and used["model_evaluations"] == 2 * 8
+    assert [a.kind for a in studio.history.get_job(job.id).assets].count("preview") == 1
+
+
+def test_the_default_anagram_job_is_the_authors_recipe(studio):
+    from studio.families.lumina_next import ANAGRAM
+
+    from studio.tasks.anagram import AnagramSpec
+
+    params = anagram_params()
+    params.pop("style")
+    job = studio.run("anagram", params)  # steps given only to be quick: the recipe's 30 are the default
+    assert job.status is JobStatus.DONE, job.error
+    record = studio.history.get_job(job.id).params
+    assert (record["cfg"], record["shift"], record["style"]) == (8.0, 7.0, "an oil painting of")
+    assert AnagramSpec.defaults_for(NEXT)["steps"] == 30
+    assert record["negative_prompt"] == ANAGRAM["negative_prompt"]
+    assert record["negative_prompt"].startswith("blurry, ugly, duplicate") and "watershed" not in record
+    meta = read_png_metadata(job.outputs[0].path).infotext
+    assert meta.fields["CFG scale"] == "8.0" and meta.fields["Shift"] == "7.0"
+    assert meta.negative_prompt == ANAGRAM["negative_prompt"]
+
+
+def test_a_reading_that_already_has_the_style_gets_it_once(studio):
+    job = studio.run("anagram", anagram_params(prompts=["an oil painting of an old man", "a snowy mountain"]))
+    assert job.status is JobStatus.DONE, job.error
+    record = studio.history.get_job(job.id)
+    assert record.prompt == "an oil painting of an old man / an oil painting of a snowy mountain"
+    assert "as it is: an oil painting of an old man\n" in read_png_metadata(job.outputs[0].path).infotext.prompt + "\n"
 
 
 @pytest.mark.parametrize("views", [["identity", "flip_vertical"], ["identity", "flip_horizontal"],
@@ -204,7 +268,8 @@ def test_anagram_end_to_end_saves_the_picture_its_reading_and_the_animation(stud
                                    ["identity", "rotate_180", "flip_horizontal"]])
 def test_anagram_views_run(studio, views):
     prompts = ["a cat", "a dog", "a bird"][:len(views)]
-    job = studio.run("anagram", anagram_params(prompts=prompts, views=views, steps=1))
+    # 128: below the training size, the least tiling (the init phase still runs at 256).
+    job = studio.run("anagram", anagram_params(prompts=prompts, views=views, steps=2, width=128, height=128))
     assert job.status is JobStatus.DONE, job.error
     assert len([o for o in job.outputs if o.kind == "image"]) == 1 + sum(v != "identity" for v in views)
 
@@ -215,6 +280,7 @@ def test_anagram_views_run(studio, views):
     ({"views": ["identity", "rotate_90"], "width": 512, "height": 256}, "needs a square size"),
     ({"views": ["identity", "spin"]}, "unknown view"),
     ({"solver": "dopri5"}, "fixed-step solver"),
+    ({"steps": 1}, "at least 2"),
     ({"prompts": ["an old man", "  "]}, "needs text"),
     ({"model": "tiny-lumina2", "solver": "rk4"}, "apply to Lumina-Next models only"),
 ])
@@ -227,7 +293,7 @@ def test_anagram_bad_input(studio, change, message):
 def test_anagrams_also_run_on_lumina_image_2(studio):
     job = studio.run("anagram", anagram_params(model="tiny-lumina2", views=["identity", "flip_vertical"]))
     assert job.status is JobStatus.DONE, job.error
-    assert [o.kind for o in job.outputs] == ["image", "image", "animation"]
+    assert [o.kind for o in job.outputs] == ["image", "image", "preview", "animation"]
     meta = read_png_metadata(job.outputs[0].path)
     assert meta.infotext.fields["Sampler"] == "Euler" and meta.infotext.fields["Model"] == "tiny-lumina2"
     again = studio.run("anagram", anagram_params(model="tiny-lumina2", views=["identity", "flip_vertical"]))

@@ -194,7 +194,7 @@ def test_fifty_jobs_from_five_clients_are_all_accounted_for(served, studio):
             client = Client(demo.local_url, verbose=False)
             for i in range(10):
                 gallery, status = client.predict(prompt=f"client {n} picture {i}", model="tiny-lumina-next",
-                                                 width=64, height=64, steps=1, seed=n * 100 + i,
+                                                 width=64, height=64, steps=2, seed=n * 100 + i,
                                                  api_name="/generate_image")
                 results.append((f"client {n} picture {i}", status))
         except BaseException as err:  # surfaced below
@@ -294,5 +294,5 @@ def test_an_oversized_call_is_refused_before_it_is_read(served, studio):
     answer = httpx.post(url, content=chunks(), headers={"content-type": "application/json"}, timeout=30)
     assert answer.status_code == 413
     assert studio.history.list_jobs() == []
-    assert client.predict("image", {"model": "tiny-lumina-next", "prompt": "a kite", "steps": 1},
+    assert client.predict("image", {"model": "tiny-lumina-next", "prompt": "a kite", "steps": 2},
                           api_name="/submit_job")["error"] is None

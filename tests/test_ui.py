@@ -207,13 +207,13 @@ def test_compose_layout_preview_numbers_the_cells_in_reading_order():
     assert "empty" in html_text and "&lt;b&gt;x" in html_text  # captions are escaped
 
 
-def test_anagram_tab_shows_the_picture_its_reading_and_the_animation(served, studio):
+def test_anagram_tab_shows_the_picture_its_reading_the_preview_and_the_animation(served, studio):
     _, client = served
-    gallery, gif, status = client.predict(prompts=["an old man", "a waterfall"], style="an oil painting of",
+    gallery, preview, gif, status = client.predict(prompts=["an old man", "a waterfall"], style="an oil painting of",
                                           width=256, height=256, steps=FAST_STEPS, seed=9,
                                           api_name="/generate_anagram")
     assert "Done" in status, status
-    assert len(gallery) == 2 and gif.endswith(".gif")
+    assert len(gallery) == 2 and preview.endswith(".png") and gif.endswith(".gif")
     [record] = studio.history.list_jobs()
     assert record.params["views"] == ["identity", "rotate_180"] and record.params["style"] == "an oil painting of"
 

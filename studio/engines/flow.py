@@ -1,21 +1,29 @@
 """Flow-matching ODE sampling: the time grid (with Lumina-Next's time shift) and the solvers.
 
 The convention is Lumina's: t runs from 0 (noise) to 1 (data) and the model predicts the velocity
-dx/dt. Fixed-step solvers (euler, midpoint, rk4: Lumina-Next's demo choices) integrate over a
-shifted grid; dopri5 (torchdiffeq, as Lumina-T2I samples) adapts its own steps. Every solver counts
-its model evaluations, because that, not the step count, is what a sample costs.
+dx/dt. The grid is the authors' (lumina_next_t2i_mini/transport.py, transport/integrators.py):
+N steps are linspace(0, 1, N) shifted, N time points and N - 1 solver steps between them (30
+midpoint steps: 29 steps, 58 model evaluations). The fixed-step solvers are torchdiffeq's, which the
+authors call through `odeint`: euler, midpoint, and rk4 as torchdiffeq has it, the 3/8 rule
+(rk4_classic is the textbook form). dopri5 and dopri8 are torchdiffeq's own adaptive solvers with
+Lumina-T2I's tolerances; they pick their own steps. Every solver counts its model evaluations,
+because that, not the step count, is what a sample costs.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
-from .solvers import EVALS_PER_STEP, FIXED_SOLVERS, SOLVERS  # noqa: F401  (re-exported)
+from ..errors import InvalidInput
+from .solvers import (ADAPTIVE_SOLVERS, ATOL, EVALS_PER_STEP, FIXED_SOLVERS, RTOL, SOLVERS,  # noqa: F401
+                      solver_steps, steps_problem)
 
 Velocity = Callable[[torch.Tensor, float], torch.Tensor]  # (x, t) -> dx/dt
-StepHook = Callable[[int, int, torch.Tensor], None]  # (step done, total steps, x)
+StepHook = Callable[[int, int, torch.Tensor], None]  # (steps done, total steps, x)
+
+ONE_THIRD, TWO_THIRDS = 1 / 3, 2 / 3
 
 
 def time_shift(t: torch.Tensor | float, shift: float) -> torch.Tensor | float:
@@ -26,10 +34,16 @@ def time_shift(t: torch.Tensor | float, shift: float) -> torch.Tensor | float:
     return t / (t + shift * (1 - t))
 
 
-def time_grid(steps: int, shift: float) -> list[float]:
-    """steps + 1 times from 0 to 1, shifted."""
-    base = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-    return [float(v) for v in time_shift(base, shift)]
+def time_grid(intervals: int, shift: float) -> list[float]:
+    """intervals + 1 shifted times from 0 to 1. Computed as the authors do: in float32, with their
+    form of the shift, t / (t + s - s t)."""
+    base = torch.linspace(0.0, 1.0, intervals + 1, dtype=torch.float32)
+    return [float(v) for v in base / (base + shift - shift * base)]
+
+
+def sampling_grid(steps: int, shift: float) -> list[float]:
+    """The authors' grid for `steps` steps: `steps` time points, linspace(0, 1, steps) shifted."""
+    return time_grid(solver_steps(steps), shift)
 
 
 class CountingVelocity:
@@ -45,14 +59,20 @@ class CountingVelocity:
 
 
 def step(solver: str, v: Velocity, x: torch.Tensor, t0: float, t1: float) -> torch.Tensor:
-    """One fixed step of `solver` from t0 to t1."""
+    """One fixed step of `solver` from t0 to t1, term for term as torchdiffeq's fixed-grid solvers."""
     h = t1 - t0
     if solver == "euler":
         return x + h * v(x, t0)
     if solver == "midpoint":
         k1 = v(x, t0)
-        return x + h * v(x + 0.5 * h * k1, t0 + 0.5 * h)
-    if solver == "rk4":
+        return x + h * v(x + k1 * (0.5 * h), t0 + 0.5 * h)
+    if solver == "rk4":  # torchdiffeq's rk4 (rk4_alt_step_func): Kutta's 3/8 rule
+        k1 = v(x, t0)
+        k2 = v(x + h * k1 * ONE_THIRD, t0 + h * ONE_THIRD)
+        k3 = v(x + h * (k2 - k1 * ONE_THIRD), t0 + h * TWO_THIRDS)
+        k4 = v(x + h * (k1 - k2 + k3), t1)
+        return x + (k1 + 3 * (k2 + k3) + k4) * h * 0.125
+    if solver == "rk4_classic":
         k1 = v(x, t0)
         k2 = v(x + 0.5 * h * k1, t0 + 0.5 * h)
         k3 = v(x + 0.5 * h * k2, t0 + 0.5 * h)
@@ -61,25 +81,54 @@ def step(solver: str, v: Velocity, x: torch.Tensor, t0: float, t1: float) -> tor
     raise ValueError(f"unknown fixed-step solver {solver!r}; choose one of {', '.join(FIXED_SOLVERS)}")
 
 
-def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: float = 1.0,
-              atol: float = 1e-6, rtol: float = 1e-3, on_step: StepHook | None = None) -> tuple[torch.Tensor, int]:
-    """Integrate dx/dt = v(x, t) from t=0 to t=1. Returns (x at t=1, model evaluations)."""
+class Integration(NamedTuple):
+    x: torch.Tensor  # the state at t = 1
+    evaluations: int  # model evaluations
+    solver_steps: int  # steps the solver took (accepted ones, for an adaptive solver)
+
+
+class _Rhs:
+    """dx/dt as torchdiffeq calls it, (t, y); it counts the steps the adaptive solver accepts."""
+
+    def __init__(self, v: CountingVelocity) -> None:
+        self.v, self.accepted = v, 0
+
+    def __call__(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.v(y, float(t))
+
+    def callback_accept_step(self, t0: torch.Tensor, y0: torch.Tensor, dt: torch.Tensor) -> None:
+        self.accepted += 1
+
+
+def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: float = 1.0, atol: float = ATOL,
+              rtol: float = RTOL, on_step: StepHook | None = None) -> Integration:
+    """Integrate dx/dt = v(x, t) from t=0 to t=1 on the authors' grid of `steps` time points.
+
+    Progress counts time points reached, 1 to `steps`: the first is t = 0 (the noise itself), so the
+    hook's count is the one the user asked for while the solver takes steps - 1 steps.
+    """
+    problem = steps_problem(steps)
+    if problem:
+        raise InvalidInput(problem)
     counted = CountingVelocity(v)
-    if solver == "dopri5":
+    if solver in ADAPTIVE_SOLVERS:
         from torchdiffeq import odeint
 
-        # Adaptive: the solver picks its own steps, so `steps` and `shift` do not apply.
-        def rhs(t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return counted(y, float(t))
-
-        times = torch.tensor([0.0, 1.0], dtype=x.dtype)
-        out = odeint(rhs, x, times, method="dopri5", atol=atol, rtol=rtol)[-1]
+        # Adaptive: the solver picks its own steps. The authors pass their whole grid as output times;
+        # torchdiffeq only interpolates at those, so the state at t = 1 is the same as from [0, 1].
+        rhs = _Rhs(counted)
+        times = torch.tensor([0.0, 1.0], dtype=torch.float32, device=x.device)
+        out = odeint(rhs, x, times, method=solver, atol=atol, rtol=rtol)[-1]
         if on_step is not None:
             on_step(1, 1, out)
-        return out, counted.evaluations
-    grid = time_grid(steps, shift)
-    for i in range(steps):
+        return Integration(out, counted.evaluations, rhs.accepted)
+    if solver not in FIXED_SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
+    grid = sampling_grid(steps, shift)
+    if on_step is not None:
+        on_step(1, steps, x)
+    for i in range(len(grid) - 1):
         x = step(solver, counted, x, grid[i], grid[i + 1])
         if on_step is not None:
-            on_step(i + 1, steps, x)
-    return x, counted.evaluations
+            on_step(i + 2, steps, x)
+    return Integration(x, counted.evaluations, len(grid) - 1)

@@ -1,10 +1,16 @@
 """Lumina-Next sampling as its authors run it, on diffusers' LuminaPipeline components.
 
 diffusers' LuminaPipeline samples with Euler only, without a time-shift control, and with its RoPE
-watershed at 1.0. Lumina-Next's own demo uses a midpoint solver, time shift 4, time-aware scaled
-RoPE (linear/position-interpolation scaling below the watershed timestep, NTK above, watershed 0.3,
-scale sqrt(W*H) / native size) and proportional attention. This module runs that loop with the
-pipeline's own text encoding, latents, transformer and VAE, so the model code stays diffusers'.
+watershed at 1.0. Lumina-Next's own demo (lumina_next_t2i_mini/demo.py) uses a midpoint solver, time
+shift 4, time-aware scaled RoPE (linear/position-interpolation scaling below the watershed timestep,
+NTK above, watershed 0.3, scale sqrt(W*H) / native size, applied only above the native size: its
+"Extrapolation" sizes) and proportional attention. This module runs that loop with the pipeline's
+tokenizer, text encoder, latents, transformer and VAE, so the model code stays diffusers'.
+
+Text is encoded as the demo's `encode_prompt` does, not as diffusers' (which pads or cuts the negative
+to the prompt's length): prompt and negative tokenised together, padded to the longest (a multiple of
+8), Gemma's second-to-last hidden states. The authors cut a text at 256 tokens without a word; here a
+prompt, negative or caption over 256 tokens is refused, saying so.
 
 CFG comes in two forms: "lumina" applies guidance to the first three latent channels only, as the
 original code (and diffusers) does; "plain" applies it to all channels.
@@ -18,9 +24,11 @@ from typing import Any, Callable
 
 import torch
 
-from .flow import integrate
+from ..errors import InvalidInput
+from .flow import Integration, integrate
 
 ROPE_MAX = 384  # the patch grid the RoPE table covers (diffusers and the original use 384x384)
+TEXT_TOKENS = 256  # Gemma tokens per text: the demo's max_length, diffusers' max_sequence_length
 
 
 @dataclass(frozen=True)
@@ -38,8 +46,12 @@ class LuminaNextOptions:
 
 
 def rope_factors(t: float, scale: float, opts: LuminaNextOptions) -> tuple[float, float]:
-    """(linear factor, NTK factor) for timestep t (0 = noise): linear below the watershed, NTK above."""
-    if opts.rope_scaling == "none" or scale == 1.0:
+    """(linear factor, NTK factor) for timestep t (0 = noise): linear below the watershed, NTK above.
+
+    Only above the native size (scale > 1): the authors scale their "(Extrapolation)" sizes alone
+    (demo.py; sample.py: resolution class > 1024), so 512x512 or 768x768 keep the native RoPE.
+    """
+    if opts.rope_scaling == "none" or scale <= 1.0:
         return 1.0, 1.0
     return (scale, 1.0) if t < opts.watershed else (1.0, scale)
 
@@ -54,31 +66,66 @@ def guided(pred: torch.Tensor, cfg: float, mode: str) -> torch.Tensor:
     return torch.cat([eps, cond[:, 3:]], dim=1)
 
 
-def encode(pipe: Any, prompts: list[str], negative_prompt: str, num_images: int, use_cfg: bool
-           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Caption features and masks for a [prompts...; negatives...] batch (negatives only with CFG)."""
+@torch.no_grad()
+def encode_texts(pipe: Any, texts: list[str], names: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gemma features and masks of `texts`, tokenised together as the authors' `encode_prompt` does
+    (padding=True, pad_to_multiple_of=8, max_length=256, right padding; hidden_states[-2]).
+
+    A text with a name (what the user typed: "prompt", "negative prompt", "caption 2") over 256
+    tokens is refused; one without (a caption Studio derives) is cut there, as the authors cut all.
+    """
+    tokenizer = pipe.tokenizer
+    for name, ids in zip(names, tokenizer(texts)["input_ids"]):
+        if name is not None and len(ids) > TEXT_TOKENS:
+            raise InvalidInput(f"The {name} is {len(ids)} tokens; Lumina-Next's text encoder takes {TEXT_TOKENS} "
+                               "(the authors' code drops the rest without a word): shorten it")
+    inputs = tokenizer(texts, padding=True, pad_to_multiple_of=8, max_length=TEXT_TOKENS, truncation=True,
+                       padding_side="right", return_tensors="pt")
     device = pipe._execution_device
-    embeds, mask, neg_embeds, neg_mask = pipe.encode_prompt(
-        prompts, use_cfg, negative_prompt=[negative_prompt] * len(prompts), num_images_per_prompt=num_images,
-        device=device, clean_caption=False)
+    ids, mask = inputs.input_ids.to(device), inputs.attention_mask.to(device)
+    feats = pipe.text_encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-2]
+    return feats.to(pipe.text_encoder.dtype), mask
+
+
+def encode(pipe: Any, prompts: list[str], negative_prompt: str, num_images: int, use_cfg: bool,
+           names: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Caption features and masks for a [prompts...; negatives...] batch (negatives only with CFG),
+    each prompt's rows `num_images` times in a row. The prompts and the negative are one tokeniser
+    batch, as in the authors' demo, so neither is cut to the other's length."""
+    count = len(prompts)
+    names = names or (["prompt"] if count == 1 else [f"prompt {i + 1}" for i in range(count)])
+    texts, labels = list(prompts), list(names)
     if use_cfg:
-        return torch.cat([embeds, neg_embeds]), torch.cat([mask, neg_mask])
-    return embeds, mask
+        texts.append(negative_prompt)
+        labels.append("negative prompt")
+    feats, mask = encode_texts(pipe, texts, labels)
+    embeds, embeds_mask = feats[:count].repeat_interleave(num_images, 0), mask[:count].repeat_interleave(num_images, 0)
+    if not use_cfg:
+        return embeds, embeds_mask
+    rows = count * num_images
+    return (torch.cat([embeds, feats[count:].expand(rows, -1, -1)]),
+            torch.cat([embeds_mask, mask[count:].expand(rows, -1)]))
 
 
 def make_velocity(pipe: Any, embeds: torch.Tensor, mask: torch.Tensor, width: int, height: int,
-                  opts: LuminaNextOptions) -> Callable[[torch.Tensor, float], torch.Tensor]:
-    """dx/dt of the (guided) model for the given caption features, at this output size."""
+                  opts: LuminaNextOptions, rope_scale: float | None = None
+                  ) -> Callable[[torch.Tensor, float], torch.Tensor]:
+    """dx/dt of the (guided) model for the given caption features, at this output size.
+
+    `rope_scale` overrides the RoPE scale the size implies, sqrt(W*H) / native (1.0: never scale).
+    """
     from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina
 
     device = pipe._execution_device
     use_cfg = opts.cfg > 1.0
     native = pipe.default_image_size
-    scale = math.sqrt(width * height) / native
+    scale = math.sqrt(width * height) / native if rope_scale is None else rope_scale
     attention_kwargs = {"base_sequence_length": (native // 16) ** 2} if opts.proportional_attn else {}
     head_dim = pipe.transformer.head_dim
 
     def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+        # The authors' model sees t in the state's dtype (torchdiffeq casts it), the watershed test too.
+        t = float(torch.tensor(t, dtype=x.dtype))
         linear, ntk = rope_factors(t, scale, opts)
         rope = get_2d_rotary_pos_embed_lumina(head_dim, ROPE_MAX, ROPE_MAX, linear_factor=linear, ntk_factor=ntk)
         batch = torch.cat([x, x]) if use_cfg else x
@@ -116,12 +163,12 @@ def progress_hook(on_step: Callable[[int, int], None] | None) -> Callable[[int, 
 
 @torch.no_grad()
 def sample(pipe: Any, *, prompt: str, negative_prompt: str, width: int, height: int, num_images: int,
-           generator: torch.Generator, opts: LuminaNextOptions,
-           on_step: Callable[[int, int], None] | None = None) -> tuple[list[Any], int]:
-    """Generate images; returns (PIL images, model evaluations)."""
+           generator: torch.Generator | list[torch.Generator], opts: LuminaNextOptions,
+           on_step: Callable[[int, int], None] | None = None) -> tuple[list[Any], Integration]:
+    """Generate images; returns (PIL images, how the integration went: model evaluations, solver steps)."""
     embeds, mask = encode(pipe, [prompt], negative_prompt, num_images, opts.cfg > 1.0)
     latents = initial_latents(pipe, num_images, width, height, embeds.dtype, generator)
     velocity = make_velocity(pipe, embeds, mask, width, height, opts)
-    latents, evaluations = integrate(velocity, latents, solver=opts.solver, steps=opts.steps, shift=opts.shift,
-                                     on_step=progress_hook(on_step))
-    return decode(pipe, latents), evaluations
+    result = integrate(velocity, latents, solver=opts.solver, steps=opts.steps, shift=opts.shift,
+                       on_step=progress_hook(on_step))
+    return decode(pipe, result.x), result

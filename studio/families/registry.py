@@ -119,6 +119,9 @@ class Family:
     options: tuple[Option, ...] = ()
     # Values for the task's common fields (steps, cfg, size…) that suit the whole family; a card's win.
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Per task, values of its fields and options that suit the family for that task alone (a published
+    # recipe: Lumina-Next's anagrams); they win over `defaults` and the options' own; a card's still win.
+    task_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # The task's optional fields this family has no use for, with why (refused when set, hidden in the tab).
     unused: Mapping[str, str] = field(default_factory=dict)
     run: Hook | None = None

@@ -1,8 +1,9 @@
 """Visual anagrams: one picture, a different reading under each view (the families that declare
-the task run it — Lumina-Next and Lumina-Image 2.0 — each giving the sampler its flow).
+the task run it — Lumina-Next and Lumina-Image 2.0 — each giving the sampler its two phases).
 
-Outputs, in order: the picture; the picture under each view other than the identity; an animated
-GIF of the picture turning into its viewed reading (as the visual anagrams paper shows them).
+Outputs, in order: the refined picture; the picture under each view other than the identity; the
+init phase's preview at the training size (kind "preview"); an animated GIF of the picture turning
+into its viewed reading (as the visual anagrams paper shows them).
 """
 
 from __future__ import annotations
@@ -25,12 +26,17 @@ ANIMATION_FRAMES = 16
 
 class AnagramSpec(TaskSpec):
     task: ClassVar[str] = "anagram"
-    FALLBACKS: ClassVar[dict[str, Any]] = {"width": 1024, "height": 1024, "steps": 30, "cfg": 4.0}
+    # The style is the authors' run.sh one; a family's recipe (Lumina-Next's: cfg, shift, negative) wins.
+    FALLBACKS: ClassVar[dict[str, Any]] = {"width": 1024, "height": 1024, "steps": 30, "cfg": 4.0,
+                                           "style": "an oil painting of", "negative_prompt": ""}
     OPTIONAL: ClassVar[tuple[str, ...]] = ("negative_prompt", "steps")
 
     prompts: list[str] = Field(min_length=2, max_length=4)
     views: list[str] = Field(max_length=4)
-    style: str = Field(default="", max_length=200)  # e.g. "an oil painting of", put before every prompt
+    # Put before every prompt that does not already start with it. None: the model's default.
+    style: str | None = Field(default=None, max_length=200)
+    # None: the model's default (Lumina-Next's is the authors' fixed negative); "" is no negative.
+    negative_prompt: str | None = None
     width: int | None = Field(default=None, gt=0)
     height: int | None = Field(default=None, gt=0)
     steps: int | None = Field(default=None, ge=1, le=1000)
@@ -41,8 +47,8 @@ class AnagramSpec(TaskSpec):
     @classmethod
     def _prompt_from_prompts(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("prompts"), list):
-            style = str(data.get("style", "")).strip()
-            data = {**data, "prompt": " / ".join(f"{style} {p}".strip() for p in data["prompts"])}
+            style = str(data.get("style") or "")
+            data = {**data, "prompt": " / ".join(with_style(style, str(p)) for p in data["prompts"])}
         return data
 
     @model_validator(mode="after")
@@ -56,15 +62,28 @@ class AnagramSpec(TaskSpec):
         return self
 
     def styled(self) -> list[str]:
-        return [f"{self.style.strip()} {p.strip()}".strip() for p in self.prompts]
+        return [with_style(self.style or "", p) for p in self.prompts]
 
     def check_against(self, card: ModelCard) -> None:
         problem = card.size_problem(self.width, self.height)
         if problem:
             raise InvalidInput(f"Size {self.width}x{self.height} is not possible: {problem}")
         anagram.check_views(self.views, self.width, self.height)
-        if self.option("solver") == "dopri5":
-            raise InvalidInput("anagrams need a fixed-step solver (euler, midpoint or rk4): every step combines views")
+        if self.option("solver") is not None:
+            anagram.check_solver(self.option("solver"))
+        anagram.check_steps(self.steps)
+
+
+def with_style(style: str, prompt: str) -> str:
+    """"style prompt", or the prompt alone when it already starts with the style (a reading copied
+    back from a picture's infotext): never "an oil painting of an oil painting of an old man"."""
+    style, prompt = style.strip(), prompt.strip()
+    if not style:
+        return prompt
+    rest = prompt[len(style):]
+    if prompt[:len(style)].casefold() == style.casefold() and (not rest or not rest[0].isalnum()):
+        return prompt
+    return f"{style} {prompt}".strip()
 
 
 def animation(image: Image.Image, view: anagram.View, viewed: Image.Image) -> list[Image.Image]:
@@ -106,10 +125,12 @@ class AnagramTask:
             "Steps": spec.steps, "Sampler": output.used["sampler"], "CFG scale": spec.cfg, "Seed": spec.seed,
             "Size": f"{spec.width}x{spec.height}", "Model": card.id, "Views": ",".join(spec.views),
             **family_lines(self.name, spec, card)})
-        frames = output.used.get("animation")
-        used = {k: v for k, v in output.used.items() if k != "animation"}
+        frames, preview = output.used.get("animation"), output.used.get("preview")
+        used = {k: v for k, v in output.used.items() if k not in ("animation", "preview")}
 
         writers = [png_writer(self.name, image, spec, card, ctx, used, infotext) for image in output.items]
+        if preview is not None:
+            writers.append(png_writer(self.name, preview, spec, card, ctx, used, infotext, kind="preview"))
         if frames:
             writers.append(lambda index: save_gif(
                 frames, ctx.outputs_dir, output_relpath(self.name, ctx.job_id, index, "gif", ctx.created_at),
@@ -117,20 +138,25 @@ class AnagramTask:
         return save_all(writers)
 
 
-def run_anagram(flow: anagram.Flow, spec: AnagramSpec, *, solver: str, shift: float, generator: torch.Generator,
-                on_step: StepCallback, sampler: str) -> TaskOutput:
-    """Sample the anagram on a family's flow; the outputs are the picture, each viewed reading, and
-    the animation of the first view that changes the picture."""
-    image, latents, evaluations = anagram.sample(
-        flow, view_names=spec.views, width=spec.width, height=spec.height, generator=generator, solver=solver,
-        steps=spec.steps, shift=shift, on_step=on_step)
-    items: list[Any] = [image]
+def run_anagram(model: anagram.TwoPhase, spec: AnagramSpec, *, solver: str, shift: float,
+                generator: torch.Generator, on_step: StepCallback, sampler: str) -> TaskOutput:
+    """Sample the anagram on a family's two phases; the outputs are the refined picture, each viewed
+    reading, the init phase's preview and the animation of the first view that changes the picture.
+    The job records each phase's size, model evaluations and solver steps."""
+    result = anagram.sample(model, view_names=spec.views, width=spec.width, height=spec.height, generator=generator,
+                            solver=solver, steps=spec.steps, shift=shift, on_step=on_step)
+    items: list[Any] = [result.picture]
     animated = None
     for name in spec.views:
         view = anagram.VIEWS[name]
         if name != "identity":
-            viewed = anagram.viewed_image(flow, latents, view)
+            viewed = anagram.reading(result.pixels, view)
             items.append(viewed)
-            animated = animated or animation(image, view, viewed)
-    return TaskOutput(items=items, used={"sampler": sampler, "model_evaluations": evaluations,
-                                         "animation": animated})
+            animated = animated or animation(result.picture, view, viewed)
+    init_width, init_height = model.init_size
+    phases = {"init": {"size": f"{init_width}x{init_height}", "model_evaluations": result.evaluations["init"],
+                       "solver_steps": result.solver_steps},
+              "refine": {"size": f"{spec.width}x{spec.height}", "model_evaluations": result.evaluations["refine"],
+                         "solver_steps": result.solver_steps}}
+    return TaskOutput(items=items, used={"sampler": sampler, "model_evaluations": sum(result.evaluations.values()),
+                                         "phases": phases, "preview": result.preview, "animation": animated})

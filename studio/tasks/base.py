@@ -106,13 +106,14 @@ class TaskSpec(BaseModel):
     @classmethod
     def defaults_for(cls, card: ModelCard) -> dict[str, Any]:
         """The value each field the card takes gets when left unset (also the form's initial values):
-        the card's own, else its family's, else the task's."""
+        the card's own, else its family's (for this task, else for all), else the task's."""
         family = FAMILIES.of(card)
         takes = cls.takes(card)
         merged: dict[str, Any] = dict(cls.FALLBACKS)
         if family is not None:
             merged.update(family.defaults)
             merged.update({o.name: o.default for o in family.options_for(cls.task) if o.default is not None})
+            merged.update(family.task_defaults.get(cls.task, {}))
         if {"width", "height"} <= cls.model_fields.keys() and card.min_size == card.max_size:
             # A checkpoint that makes one size (LlamaGen's): that size, unless the card says otherwise.
             merged.update(width=card.max_size, height=card.max_size)

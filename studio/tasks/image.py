@@ -20,7 +20,7 @@ from .base import (JobContext, StepCallback, TaskOutput, TaskSpec, batch_seeds, 
 
 # Scheduler class or solver -> the sampler name A1111-style readers show.
 SAMPLER_NAMES = {"FlowMatchEulerDiscreteScheduler": "Euler", "euler": "Euler", "midpoint": "Midpoint",
-                 "rk4": "RK4", "dopri5": "DOPRI5"}
+                 "rk4": "RK4", "rk4_classic": "RK4 classic", "dopri5": "DOPRI5", "dopri8": "DOPRI8"}
 __all__ = ["ImageSpec", "ImageTask", "SAMPLER_NAMES", "run_diffusers_image"]
 
 

@@ -1,5 +1,6 @@
 """The Anagrams tab: two to four readings (prompt + view), a style prefix and the sampling
-controls; shows the picture, its viewed reading and the animation. It only builds the TaskSpec."""
+controls; shows the refined picture, its viewed readings, the init phase's preview at the model's
+training size and the animation. It only builds the TaskSpec; its defaults are the model's."""
 
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ def build(studio: Studio) -> TabForm:
             model, note, defaults = model_header(studio, "anagram", AnagramSpec, "anagram-model")
             controls = FamilyControls("anagram", "anagram", studio.cards.cards.get(model.value or ""))
             side = defaults.get("width", 1024)
-            style = gr.Textbox(label="Style (put before every prompt)", value="an oil painting of",
-                               elem_id="anagram-style")
+            style = gr.Textbox(label="Style (put before every prompt that does not start with it)",
+                               value=defaults.get("style", ""), elem_id="anagram-style")
             readings = []
             for i, (view, hint) in enumerate((("identity", "an old man"), ("rotate_180", "a snowy mountain"),
                                               (None, ""), (None, ""))):
@@ -37,7 +38,8 @@ def build(studio: Studio) -> TabForm:
                     picked = gr.Dropdown(VIEW_CHOICES, value=view, label="seen", scale=2, elem_id=f"anagram-view-{i}")
                 readings.append((row, text, picked))
             more = gr.Checkbox(label="More readings (up to four)", value=False)
-            negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="anagram-negative")
+            negative = gr.Textbox(label="Negative prompt", lines=1, value=defaults.get("negative_prompt", ""),
+                                  elem_id="anagram-negative")
             presets = preset_controls(studio, "anagrams", with_style=False)
             size = gr.Dropdown([f"{s}x{s}" for s in (256, 512, 768, 1024)] + [f"{side}x{side}"],
                                value=f"{side}x{side}", label="Size", allow_custom_value=True)
@@ -48,6 +50,8 @@ def build(studio: Studio) -> TabForm:
         with gr.Column(scale=3, min_width=320):
             gallery = gr.Gallery(label="The picture, and as seen under each view", columns=2, height=420,
                                  elem_id="anagram-result")
+            preview = gr.Image(label="Preview: the first phase, at the model's training size (refined above)",
+                               type="filepath", height=240, elem_id="anagram-preview")
             animation = gr.Image(label="Animation", type="filepath", elem_id="anagram-animation")
             with gr.Row(equal_height=True):
                 status = gr.Markdown(elem_id="anagram-status")
@@ -82,20 +86,22 @@ def build(studio: Studio) -> TabForm:
             params = read(*values)
             refuse_unrunnable(studio, params["model"])
         except InvalidInput as err:
-            return [], None, f"❌ {err}"
+            return [], None, None, f"❌ {err}"
         return generate(studio, "anagram", params, progress, request, present)
 
     def present(job: Any, seconds: float) -> tuple:
         images = [str(o.path) for o in job.outputs if o.kind == "image"]
+        first = next((str(o.path) for o in job.outputs if o.kind == "preview"), None)
         gif = next((str(o.path) for o in job.outputs if o.kind == "animation"), None)
-        return images, gif, job_summary(job, seconds)
+        return images, first, gif, job_summary(job, seconds)
 
     def model_updates(model_id: str) -> dict:
         card = studio.cards.cards.get(model_id or "")
         if card is None:
             return {}
         values = AnagramSpec.defaults_for(card)
-        return {note: card_note(card), steps: values.get("steps"), cfg: values.get("cfg"), **controls.updates(card)}
+        return {note: card_note(card), steps: values.get("steps"), cfg: values.get("cfg"),
+                negative: values.get("negative_prompt", ""), **controls.updates(card)}
 
     def readings_fill(params: dict[str, Any], _model: str | None) -> dict:
         """Each reading's prompt and view in its row; the third and fourth rows shown when used."""
@@ -115,15 +121,15 @@ def build(studio: Studio) -> TabForm:
     pairs = [c for _, text, picked in readings for c in (text, picked)]
     inputs = [model, style, negative, size, steps, cfg, seed, *pairs, *controls.components]
     model_updates = start_follows_model(studio, run, model, model_updates)
-    model_outputs = [note, run, steps, cfg, *controls.outputs]
+    model_outputs = [note, run, steps, cfg, negative, *controls.outputs]
     form = TabForm(modality="anagrams", tab_id="anagrams", model=model, inputs=inputs, read=read,
                    fields={"style": style, "negative_prompt": negative, "steps": steps, "cfg": cfg, "seed": seed,
                            **controls.widgets},
                    model_updates=model_updates, extra_fill=readings_fill,
                    outputs=list(dict.fromkeys([*inputs, *model_outputs, more, *(row for row, _, _ in readings)])))
     model.input(model_updates, model, model_outputs, api_visibility="private")
-    wire_generate(run, on_generate, inputs, [gallery, animation, status])
+    wire_generate(run, on_generate, inputs, [gallery, preview, animation, status])
     wire_presets(studio, form, presets)
     form.present = present
-    form.results = [gallery, animation, status]
+    form.results = [gallery, preview, animation, status]
     return form

@@ -1,5 +1,5 @@
-"""Running Lumina-Image 2.0 jobs: text-to-image through the pipeline's own loop, and anagrams on its
-flow (Euler, as its pipeline samples)."""
+"""Running Lumina-Image 2.0 jobs: text-to-image through the pipeline's own loop, and anagrams in two
+phases on its flow (Euler, as its pipeline samples)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,18 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
     if task == "image":
         return run_diffusers_image(pipeline, spec, on_step)
     if task == "anagram":
-        flow = anagram.Flow(
-            velocities=[lumina2_flow.make_velocity(pipeline, p, spec.negative_prompt, spec.cfg) for p in spec.styled()],
-            initial_latents=lambda generator: lumina2_flow.initial_latents(pipeline, spec.width, spec.height,
-                                                                           generator),
-            decode=lambda latents: lumina2_flow.decode(pipeline, latents))
-        return run_anagram(flow, spec, solver="euler", shift=spec.option("shift") or 1.0,
-                           generator=torch.Generator(device="cpu").manual_seed(spec.seed), on_step=on_step,
-                           sampler=SAMPLER_NAMES["euler"])
+        # The anagram sampler's two phases (engines/anagram.py) on Lumina-Image 2.0's own flow, which runs
+        # at any size: the same velocities in both, Euler as its pipeline samples.
+        velocities = [lumina2_flow.make_velocity(pipeline, p, spec.negative_prompt, spec.cfg) for p in spec.styled()]
+        model = anagram.vae_two_phase(
+            init=velocities, refine=velocities,
+            latents=lambda width, height, generator: lumina2_flow.initial_latents(pipeline, width, height, generator),
+            vae=pipeline.vae, device=pipeline._execution_device, native=pipeline.default_image_size,
+            width=spec.width, height=spec.height,
+            multiple=pipeline.vae_scale_factor * pipeline.transformer.config.patch_size)
+        output = run_anagram(model, spec, solver="euler", shift=spec.option("shift") or 1.0,
+                             generator=torch.Generator(device="cpu").manual_seed(spec.seed), on_step=on_step,
+                             sampler=SAMPLER_NAMES["euler"])
+        pipeline.maybe_free_model_hooks()
+        return output
     raise ValueError(f"Lumina-Image 2.0 does not run {task}")

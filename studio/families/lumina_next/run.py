@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from ...engines import anagram, compose, lumina_next
+from ...engines import anagram, compose, lumina_next, lumina_next_anagram
+from ...engines.flow import Integration
 from ...engines.lumina_next import LuminaNextOptions
 from ...tasks.anagram import run_anagram
 from ...tasks.base import StepCallback, TaskOutput
@@ -21,18 +22,16 @@ def sampling_options(spec: Any) -> LuminaNextOptions:
                              watershed=spec.option("watershed"), proportional_attn=spec.option("proportional_attn"))
 
 
-def anagram_flow(pipeline: Any, spec: Any, opts: LuminaNextOptions) -> anagram.Flow:
-    """How the anagram sampler drives Lumina-Next: a velocity per reading, first latents, decoding."""
-    velocities, dtype = [], None
-    for prompt in spec.styled():
-        feats, mask = lumina_next.encode(pipeline, [prompt], spec.negative_prompt, 1, opts.cfg > 1.0)
-        velocities.append(lumina_next.make_velocity(pipeline, feats, mask, spec.width, spec.height, opts))
-        dtype = feats.dtype
-    return anagram.Flow(
-        velocities=velocities,
-        initial_latents=lambda generator: lumina_next.initial_latents(pipeline, 1, spec.width, spec.height, dtype,
-                                                                      generator),
-        decode=lambda latents: lumina_next.decode(pipeline, latents))
+def integration_used(sampler: str, result: Integration) -> dict[str, Any]:
+    """What the job records of its sampling: the sampler, model evaluations and the solver's steps
+    (the authors' N steps are N - 1 solver steps; an adaptive solver's are the steps it accepted)."""
+    return {"sampler": sampler, "model_evaluations": result.evaluations, "solver_steps": result.solver_steps}
+
+
+def anagram_flow(pipeline: Any, spec: Any, opts: LuminaNextOptions) -> anagram.TwoPhase:
+    """How the anagram sampler drives Lumina-Next: the anagram fork's two phases, a velocity per
+    reading in each (engines/lumina_next_anagram.py)."""
+    return lumina_next_anagram.two_phase(pipeline, spec.styled(), spec.negative_prompt, spec.width, spec.height, opts)
 
 
 def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -> TaskOutput:
@@ -40,18 +39,20 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
     opts = sampling_options(spec)
     sampler = SAMPLER_NAMES[opts.solver]
     if task == "image":
-        images, evaluations = lumina_next.sample(
+        images, result = lumina_next.sample(
             pipeline, prompt=spec.prompt, negative_prompt=spec.negative_prompt, width=spec.width,
             height=spec.height, num_images=spec.num_images, generator=seeded_generators(spec.seed, spec.num_images),
             opts=opts, on_step=on_step)
-        return TaskOutput(items=images, used={"sampler": sampler, "model_evaluations": evaluations})
+        return TaskOutput(items=images, used=integration_used(sampler, result))
     if task == "compose":
-        images, evaluations = compose.sample(
+        images, result = compose.sample(
             pipeline, captions=[c.strip() for c in spec.captions], negative_prompt=spec.negative_prompt,
             rows=spec.grid_rows, cols=spec.grid_cols, width=spec.width, height=spec.height, generator=generator,
-            opts=opts, on_step=on_step)
-        return TaskOutput(items=images, used={"sampler": sampler, "model_evaluations": evaluations})
+            opts=opts, on_step=on_step, scale_rope_to_canvas=bool(spec.option("canvas_rope_scaling")))
+        return TaskOutput(items=images, used=integration_used(sampler, result))
     if task == "anagram":
-        return run_anagram(anagram_flow(pipeline, spec, opts), spec, solver=opts.solver, shift=opts.shift,
-                           generator=generator, on_step=on_step, sampler=sampler)
+        output = run_anagram(anagram_flow(pipeline, spec, opts), spec, solver=opts.solver, shift=opts.shift,
+                             generator=generator, on_step=on_step, sampler=sampler)
+        pipeline.maybe_free_model_hooks()
+        return output
     raise ValueError(f"Lumina-Next does not run {task}")
