@@ -55,6 +55,19 @@ def test_loads_through_the_model_loader(studio):
     assert pipe.transformer.config.d_vae == pipe.vae.config.codebook_dim == 4 and pipe.pn == "0.06M"
 
 
+def test_flan_t5_runs_in_float16_when_the_model_runs_in_half_precision(studio):
+    """The reference encodes prompts with flan-t5 in float16 (run_infinity.py:153; train.py:242 too),
+    whatever the transformer's dtype; in float32 it stays float32."""
+    from studio.engines.infinity.pipeline import _read_text_encoder
+
+    folder = snapshot(studio, "tiny-infinity-t5")
+    encoder, tokenizer = _read_text_encoder(folder, 128, torch.bfloat16)
+    assert encoder.dtype == torch.float16
+    features = encoder(**tokenizer(["a lighthouse"], return_tensors="pt")).last_hidden_state
+    assert features.dtype == torch.float16 and torch.isfinite(features).all()
+    assert _read_text_encoder(folder, 128, torch.float32)[0].dtype == torch.float32
+
+
 def test_job_makes_a_png_with_its_metadata_and_reruns_exactly(studio):
     job = studio.run("image", {"model": TINY, "prompt": "a lighthouse", "seed": 3, "num_images": 2})
     assert job.status is JobStatus.DONE, job.error

@@ -113,3 +113,21 @@ def test_scale_mul_in_either_shape_and_a_wrong_model_type_is_named():
         read_transformer(state, "tiny.pth", "infinity_2b")
     with pytest.raises(ModelNotAvailable, match="a BSQ VAE file, not the transformer"):
         read_transformer({"vae": {}}, "infinity_vae_d32reg.pth", "infinity_2b")
+
+
+def test_cfg_uncond_is_given_512_rows_as_the_reference_loads_it():
+    """The reference's load_state_dict (infinity.py:648-656) cuts a longer cfg_uncond to its
+    text_maxlen of 512 and completes a shorter one with its constructor's seeded rows; the values
+    below are the reference's, from a file with 8 rows of 128."""
+    state = {k: torch.zeros(v.shape) for k, v in build_on_meta(CONFIGS["tiny"]).state_dict().items()}
+    short = torch.randn(8, 128)
+    state["cfg_uncond"] = short
+    config, fixed = read_transformer(state, "tiny.pth", "tiny")
+    uncond = fixed["cfg_uncond"]
+    assert config.text_maxlen == 512 and uncond.shape == (512, 128) and torch.equal(uncond[:8], short)
+    assert uncond[8, :4].tolist() == pytest.approx([-0.114984318614, -0.013654734008, -0.072239160538,
+                                                    -0.138935461641], abs=1e-9)
+    assert uncond[511, -3:].tolist() == pytest.approx([0.014736368321, 0.027773912996, -0.154623478651], abs=1e-9)
+    state["cfg_uncond"] = long = torch.randn(600, 128)
+    config, fixed = read_transformer(state, "tiny.pth", "tiny")
+    assert config.text_maxlen == 512 and torch.equal(fixed["cfg_uncond"], long[:512])

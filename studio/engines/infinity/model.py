@@ -14,8 +14,13 @@ RoPE in every layer, no scale-schedule embedding, no spatial patchify): those ar
 family, not options. Cross-attention runs on SDPA with a key-padding mask where the reference
 packs variable-length text for flash-attn.
 
-Dtypes follow the reference's inference (bf16 blocks, everything else fp32): the residual stream,
-the AdaLN and the head run in float32, each block's linear layers in its own dtype.
+Dtypes: the blocks' weights in the model's dtype (the reference's bf16=1), the rest in float32; the
+residual stream, AdaLN, RoPE, cosine-attention q/k and the head compute in float32, each block's
+linear layers and attention in its own dtype. The reference runs all of it under bf16 autocast, so
+it also rounds to bfloat16 what word_embed, the text projections and the attentive pool put out,
+every cross-attention (flash-attn's cast, basic.py:395), the attention branch before its gamma and
+the learned attention scale's exp; here those stay in float32 (more precise, never less). In
+float32 the port gives the reference's bits and logits (tests/test_infinity_reference.py).
 """
 
 from __future__ import annotations

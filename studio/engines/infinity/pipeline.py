@@ -9,8 +9,10 @@ device and assigned; a file that is not what it should be is refused with what i
 
 Prompts are tokenised as the reference does (flan-t5, truncated at 512 tokens) but padded only to the
 longest prompt of the batch: the padding is masked out of every attention, so the features are the
-same. The unconditional half is the learned `cfg_uncond` rows (as many as the prompt has tokens), or
-a negative prompt encoded like the prompt.
+same. flan-t5 runs in float16 when the model runs in half precision (the reference's and its
+training's choice). The unconditional half is the learned `cfg_uncond` rows (as many as the prompt
+has tokens; a file with other than 512 rows is cut or completed as the reference's loader does), or
+a negative prompt encoded like the prompt. The VAE decodes in float32 (the reference: bf16 autocast).
 """
 
 from __future__ import annotations
@@ -117,6 +119,21 @@ def _torch_load(path: Path, title: str) -> Any:
                                 f"{title} in the Models tab and download it again.") from err
 
 
+def uncond_rows(rows: torch.Tensor, maxlen: int = MAX_TEXT_TOKENS) -> torch.Tensor:
+    """`cfg_uncond` at the reference's text_maxlen (512), as its load_state_dict makes it
+    (infinity.py:648-656): a longer file's rows are cut; a shorter one's are completed with the rows
+    its constructor would have held, trunc_normal(std 1.2) from a CPU generator seeded 0, / sqrt(Ct5)
+    (infinity.py:187-191), so prompts of up to 512 tokens are guided as the reference guides them."""
+    if rows.shape[0] >= maxlen:
+        return rows[:maxlen]
+    init = torch.empty(maxlen, rows.shape[1])
+    rng = torch.Generator(device="cpu")
+    rng.manual_seed(0)
+    torch.nn.init.trunc_normal_(init, std=1.2, generator=rng)
+    init /= rows.shape[1] ** 0.5
+    return torch.cat((rows.to(init.dtype), init[rows.shape[0]:]))
+
+
 def read_transformer(raw: Any, name: str, model_type: str) -> tuple[InfinityConfig, dict[str, torch.Tensor]]:
     """The config a transformer state dict describes (checked against the card's model_type), and
     its weights under this module's names."""
@@ -125,6 +142,8 @@ def read_transformer(raw: Any, name: str, model_type: str) -> tuple[InfinityConf
         what = " — a BSQ VAE file, not the transformer" if isinstance(raw, Mapping) and "vae" in raw else ""
         raise ModelNotAvailable(f"{name} is not an Infinity transformer checkpoint: it holds {held or 'nothing'}{what}")
     state = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor) and k not in _STALE}
+    if isinstance(state.get("cfg_uncond"), torch.Tensor) and state["cfg_uncond"].dim() == 2:
+        state["cfg_uncond"] = uncond_rows(state["cfg_uncond"])
     try:
         C, d_vae = state["word_embed.weight"].shape
         chunks = sorted({int(k.split(".")[1]) for k in state if k.startswith("block_chunks.")})
@@ -177,11 +196,17 @@ def _vae_for(transformer: Infinity, path: Path, card_title: str) -> BSQDecoder:
     return vae
 
 
+def text_encoder_dtype(dtype: torch.dtype) -> torch.dtype:
+    """flan-t5 in float16 wherever the model runs in half precision: the reference encodes prompts
+    with it in float16 (run_infinity.py:153), as its training did (train.py:242); in float32, float32."""
+    return torch.float16 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
 def _read_text_encoder(folder: Path, width: int, dtype: torch.dtype) -> tuple[nn.Module, Any]:
     from transformers import AutoTokenizer, T5EncoderModel
 
     try:
-        encoder = T5EncoderModel.from_pretrained(folder, use_safetensors=True, dtype=dtype)
+        encoder = T5EncoderModel.from_pretrained(folder, use_safetensors=True, dtype=text_encoder_dtype(dtype))
         tokenizer = AutoTokenizer.from_pretrained(folder, legacy=True)
     except (OSError, ValueError) as err:
         raise ModelNotAvailable(f"the text encoder in {folder} cannot be loaded: {err}") from err
