@@ -12,9 +12,8 @@ a flash-attn requirement) left out. One case is the tiny built-in's shape at 1:2
 learned `cfg_uncond`; the other has 125M's head width (96) and a two-head text pool, 16-bit
 codes, at 7:4 with a negative prompt, tau 1 and top-p 0.6 (which drops bit values).
 
-The weights are seeded here (`case`), so the reference harness rebuilt the same models: change how
-they are drawn and the golden file must be made again (the harness is described in the report of
-the review that added this test).
+The weights are seeded here (`case`) and tests/data/make_infinity_reference.py builds the same
+models in the reference to write the golden file: change how they are drawn and run it again.
 """
 
 from __future__ import annotations
