@@ -59,6 +59,7 @@ def case(name: str) -> dict:
     _fill(model, generator)
     with torch.no_grad():
         model.head.weight.mul_(4)  # decisive bits for some tokens, doubtful ones for others
+        model.blocks[0].sa.scale_mul_1H11[0, 0] = 5.0  # above the cap: clamped at log 100
     vae = BSQDecoder(VAEConfig(codebook_dim=config.d_vae, base_ch=32, ch_mult=(1, 1, 1, 1, 1))).eval()
     _fill(vae, generator)
     text = torch.randn(1, spec["text_len"], config.text_channels, generator=generator)
