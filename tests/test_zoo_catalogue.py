@@ -24,7 +24,10 @@ RUNNABLE_NOW = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "cog
                 "musicgen-medium", "wan2.1-vace-1.3b", "cogvideox-fun-v1.1-5b-pose",
                 # The native LlamaGen engine, and the text encoder its text-to-image models require.
                 "llamagen-c2i-b-384", "llamagen-c2i-l-384", "llamagen-c2i-xl-384", "llamagen-t2i-xl-256",
-                "llamagen-t2i-xl-512", "flan-t5-xl"}
+                "llamagen-t2i-xl-512", "flan-t5-xl",
+                # The native Infinity engine: 2B and 125M, and the BSQ VAEs they require.
+                "infinity-2b", "infinity-125m", "infinity-vae-d16", "infinity-vae-d24", "infinity-vae-d32",
+                "infinity-vae-d32reg", "infinity-vae-d64"}
 
 # (repo, loader class or engine, files a download must fetch or None for the library's usual set,
 #  task). Repos holding many checkpoints (LlamaGen, Infinity) are told apart by their files.
@@ -50,8 +53,9 @@ CATALOGUE = [
     # LlamaGen's README links its text-to-image checkpoints from this repo, not FoundationVision/LlamaGen.
     ("peizesun/llamagen_t2i", "llamagen", {"t2i_XL_stage1_256.pt", "vq_ds16_t2i.pt"}, "image"),
     ("peizesun/llamagen_t2i", "llamagen", {"t2i_XL_stage2_512.pt", "vq_ds16_t2i.pt"}, "image"),
-    ("FoundationVision/Infinity", "infinity", {"infinity_2b_reg.pth", "infinity_vae_d32reg.pth"}, "image"),
-    ("FoundationVision/Infinity", "infinity", {"infinity_125M_256x256.pth", "infinity_vae_d16.pth"}, "image"),
+    # Each Infinity transformer card fetches its own file; its VAE is a card it requires.
+    ("FoundationVision/Infinity", "infinity", {"infinity_2b_reg.pth"}, "image"),
+    ("FoundationVision/Infinity", "infinity", {"infinity_125M_256x256.pth"}, "image"),
     ("FoundationVision/Infinity", "infinity", {"infinity_vae_d32reg.pth"}, "component"),
     ("google/flan-t5-xl", "T5EncoderModel", None, "component"),
     ("Alpha-VLLM/Lumina-T2I", "lumina-t2i", None, "image"),
@@ -148,7 +152,7 @@ def test_a_download_from_a_multi_checkpoint_repo_fetches_exactly_the_cards_files
         assert not any(ch in p for p in card.allow_patterns or ["*"] for ch in "*?["), card.id
         assert {f.path for f in select_files(listing, card)} == set(card.allow_patterns), card.id
         checked += 1
-    assert checked == 9
+    assert checked == 13  # LlamaGen's 6, Infinity's 2 transformers and 5 VAEs
 
 
 def test_stable_audio_fetches_the_diffusers_folders_not_the_single_file_copy(registry):

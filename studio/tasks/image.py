@@ -70,18 +70,19 @@ class ImageTask:
         # One image at a time through the VAE: same pixels, a fraction of the decode memory.
         vae.enable_slicing() if spec.num_images > 1 else vae.disable_slicing()
 
-    def infotext(self, spec: ImageSpec, card: ModelCard, sampler: str) -> str:
+    def infotext(self, spec: ImageSpec, card: ModelCard, sampler: str, extra: dict[str, Any] | None = None) -> str:
+        # `extra`: facts of the run a family reports beside its options (Infinity's scales and VAE).
         return format_infotext(spec.prompt, spec.negative_prompt, {
             "Steps": spec.steps, "Sampler": sampler, "CFG scale": spec.cfg, "Seed": spec.seed,
             "Size": f"{spec.width}x{spec.height}", "Model": card.id, **family_lines(self.name, spec, card),
-            "Version": f"studio {__version__}"})
+            **(extra or {}), "Version": f"studio {__version__}"})
 
     def save(self, output: TaskOutput, spec: ImageSpec, card: ModelCard, ctx: JobContext) -> list[SavedFile]:
         # Each image's infotext carries its own seed (A1111's convention): read back, it remakes that image.
         seeds = batch_seeds(spec.seed, len(output.items))
         return save_all([png_writer(self.name, image, spec, card, ctx, output.used,
                                     self.infotext(spec.model_copy(update={"seed": seed}), card,
-                                                  output.used["sampler"]))
+                                                  output.used["sampler"], output.used.get("infotext")))
                          for image, seed in zip(output.items, seeds)])
 
 
