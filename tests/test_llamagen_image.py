@@ -141,7 +141,7 @@ def test_progress_is_reported_per_row_of_tokens(studio):
     ({"model": T2I, "prompt": "a cat", "class_id": 3}, "not an ImageNet class"),
     ({"model": T2I, "prompt": "a cat", "width": 128, "height": 128}, "Size 128x128"),
     ({"model": T2I, "prompt": "a cat", "temperature": 0}, "temperature"),
-    ({"model": "tiny-lumina2", "prompt": "a cat", "top_k": 5}, "apply to LlamaGen models only"),
+    ({"model": "tiny-lumina2", "prompt": "a cat", "top_k": 5}, "an option of Infinity and LlamaGen models"),
 ])
 def test_bad_input_fails_with_a_clear_message_and_no_file(studio, params, message):
     job = studio.run("image", params)

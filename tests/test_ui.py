@@ -172,8 +172,8 @@ def test_a_not_yet_runnable_model_is_listed_as_such_and_cannot_start(served, stu
     from studio.ui.common import model_choices
 
     labels = dict((value, label) for label, value in model_choices(studio, "image"))
-    assert labels["infinity-2b"].endswith("(not yet runnable)")
-    gallery, status = client.predict(prompt="a kite", model="infinity-2b", api_name="/generate_image")
+    assert labels["lumina-t2i"].endswith("(not yet runnable)")
+    gallery, status = client.predict(prompt="a kite", model="lumina-t2i", api_name="/generate_image")
     assert "Failed" in status and "cannot run it yet" in status and "LlamaGen" not in status
 
 
