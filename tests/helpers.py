@@ -48,3 +48,22 @@ def assert_small_safetensors(folder: Path, limit: int = 5_000_000) -> None:
     weights = [p for p in folder.rglob("*") if p.suffix in {".safetensors", ".bin", ".pt", ".pth"}]
     assert weights and all(p.suffix == ".safetensors" for p in weights)
     assert sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) < limit
+
+
+def pixels(path):
+    """An output picture's RGB pixels."""
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def snapshot(studio, card_id: str) -> Path:
+    """The folder of a card's files in the studio's model cache (built in or downloaded), offline."""
+    from huggingface_hub import snapshot_download
+
+    from studio.runtime.loader import resolve_source
+
+    repo, revision = resolve_source(studio.cards.get(card_id), studio.settings)
+    return Path(snapshot_download(repo, revision=revision, cache_dir=str(studio.settings.model_cache),
+                                  local_files_only=True))

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from huggingface_hub import snapshot_download
 from PIL import Image
 
 from studio.engines.infinity.schedules import size_names
@@ -23,19 +22,11 @@ from studio.history import JobStatus
 from studio.history.search import JobFilter
 from studio.job import Stage
 from studio.media import read_png_metadata
-from studio.runtime.loader import load_pipeline, resolve_source
+from studio.runtime.loader import load_pipeline
+
+from helpers import pixels, snapshot
 
 TINY = "tiny-infinity"
-
-
-def pixels(path):
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-def snapshot(studio, card_id):
-    repo, revision = resolve_source(studio.cards.get(card_id), studio.settings)
-    return Path(snapshot_download(repo, revision=revision, cache_dir=str(studio.settings.model_cache),
-                                  local_files_only=True))
 
 
 def test_builtins_are_written_like_the_official_release(studio):

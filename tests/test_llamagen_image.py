@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import argparse
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from huggingface_hub import snapshot_download
 from PIL import Image
 
 from studio.engines.llamagen.classes import class_names
@@ -19,22 +17,14 @@ from studio.job import Stage
 from studio.history.search import JobFilter
 from studio.media import read_png_metadata
 from studio.engines.llamagen.sampling import generate
-from studio.runtime.loader import load_pipeline, resolve_source
+from studio.runtime.loader import load_pipeline
 from studio.zoo.availability import is_available
 from studio.runtime.placement import Placement, apply_placement, park
 from studio.zoo.builtin_llamagen import TINY_FILES
 
+from helpers import pixels, snapshot
+
 C2I, T2I = "tiny-llamagen-c2i", "tiny-llamagen-t2i"
-
-
-def pixels(path):
-    return np.asarray(Image.open(path).convert("RGB"))
-
-
-def snapshot(studio, card_id):
-    repo, revision = resolve_source(studio.cards.get(card_id), studio.settings)
-    return Path(snapshot_download(repo, revision=revision, cache_dir=str(studio.settings.model_cache),
-                                  local_files_only=True))
 
 
 @pytest.mark.parametrize("card_id, kind", [(C2I, "c2i"), (T2I, "t2i")])
