@@ -214,8 +214,8 @@ class JobQueue:
             negative_prompt=_clip(params.get("negative_prompt", "")),
             params=raw,
             seed=None,
+            refused=reason,
         )
-        self._history.mark_failed(job_id, reason)
         job = Job(id=job_id, task=str(task_name)[:32], spec=None, status=JobStatus.FAILED, error=reason)
         job._done.set()
         return job

@@ -39,6 +39,25 @@ def test_bad_input_fails_the_job_with_the_reason(studio, change, message):
     assert studio.run("image", image_params()).status is JobStatus.DONE
 
 
+def test_a_refused_request_is_never_seen_waiting_so_no_worker_can_take_it(studio, monkeypatch):
+    # The worker claims the oldest pending row the moment it sees one. Claim as it would, right after
+    # the refused request's row is written: a refused row must already read failed by then.
+    claimed = []
+    create_job = studio.history.create_job
+
+    def create_then_claim(**kwargs):
+        job_id = create_job(**kwargs)
+        claimed.append(studio.history.claim_next())
+        return job_id
+
+    monkeypatch.setattr(studio.history, "create_job", create_then_claim)
+    job = studio.jobs.submit("image", image_params(prompt="   "))
+    assert claimed == [None]
+    assert job.status is JobStatus.FAILED and "prompt is empty" in job.error
+    record = studio.history.get_job(job.id)
+    assert record.status is JobStatus.FAILED and record.error == job.error and record.finished_at is not None
+
+
 def test_model_not_downloaded_says_how_to_get_it(studio):
     job = studio.run("image", image_params(model="lumina-next-sft", width=1024, height=1024))
     assert job.status is JobStatus.FAILED

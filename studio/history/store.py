@@ -167,23 +167,28 @@ class HistoryStore:
         params: dict[str, Any],
         seed: int | None,
         job_id: str | None = None,
+        refused: str | None = None,
     ) -> str:
-        """Record a new pending job and return its id (`job_id`, or a new uuid4 hex string)."""
+        """Record a new pending job and return its id (`job_id`, or a new uuid4 hex string).
+
+        With `refused` (the reason) the row is written already failed, in the same transaction: a
+        request refused before it could queue must never be seen pending, or a worker could claim it."""
         job_id = job_id or uuid.uuid4().hex
         with self._write() as s, s.begin():
-            s.add(
-                Job(
-                    id=job_id,
-                    created_at=utcnow(),
-                    status=JobStatus.PENDING.value,
-                    task=clip(task, MAX_NAME),
-                    model_id=clip(model_id, MAX_NAME),
-                    prompt=clip(prompt, MAX_TEXT),
-                    negative_prompt=clip(negative_prompt, MAX_TEXT),
-                    params=storable(params),
-                    seed=seed if isinstance(seed, int) and -INT64 <= seed < INT64 else None,
-                )
+            job = Job(
+                id=job_id,
+                created_at=utcnow(),
+                status=JobStatus.PENDING.value,
+                task=clip(task, MAX_NAME),
+                model_id=clip(model_id, MAX_NAME),
+                prompt=clip(prompt, MAX_TEXT),
+                negative_prompt=clip(negative_prompt, MAX_TEXT),
+                params=storable(params),
+                seed=seed if isinstance(seed, int) and -INT64 <= seed < INT64 else None,
             )
+            if refused is not None:
+                self._finish(job, JobStatus.FAILED, clip(refused, MAX_ERROR))
+            s.add(job)
             s.execute(text(f"INSERT INTO {JOBS_FTS} (job_id, prompt) VALUES (:id, :prompt)"),
                       {"id": job_id, "prompt": clip(prompt, MAX_TEXT)})
         return job_id
