@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 
 from .errors import StudioError
 from .history.installed import InstallStatus
-from .zoo.availability import is_available
+from .zoo.availability import is_available, missing_requirements
 from .services import Studio
 from .settings import Settings
 from .zoo.cards import ModelCard
@@ -54,8 +54,12 @@ def status_text(studio: Studio, card: ModelCard, detailed: bool = False) -> str:
             return f"failed: {record.error}"
         if record.status is not InstallStatus.READY:
             return record.status.value
-        return "ready"
-    return "ready" if is_available(card, studio.settings) else "not downloaded"
+    elif not is_available(card, studio.settings):
+        return "not downloaded"
+    missing = missing_requirements(card, studio.cards, studio.settings)
+    if missing:  # its own files are here, a component's are not (a gated text encoder refused, say)
+        return f"needs {', '.join(c.title for c in missing)}: not downloaded"
+    return "ready"
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[str] = ()) -> list[str]:

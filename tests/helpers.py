@@ -67,3 +67,18 @@ def snapshot(studio, card_id: str) -> Path:
     repo, revision = resolve_source(studio.cards.get(card_id), studio.settings)
     return Path(snapshot_download(repo, revision=revision, cache_dir=str(studio.settings.model_cache),
                                   local_files_only=True))
+
+
+# A model the catalogue lists but the studio cannot run yet, as a card in a data folder's own card
+# directory (every shipped model runs, so the tests of "not yet runnable" bring their own).
+LISTED_ONLY = "flag-dit-preview"
+LISTED_ONLY_TITLE = "Flag-DiT Preview 9B"
+
+
+def write_listed_only_card(settings) -> None:
+    folder = settings.user_cards_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{LISTED_ONLY}.yaml").write_text(
+        f"id: {LISTED_ONLY}\ntitle: \"{LISTED_ONLY_TITLE}\"\nfamily: flag-dit-preview\ntasks: [image]\n"
+        "source: {repo: example-org/flag-dit-preview}\nlibrary: native\npipeline: flag-dit-preview\n"
+        "memory_gb: 30\nlicense: apache-2.0\nrunnable: false\n")

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from fakehub import FakeHub, hub_online
-from helpers import image_params
+from helpers import LISTED_ONLY, image_params, write_listed_only_card
 
 from studio.errors import InvalidInput
 from studio.history import JobStatus
@@ -60,6 +60,7 @@ def make_settings(tmp_path: Path, hub: FakeHub, **extra) -> Settings:
     for name in ("big-model", "big-gated"):
         data = big_card(name, BIG_REPO if name == "big-model" else "test-org/gated", gated=name == "big-gated")
         (settings.user_cards_dir / f"{name}.yaml").write_text(yaml.safe_dump(data))
+    write_listed_only_card(settings)
     return settings
 
 
@@ -289,7 +290,8 @@ def test_models_tab_shows_status_progress_and_size(studio_on_hub, hub):
     assert row("tiny-lumina2")["Status"] == "built in"
     assert row("stable-audio-open-1.0")["License"].endswith("gated")
     assert row("infinity-2b")["Status"] == "not downloaded"  # the native Infinity engine runs it
-    assert row("lumina-t2i")["Status"] == "not yet runnable"
+    assert row("lumina-t2i")["Status"] == "not downloaded"  # the native Lumina-T2I engine runs it
+    assert row(LISTED_ONLY)["Status"] == "not yet runnable"
     assert row("llamagen-c2i-b-384")["Status"] == "not downloaded"
     assert row("wan2.1-t2v-1.3b")["Status"] == "not downloaded"
 

@@ -129,7 +129,8 @@ def test_a_toy_family_generates_with_its_option_default_and_infotext(toy_studio)
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"solver": "euler"}, "solver: Lumina-Next's options apply to Lumina-Next models only, not to Tiny Toy (Toy)"),
+    ({"watershed": 0.5}, "watershed: Lumina-Next's options apply to Lumina-Next models only, not to Tiny Toy (Toy)"),
+    ({"solver": "euler"}, "solver: an option of Lumina-Next and Lumina-T2I models, which Tiny Toy (Toy) does not take"),
     ({"sparkle": 1}, "sparkle: not a parameter"),
     ({"glow": 3}, "glow (Toy): must be at most 1"),
     ({"steps": 20}, "steps: Tiny Toy (Toy) takes no denoising steps: it paints in one go"),

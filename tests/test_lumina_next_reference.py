@@ -64,7 +64,8 @@ def test_evaluation_counts(solver, evaluations):
 
 @pytest.mark.parametrize("solver", ["euler", "midpoint", "rk4"])
 def test_fixed_solvers_are_torchdiffeqs_on_the_authors_grid(solver):
-    """What the authors call: odeint(fn, z, linspace(0, 1, N) shifted, method=solver)."""
+    """What the authors call: odeint(fn, z, linspace(0, 1, N) shifted, method=solver), the grid in
+    float32 as their linspace makes it (so dt and the intermediate times are float32 too)."""
     ours_t, theirs_t = [], []
 
     def ours(x, t):
@@ -76,7 +77,7 @@ def test_fixed_solvers_are_torchdiffeqs_on_the_authors_grid(solver):
         return field(x, float(t))
 
     grid = sampling_grid(7, 4.0)
-    expected = torchdiffeq.odeint(theirs, X0.clone(), torch.tensor(grid, dtype=torch.float64), method=solver)[-1]
+    expected = torchdiffeq.odeint(theirs, X0.clone(), torch.tensor(grid, dtype=torch.float32), method=solver)[-1]
     got = integrate(ours, X0.clone(), solver=solver, steps=7, shift=4.0).x
     assert ours_t == theirs_t  # the model is asked at the very same times
     assert torch.allclose(got, expected, rtol=0, atol=1e-12)

@@ -157,8 +157,11 @@ def test_what_ran_is_recorded_in_the_file_and_the_job(studio):
 
 
 def test_lumina_next_options_are_refused_for_other_models(studio):
-    job = studio.run("image", image_params(model="tiny-lumina2", solver="rk4"))
+    job = studio.run("image", image_params(model="tiny-lumina2", watershed=0.5))
     assert job.status is JobStatus.FAILED and "apply to Lumina-Next models only" in job.error
+    # The solver is Lumina-T2I's option too: the message names both families.
+    job = studio.run("image", image_params(model="tiny-lumina2", solver="rk4"))
+    assert job.status is JobStatus.FAILED and "an option of Lumina-Next and Lumina-T2I models" in job.error
 
 
 def test_bad_option_values_are_explained(studio):

@@ -35,6 +35,8 @@ JOBS: dict[str, tuple[str, dict]] = {
                                "top_k": 50}),
     "llamagen-t2i": ("image", {"model": "tiny-llamagen-t2i", "prompt": "a blue bicycle", "seed": 14,
                                "temperature": 0.9, "top_p": 0.9}),
+    "lumina-t2i": ("image", {"model": "tiny-lumina-t2i", "prompt": "a lighthouse at dusk", "steps": 3, "seed": 23,
+                             "width": 208, "height": 208, "solver": "dopri5"}),
     "compose": ("compose", {"model": "tiny-lumina-next", "grid_rows": 1, "grid_cols": 2,
                             "captions": ["a forest", "a lake"], "steps": 3, "seed": 15}),
     "anagram": ("anagram", {"model": "tiny-lumina-next", "prompts": ["an old man", "a mountain"],

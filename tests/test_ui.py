@@ -10,7 +10,7 @@ from PIL import Image
 from studio.history import JobStatus
 from studio.ui.app import build_app
 
-from helpers import FAST_STEPS, free_port
+from helpers import FAST_STEPS, LISTED_ONLY, free_port, write_listed_only_card
 
 
 @pytest.fixture
@@ -74,8 +74,8 @@ def test_bad_input_shows_its_message_and_the_app_keeps_serving(served, studio):
     assert gallery == [] and "Failed" in status and "prompt is empty" in status
     gallery, status = client.predict(prompt="x", width=250, height=256, steps=FAST_STEPS, api_name="/generate_image")
     assert "multiples of 16" in status
-    gallery, status = client.predict(prompt="x", model="tiny-lumina2", solver="rk4", api_name="/generate_image")
-    assert "solver: Lumina-Next&#x27;s options apply to Lumina-Next models only" in status
+    gallery, status = client.predict(prompt="x", model="tiny-lumina2", watershed=0.5, api_name="/generate_image")
+    assert "watershed: Lumina-Next&#x27;s options apply to Lumina-Next models only" in status
     gallery, status = client.predict(prompt="a kite", steps=FAST_STEPS, api_name="/generate_image")
     assert len(gallery) == 1 and "Done" in status
     assert [r.status for r in studio.history.list_jobs()] == [JobStatus.DONE, JobStatus.FAILED, JobStatus.FAILED,
@@ -167,13 +167,23 @@ def test_the_use_via_api_example_for_generate_image_runs_when_pasted(served, stu
     assert studio.history.list_jobs()[0].status is JobStatus.DONE
 
 
-def test_a_not_yet_runnable_model_is_listed_as_such_and_cannot_start(served, studio):
-    _, client = served
+def test_a_not_yet_runnable_model_is_listed_as_such_and_cannot_start(tmp_path, model_cache):
+    from studio.services import Studio
+    from studio.settings import Settings
     from studio.ui.common import model_choices
 
-    labels = dict((value, label) for label, value in model_choices(studio, "image"))
-    assert labels["lumina-t2i"].endswith("(not yet runnable)")
-    gallery, status = client.predict(prompt="a kite", model="lumina-t2i", api_name="/generate_image")
+    settings = Settings.load(env={}, home=tmp_path / "home", model_cache=model_cache)
+    write_listed_only_card(settings)
+    with Studio(settings) as studio:
+        labels = dict((value, label) for label, value in model_choices(studio, "image"))
+        assert labels[LISTED_ONLY].endswith("(not yet runnable)")
+        demo = build_app(studio)
+        demo.queue().launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+        try:
+            client = Client(demo.local_url, verbose=False)
+            gallery, status = client.predict(prompt="a kite", model=LISTED_ONLY, api_name="/generate_image")
+        finally:
+            demo.close()
     assert "Failed" in status and "cannot run it yet" in status and "LlamaGen" not in status
 
 

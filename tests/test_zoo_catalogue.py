@@ -27,7 +27,9 @@ RUNNABLE_NOW = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "cog
                 "llamagen-t2i-xl-512", "flan-t5-xl",
                 # The native Infinity engine: 2B and 125M, and the BSQ VAEs they require.
                 "infinity-2b", "infinity-125m", "infinity-vae-d16", "infinity-vae-d24", "infinity-vae-d32",
-                "infinity-vae-d32reg", "infinity-vae-d64"}
+                "infinity-vae-d32reg", "infinity-vae-d64",
+                # The native Lumina-T2I engine, and the LLaMA-2-7B and SDXL VAE cards it requires.
+                "lumina-t2i", "llama-2-7b", "sdxl-vae"}
 
 # (repo, loader class or engine, files a download must fetch or None for the library's usual set,
 #  task). Repos holding many checkpoints (LlamaGen, Infinity) are told apart by their files.
@@ -58,7 +60,9 @@ CATALOGUE = [
     ("FoundationVision/Infinity", "infinity", {"infinity_125M_256x256.pth"}, "image"),
     ("FoundationVision/Infinity", "infinity", {"infinity_vae_d32reg.pth"}, "component"),
     ("google/flan-t5-xl", "T5EncoderModel", None, "component"),
-    ("Alpha-VLLM/Lumina-T2I", "lumina-t2i", None, "image"),
+    ("Alpha-VLLM/Lumina-T2I", "lumina-t2i", {"consolidated.00-of-01.safetensors", "model_args.pth"}, "image"),
+    ("meta-llama/Llama-2-7b-hf", "LlamaModel", None, "component"),
+    ("stabilityai/sdxl-vae", "lumina-t2i", {"config.json", "diffusion_pytorch_model.safetensors"}, "component"),
     ("Alpha-VLLM/Lumina-T2Audio", "lumina-audio", None, "audio"),
     ("Alpha-VLLM/Lumina-T2Music", "lumina-music", None, "music"),
 ]
@@ -169,6 +173,7 @@ def test_stable_audio_fetches_the_diffusers_folders_not_the_single_file_copy(reg
 
 def test_gated_flags(registry):
     assert card_for(registry, "stabilityai/stable-audio-open-1.0", "StableAudioPipeline", None).gated
+    assert card_for(registry, "meta-llama/Llama-2-7b-hf", "LlamaModel", None).gated  # Lumina-T2I's text encoder
     # The ungated alternatives must not send the user off to accept terms.
     for repo in ("cvssp/audioldm2", "facebook/musicgen-small", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"):
         assert not any(c.gated for c in registry.cards.values() if c.source.repo == repo), repo

@@ -102,7 +102,8 @@ def combined_step(solver: str, velocities: list[Velocity], views: list[View],
                   x: torch.Tensor, t0: float, t1: float) -> torch.Tensor:
     """Init phase: x + mean over views of the view's solver update, mapped back by the inverse view
     (each view's solver stages are taken in the viewed frame, as the reference's midpoint_solver)."""
-    updates = [view.inverse(step(solver, v, view.forward(x), t0, t1) - view.forward(x))
+    # The fork's own midpoint solver steps on Python floats (generate.py: timesteps.tolist()).
+    updates = [view.inverse(step(solver, v, view.forward(x), t0, t1, python_times=True) - view.forward(x))
                for v, view in zip(velocities, views)]
     return x + torch.stack(updates).mean(dim=0)
 
@@ -125,7 +126,7 @@ def refine_step(solver: str, velocities: list[Velocity], views: list[View], x: t
         def unviewed(y: torch.Tensor, t: float, v: Velocity = v, view: View = view) -> torch.Tensor:
             return view.inverse(v(view.forward(skip_residual(y, t, guidance, noise)), t))
 
-        updates.append(step(solver, unviewed, x, t0, t1) - x)
+        updates.append(step(solver, unviewed, x, t0, t1, python_times=True) - x)
     return x + torch.stack(updates).mean(dim=0)
 
 

@@ -12,7 +12,7 @@ because that, not the step count, is what a sample costs.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -58,26 +58,39 @@ class CountingVelocity:
         return self.fn(x, t)
 
 
-def step(solver: str, v: Velocity, x: torch.Tensor, t0: float, t1: float) -> torch.Tensor:
-    """One fixed step of `solver` from t0 to t1, term for term as torchdiffeq's fixed-grid solvers."""
-    h = t1 - t0
+def step(solver: str, v: Velocity, x: torch.Tensor, t0: float, t1: float, python_times: bool = False) -> torch.Tensor:
+    """One fixed step of `solver` from t0 to t1, term for term as torchdiffeq's fixed-grid solvers:
+    the times are 0-dim float32 tensors (the authors' grid is a float32 linspace), dt = t1 - t0 is
+    formed in float32, and each product with the state rounds dt to the state's dtype (bf16 in a
+    half-precision run) exactly as torchdiffeq's `dt * f0` does. `python_times`: the times and dt are
+    Python floats instead, as in the visual-anagram fork's own midpoint solver (`timesteps.tolist()`)."""
+    if python_times:
+        dt: Any = t1 - t0
+    else:
+        t0, t1 = torch.tensor(t0, dtype=torch.float32), torch.tensor(t1, dtype=torch.float32)  # type: ignore
+        dt = t1 - t0
+
+    def f(y: torch.Tensor, t: Any) -> torch.Tensor:
+        return v(y, float(t))
+
     if solver == "euler":
-        return x + h * v(x, t0)
+        return x + dt * f(x, t0)
     if solver == "midpoint":
-        k1 = v(x, t0)
-        return x + h * v(x + k1 * (0.5 * h), t0 + 0.5 * h)
+        half = 0.5 * dt
+        k1 = f(x, t0)
+        return x + dt * f(x + k1 * half, t0 + half)
     if solver == "rk4":  # torchdiffeq's rk4 (rk4_alt_step_func): Kutta's 3/8 rule
-        k1 = v(x, t0)
-        k2 = v(x + h * k1 * ONE_THIRD, t0 + h * ONE_THIRD)
-        k3 = v(x + h * (k2 - k1 * ONE_THIRD), t0 + h * TWO_THIRDS)
-        k4 = v(x + h * (k1 - k2 + k3), t1)
-        return x + (k1 + 3 * (k2 + k3) + k4) * h * 0.125
+        k1 = f(x, t0)
+        k2 = f(x + dt * k1 * ONE_THIRD, t0 + dt * ONE_THIRD)
+        k3 = f(x + dt * (k2 - k1 * ONE_THIRD), t0 + dt * TWO_THIRDS)
+        k4 = f(x + dt * (k1 - k2 + k3), t1)
+        return x + (k1 + 3 * (k2 + k3) + k4) * dt * 0.125
     if solver == "rk4_classic":
-        k1 = v(x, t0)
-        k2 = v(x + 0.5 * h * k1, t0 + 0.5 * h)
-        k3 = v(x + 0.5 * h * k2, t0 + 0.5 * h)
-        k4 = v(x + h * k3, t1)
-        return x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        k1 = f(x, t0)
+        k2 = f(x + 0.5 * dt * k1, t0 + 0.5 * dt)
+        k3 = f(x + 0.5 * dt * k2, t0 + 0.5 * dt)
+        k4 = f(x + dt * k3, t1)
+        return x + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
     raise ValueError(f"unknown fixed-step solver {solver!r}; choose one of {', '.join(FIXED_SOLVERS)}")
 
 
@@ -101,8 +114,13 @@ class _Rhs:
 
 
 def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: float = 1.0, atol: float = ATOL,
-              rtol: float = RTOL, on_step: StepHook | None = None) -> Integration:
+              rtol: float = RTOL, tolerance_lists: bool = False, on_step: StepHook | None = None) -> Integration:
     """Integrate dx/dt = v(x, t) from t=0 to t=1 on the authors' grid of `steps` time points.
+
+    `tolerance_lists`: pass the adaptive solvers' tolerances as one-element lists, as Lumina-T2I's
+    transport does (integrators.py: `atol=[self.atol]`); torchdiffeq then holds them as float64
+    tensors and chooses its steps from a float64 error norm, where floats (Lumina-Next mini's
+    sampler) make it float32. The steps taken can differ in the last bits.
 
     Progress counts time points reached, 1 to `steps`: the first is t = 0 (the noise itself), so the
     hook's count is the one the user asked for while the solver takes steps - 1 steps.
@@ -118,7 +136,8 @@ def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: f
         # torchdiffeq only interpolates at those, so the state at t = 1 is the same as from [0, 1].
         rhs = _Rhs(counted)
         times = torch.tensor([0.0, 1.0], dtype=torch.float32, device=x.device)
-        out = odeint(rhs, x, times, method=solver, atol=atol, rtol=rtol)[-1]
+        tolerances = {"atol": [atol], "rtol": [rtol]} if tolerance_lists else {"atol": atol, "rtol": rtol}
+        out = odeint(rhs, x, times, method=solver, **tolerances)[-1]
         if on_step is not None:
             on_step(1, 1, out)
         return Integration(out, counted.evaluations, rhs.accepted)

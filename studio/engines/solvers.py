@@ -26,10 +26,10 @@ def solver_steps(steps: int) -> int:
     return steps - 1
 
 
-def steps_problem(steps: int | None) -> str | None:
-    """Why `steps` cannot run, in words, or None."""
+def steps_problem(steps: int | None, model: str = "Lumina-Next") -> str | None:
+    """Why `steps` cannot run `model`, in words, or None."""
     if steps is None or steps >= MIN_STEPS:
         return None
-    return (f"steps: Lumina-Next needs at least {MIN_STEPS} (got {steps}). As in the authors' sampler, N steps are "
+    return (f"steps: {model} needs at least {MIN_STEPS} (got {steps}). As in the authors' sampler, N steps are "
             "N time points from noise (t = 0) to image (t = 1), N - 1 solver steps between them; with 1 there is "
             "nothing to integrate and the result would be the starting noise")

@@ -165,6 +165,26 @@ def _load_native(card: ModelCard, repo_id: str, revision: str, settings: Setting
     return load(card, folder, folders, dtype)
 
 
+def _store_in_fp8(pipe: Any, card: ModelCard, settings: Settings, dtype: Any) -> None:
+    """Weights of the transformer's layers stored in fp8, each cast to the load dtype while it computes
+    (diffusers' layerwise casting; norms and embeddings stay as they are): about half of bf16."""
+    transformer = getattr(pipe, "transformer", None)
+    if not (settings.fp8 and card.fp8_ok and transformer is not None):
+        return
+    import torch
+
+    if hasattr(transformer, "enable_layerwise_casting"):  # a diffusers model knows what it must skip
+        transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+        return
+    from diffusers.hooks import apply_layerwise_casting
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    # A native model names the small layers that stay in full precision (embeddings, output) as diffusers' do.
+    skip = (*DEFAULT_SKIP_MODULES_PATTERN, *getattr(transformer, "skip_in_fp8", ()))
+    apply_layerwise_casting(transformer, storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype,
+                            skip_modules_pattern=skip)
+
+
 def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents | None = None,
                   cards: CardRegistry | None = None) -> Any:
     """The card's pipeline in RAM; `cards` resolves the component cards a native model requires."""
@@ -175,7 +195,9 @@ def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents 
     dtype = settings.torch_dtype(card.dtype)
     not_there = _not_there(card, settings)
     if card.library == "native":
-        return _load_native(card, repo_id, revision, settings, dtype, cards)
+        pipe = _load_native(card, repo_id, revision, settings, dtype, cards)
+        _store_in_fp8(pipe, card, settings, dtype)
+        return pipe
     if card.library == "transformers":
         try:
             return _load_transformers(card, repo_id, revision, settings, dtype)
@@ -209,11 +231,7 @@ def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents 
         log.info("%s re-uses loaded %s", card.id, ", ".join(reuse))
     if shared is not None:
         shared.remember(pipe, identities)
-    if settings.fp8 and card.fp8_ok and getattr(pipe, "transformer", None) is not None:
-        import torch
-
-        # Weights stored in fp8, computed in the load dtype: about half the memory of bf16.
-        pipe.transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
+    _store_in_fp8(pipe, card, settings, dtype)
     apply_speed_settings(pipe, settings)
     pipe.set_progress_bar_config(disable=True)
     return pipe

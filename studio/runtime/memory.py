@@ -160,19 +160,24 @@ class MemoryScheduler:
     # -- decisions --------------------------------------------------------------------------------
 
     def _choose(self, entry: _Entry, working: int) -> Placement:
-        forced = self._placement_for(entry.card)
+        return self.choose(entry.card, entry.footprint, working)
+
+    def choose(self, card: ModelCard, footprint: Footprint, working: int) -> Placement:
+        """The most generous placement under which a pipeline of this footprint, plus `working`
+        bytes, fits the device budget beside the other models in use (the card may force one)."""
+        forced = self._placement_for(card)
         if forced is not None:
             return forced
         budget = self.device_budget()
         if budget is None:
             return Placement.FULL
-        # What cannot be moved out: other models in use.
-        pinned = sum(e.footprint.device_bytes(e.placement) for cid, e in self._entries.items()
-                     if cid != entry.card.id and e.locks and e.placement is not None)
+        with self._mutex:  # what cannot be moved out: other models in use
+            pinned = sum(e.footprint.device_bytes(e.placement) for cid, e in self._entries.items()
+                         if cid != card.id and e.locks and e.placement is not None)
         for placement in LADDER:
-            if pinned + entry.footprint.device_bytes(placement) + working <= budget:
+            if pinned + footprint.device_bytes(placement) + working <= budget:
                 return placement
-        log.warning("%s does not fit the device budget under any placement; trying the most frugal", entry.card.id)
+        log.warning("%s does not fit the device budget under any placement; trying the most frugal", card.id)
         return LADDER[-1]
 
     def _place(self, entry: _Entry, wanted: Placement, working: int) -> None:

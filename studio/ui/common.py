@@ -14,7 +14,7 @@ from ..history import JobStatus
 from ..job import Stage
 from ..jobs import Job
 from ..services import Studio
-from ..zoo.availability import is_available
+from ..zoo.availability import is_ready
 from ..zoo.cards import ModelCard
 from .results import remember
 
@@ -34,7 +34,7 @@ def model_choices(studio: Studio, task: str) -> list[tuple[str, str]]:
         label = card.title
         if not card.runnable:
             label += " (not yet runnable)"
-        elif not is_available(card, studio.settings):
+        elif not is_ready(card, studio.cards, studio.settings):
             label += " (not downloaded)"
         choices.append((label, card.id))
     return choices
@@ -47,7 +47,7 @@ def default_model(studio: Studio, task: str) -> str | None:
     from ..tasks import get_task
 
     spec_type = get_task(task).spec_type
-    cards = [c for c in studio.cards.for_task(task) if c.runnable and is_available(c, studio.settings)]
+    cards = [c for c in studio.cards.for_task(task) if c.runnable and is_ready(c, studio.cards, studio.settings)]
     cards.sort(key=lambda c: not spec_type.needs_only_a_prompt(c))  # stable: the catalogue's order otherwise
     real = [c for c in cards if not c.tiny]
     chosen = (real or cards or studio.cards.for_task(task) or [None])[0]

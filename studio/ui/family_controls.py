@@ -180,8 +180,12 @@ class FamilyControls:
 
 
 def _look(option: Option) -> dict[str, Any]:
-    """What differs between two families' declarations of the same option name: label and range."""
-    look: dict[str, Any] = {"label": option.label or option.name.replace("_", " ").capitalize()}
+    """What differs between two families' declarations of the same option name: label, help, range
+    and choices (Lumina-Next's six solvers, Lumina-T2I's three)."""
+    look: dict[str, Any] = {"label": option.label or option.name.replace("_", " ").capitalize(),
+                            "info": option.help or None}
+    if option.choices:
+        look["choices"] = list(option.choices)
     if option.widget == "slider":
         low, high = option.slider or (option.minimum, option.maximum)
         look.update(minimum=low, maximum=high)

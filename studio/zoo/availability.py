@@ -31,3 +31,23 @@ def is_available(card: Any, settings: Any) -> bool:
     return bool(names) and all(
         isinstance(try_to_load_from_cache(card.source.repo, name, cache_dir=str(settings.model_cache),
                                           revision=card.source.revision), str) for name in names)
+
+
+def missing_requirements(card: Any, cards: Any, settings: Any) -> list[Any]:
+    """The component cards `card` requires (and they require, in turn) whose weights are not here:
+    a model whose text encoder failed to download is not ready, though its own files are."""
+    missing, todo, seen = [], list(card.requires), set()
+    while todo:
+        required = cards.get(todo.pop(0))
+        if required.id in seen:
+            continue
+        seen.add(required.id)
+        if not is_available(required, settings):
+            missing.append(required)
+        todo.extend(required.requires)
+    return missing
+
+
+def is_ready(card: Any, cards: Any, settings: Any) -> bool:
+    """Its weights and those of every component it requires are on this machine."""
+    return is_available(card, settings) and not missing_requirements(card, cards, settings)

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import StudioError
 from ..history.installed import InstalledModels, InstallRecord, InstallStatus
 from ..settings import Settings
-from .availability import is_available
+from .availability import is_available, is_ready
 from .cards import CardRegistry, ModelCard
 from .download_size import DownloadSize, SizeLookup
 from .hub import DownloadCancelled, DownloadError, RemoteFile, RepoFetcher, fetch_plan, repo_folder, select_files
@@ -138,7 +138,7 @@ class DownloadManager:
             return None
         record = self._records.get(card_id)
         if record is not None and record.status is InstallStatus.READY and record.bytes and \
-                is_available(card, self._settings):
+                is_ready(card, self._cards, self._settings):
             return DownloadSize(total=record.bytes, present=record.bytes)  # downloaded: no need to ask
         # The components Download also queues: those it requires (and they require) that are not here.
         cards, todo = [card], list(card.requires)

@@ -17,6 +17,7 @@ from studio.settings import Settings
 from studio.ui.app import build_app
 from studio.ui.launch import launch_options
 
+from helpers import write_listed_only_card
 from ui_helpers import artifact
 
 CHROMIUM = Path(os.environ.get("STUDIO_CHROMIUM", "/usr/bin/chromium"))
@@ -33,6 +34,7 @@ def free_port() -> int:
 def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[tuple[Studio, str]]:
     """A running studio (its own data folder) and the URL of its web UI."""
     settings = Settings.load(env={}, home=tmp_path_factory.mktemp("e2e-home"), model_cache=model_cache)
+    write_listed_only_card(settings)  # a model the Image tab lists but cannot run
     with Studio(settings) as studio:
         demo = build_app(studio)
         # The same launch as `studio serve` (look, served folders, upload cap), on a free loopback port.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
+from helpers import LISTED_ONLY, LISTED_ONLY_TITLE
 from ui_helpers import artifact, choose
 
 # tab, picker prefix, a model to switch to (typed, then the option's text), what its note then says
@@ -35,10 +36,10 @@ def test_the_model_note_follows_the_picker(page, served, tab, prefix, typed, tit
 def test_a_listed_model_says_it_cannot_run_yet_and_cannot_be_started(page, served):
     studio, _ = served
     page.get_by_role("tab", name="Image", exact=True).click()
-    choose(page, "image-model", "Lumina-T2I", "Lumina-T2I 5B (Flag-DiT) (not yet runnable)")
+    choose(page, "image-model", "Flag-DiT Preview", f"{LISTED_ONLY_TITLE} (not yet runnable)")
     expect(page.locator("#image-note")).to_contain_text("not yet runnable")
     expect(page.locator("#image-generate")).to_be_disabled()
     page.screenshot(path=str(artifact("tab-image-not-runnable")), full_page=True)
     choose(page, "image-model", "Tiny Lumina-Next")
     expect(page.locator("#image-generate")).to_be_enabled()
-    assert not [j for j in studio.history.list_jobs() if j.model_id == "lumina-t2i"]
+    assert not [j for j in studio.history.list_jobs() if j.model_id == LISTED_ONLY]

@@ -26,25 +26,25 @@ FAMILY = register(Family(
     options=(
         SHIFT,
         Option("solver", str, "midpoint", label="Solver", choices=tuple((SOLVER_LABELS[s], s) for s in SOLVERS),
-               infotext=None, advanced=True, group="Lumina-Next sampling",
+               infotext=None, advanced=True, group="Lumina sampling",
                help="torchdiffeq's, as the authors use them. N steps are N time points, N - 1 solver steps "
                     "(30 midpoint steps: 58 model evaluations). rk4 is torchdiffeq's 3/8 rule; dopri5 and dopri8 "
                     "choose their own steps (tolerances 1e-6 / 1e-3, Lumina-T2I's)"),
         Option("rope_scaling", str, "time_aware", label="RoPE scaling",
                choices=(("Time-aware", "time_aware"), ("None", "none")), widget="radio",
-               infotext="RoPE scaling", advanced=True, group="Lumina-Next sampling",
+               infotext="RoPE scaling", advanced=True, group="Lumina sampling",
                help="for sizes above the native one (the authors' extrapolation sizes); smaller sizes keep the "
                     "native RoPE, as in the authors' demo"),
         Option("watershed", float, 0.3, label="Linear/NTK watershed", minimum=0, maximum=1, widget="slider",
-               step=0.05, infotext="Watershed", advanced=True, group="Lumina-Next sampling",
+               step=0.05, infotext="Watershed", advanced=True, group="Lumina sampling",
                tasks=("image", "compose")),  # the anagram fork scales RoPE by NTK at every t: no watershed
         Option("proportional_attn", bool, True, label="Proportional attention", infotext="Proportional attention",
-               advanced=True, group="Lumina-Next sampling"),
+               advanced=True, group="Lumina sampling"),
         Option("cfg_mode", str, "lumina", label="CFG form",
                choices=(("Lumina-Next (first 3 channels)", "lumina"), ("Plain", "plain")), widget="radio",
-               infotext="CFG mode", advanced=True, group="Lumina-Next sampling"),
+               infotext="CFG mode", advanced=True, group="Lumina sampling"),
         Option("canvas_rope_scaling", bool, False, label="Scale RoPE to the canvas", tasks=("compose",),
-               infotext="Canvas RoPE scaling", advanced=True, group="Lumina-Next sampling",
+               infotext="Canvas RoPE scaling", advanced=True, group="Lumina sampling",
                help="Off, as in the authors' demo: the canvas keeps the native RoPE at any size. On: time-aware "
                     "scaling from the canvas size, as for a large image. (Unlike the authors' demo, every caption "
                     "of a 2x2 grid gets its own cell: theirs repeats caption 2 and drops caption 3.)"),
