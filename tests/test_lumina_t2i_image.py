@@ -196,11 +196,13 @@ def test_damaged_foreign_or_hostile_files_and_a_missing_text_encoder_are_refused
     hostile.write_bytes(pickle.dumps(_Payload()))
     wrong_vae = types.SimpleNamespace(model="DiT_Llama_tiny_patch2", qk_norm=True, image_size=128, vae="ema")
     torch.save(wrong_vae, tmp_path / "ema.pth")
+    torch.save({"model": "DiT_Llama_tiny_patch2", "qk_norm": True}, tmp_path / "dict.pth")  # not the namespace
     weights = official.read_bytes()
     files = {"consolidated.00-of-01.safetensors": weights, "model_args.pth": args.read_bytes(),
              "cut.safetensors": weights[:len(weights) // 2], "foreign.safetensors": foreign.read_bytes(),
              "renamed.safetensors": (tmp_path / "renamed.safetensors").read_bytes(),
              "hostile.pth": hostile.read_bytes(), "ema.pth": (tmp_path / "ema.pth").read_bytes(),
+             "dict.pth": (tmp_path / "dict.pth").read_bytes(),
              "lfs.pth": b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 629\n"}
     snap = cache / "models--test-org--t2i" / "snapshots" / "abc"
     snap.mkdir(parents=True)
@@ -216,6 +218,7 @@ def test_damaged_foreign_or_hostile_files_and_a_missing_text_encoder_are_refused
         "renamed": ({"weights": "renamed.safetensors"}, "does not fit the 2-layer, 64-wide Flag-DiT"),
         "hostile": ({"model_args": "hostile.pth"}, "hostile.pth holds Python objects besides the training arguments"),
         "ema": ({"model_args": "ema.pth"}, "trained with the 'ema' VAE"),
+        "dict": ({"model_args": "dict.pth"}, "should hold the training arguments (a SimpleNamespace), not a dict"),
         "lfs": ({"model_args": "lfs.pth"}, "lfs.pth is a Git LFS pointer, not the file itself"),
         "no-llama": ({"text_encoder": "llama-2-7b"}, "LLaMA-2-7B text encoder (component) is not in the model cache"),
     }

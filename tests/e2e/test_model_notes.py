@@ -12,6 +12,7 @@ from ui_helpers import artifact, choose
 # tab, picker prefix, a model to switch to (typed, then the option's text), what its note then says
 SWITCHES = [
     ("Image", "image", "Tiny LlamaGen T2I", "Tiny LlamaGen T2I", "LlamaGen"),
+    ("Image", "image", "Tiny Lumina-T2I", "Tiny Lumina-T2I", "Lumina-T2I"),
     ("Video", "video", "Tiny Wan 2.1 VACE", "Tiny Wan 2.1 VACE", "Wan 2.1"),
     ("Audio", "audio", "Tiny Stable Audio", "Tiny Stable Audio Open", "Stable Audio Open"),
     ("Music", "music", "MusicGen Small", "MusicGen Small", "MusicGen"),
@@ -20,7 +21,7 @@ SWITCHES = [
 ]
 
 
-@pytest.mark.parametrize("tab, prefix, typed, title, family", SWITCHES, ids=[s[0] for s in SWITCHES])
+@pytest.mark.parametrize("tab, prefix, typed, title, family", SWITCHES, ids=[f"{s[0]}-{s[4]}" for s in SWITCHES])
 def test_the_model_note_follows_the_picker(page, served, tab, prefix, typed, title, family):
     page.get_by_role("tab", name=tab, exact=True).click()
     note = page.locator(f"#{prefix}-note")
