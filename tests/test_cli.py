@@ -24,6 +24,24 @@ def run_cli(args, home, model_cache):
     return subprocess.run(command + args, capture_output=True, text=True, env=env, timeout=300)
 
 
+class InProcess:
+    """`studio ...` run by calling the CLI's main in this process (the same code a console script runs,
+    without a new interpreter importing torch each time); what it printed and its exit status."""
+
+    def __init__(self, capsys, monkeypatch, home, model_cache):
+        self.capsys = capsys
+        for name, value in (("STUDIO_HOME", home), ("STUDIO_MODEL_CACHE", model_cache), ("HF_HUB_OFFLINE", "1")):
+            monkeypatch.setenv(name, str(value))
+
+    def __call__(self, args):
+        from studio.cli import main
+
+        self.capsys.readouterr()
+        code = main(args)
+        out, err = self.capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+
 def test_generate_prints_job_seed_and_file(tmp_path, model_cache):
     home = tmp_path / "home"
     result = run_cli(["generate", "image", "--model", "tiny-lumina2", "--prompt", "a paper boat",
@@ -89,27 +107,27 @@ def test_models_list_shows_the_cards(tmp_path, model_cache):
     assert any(row.startswith("tiny-lumina-next ") and "built in" in row for row in rows)
 
 
-def test_history_list_rerun_show_export_and_delete(tmp_path, model_cache):
-    home = tmp_path / "home"
+def test_history_list_rerun_show_export_and_delete(tmp_path, model_cache, capsys, monkeypatch):
+    studio = InProcess(capsys, monkeypatch, tmp_path / "home", model_cache)
     for prompt in ("a paper boat", "a red kite"):
-        assert run_cli(["generate", "image", "--model", "tiny-lumina-next", "--prompt", prompt, "--steps",
-                        str(FAST_STEPS), "--size", "256x256"], home, model_cache).returncode == 0
-    listed = run_cli(["history", "list", "--search", "kite"], home, model_cache)
+        assert studio(["generate", "image", "--model", "tiny-lumina-next", "--prompt", prompt, "--steps",
+                       str(FAST_STEPS), "--size", "256x256"]).returncode == 0
+    listed = studio(["history", "list", "--search", "kite"])
     assert listed.returncode == 0, listed.stderr
     [row, footer] = listed.stdout.strip().splitlines()
     job_id = row.split()[0]
     assert "'a red kite'" in row and footer == "page 1: 1 of 1 jobs"
 
-    again = run_cli(["history", "rerun", job_id], home, model_cache)
+    again = studio(["history", "rerun", job_id])
     assert again.returncode == 0, again.stderr
     rerun_file = Path(again.stdout.strip().splitlines()[1])
-    original = Path(json.loads(run_cli(["history", "show", job_id], home, model_cache).stdout)["files"][0])
+    original = Path(json.loads(studio(["history", "show", job_id]).stdout)["files"][0])
     assert rerun_file != original  # a new job and file, with the same picture
     assert np.array_equal(np.asarray(Image.open(original)), np.asarray(Image.open(rerun_file)))
 
-    exported = run_cli(["history", "export", job_id], home, model_cache)
+    exported = studio(["history", "export", job_id])
     assert exported.returncode == 0 and Path(exported.stdout.strip()).suffix == ".zip"
-    deleted = run_cli(["history", "delete", job_id], home, model_cache)
+    deleted = studio(["history", "delete", job_id])
     assert deleted.returncode == 0 and "2 files" in deleted.stdout and not original.exists()
-    missing = run_cli(["history", "show", job_id], home, model_cache)
+    missing = studio(["history", "show", job_id])
     assert missing.returncode == 2 and "not in the history" in missing.stderr
