@@ -69,6 +69,23 @@ def snapshot(studio, card_id: str) -> Path:
                                   local_files_only=True))
 
 
+def files_asked_for(hub) -> dict[str, set[str]]:
+    """Every file of each repo the fake hub was asked about (GET or HEAD)."""
+    asked: dict[str, set[str]] = {}
+    for request in hub.requests:
+        if request.filename is not None:
+            asked.setdefault(request.repo_id, set()).add(request.filename)
+    return asked
+
+
+def snapshot_files(studio, repo: str) -> set[str]:
+    """The files of the one snapshot of `repo` in the studio's model cache."""
+    from studio.zoo.hub import repo_folder
+
+    [folder] = (repo_folder(studio.settings.model_cache, repo) / "snapshots").iterdir()
+    return {p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if p.is_file()}
+
+
 # A model the catalogue lists but the studio cannot run yet, as a card in a data folder's own card
 # directory (every shipped model runs, so the tests of "not yet runnable" bring their own).
 LISTED_ONLY = "flag-dit-preview"

@@ -5,17 +5,16 @@ files (the other required card), and not one byte of the rest."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from fakehub import FakeHub, hub_online
+from helpers import files_asked_for, snapshot_files
 
 from studio.history.installed import InstallStatus
 from studio.services import Studio
 from studio.settings import Settings
 from studio.zoo.availability import is_available
-from studio.zoo.hub import repo_folder
 
 INFINITY = "FoundationVision/Infinity"
 T5 = "google/flan-t5-xl"
@@ -58,20 +57,6 @@ def studio(tmp_path, hub):
     settings = Settings.load(env={}, home=tmp_path / "home", model_cache=tmp_path / "cache", hf_endpoint=hub.endpoint)
     with Studio(settings) as running:
         yield running
-
-
-def files_asked_for(hub: FakeHub) -> dict[str, set[str]]:
-    """Every file of each repo the hub was asked about (GET or HEAD)."""
-    asked: dict[str, set[str]] = {}
-    for request in hub.requests:
-        if request.filename is not None:
-            asked.setdefault(request.repo_id, set()).add(request.filename)
-    return asked
-
-
-def snapshot_files(studio: Studio, repo: str) -> set[str]:
-    [snapshot] = (repo_folder(studio.settings.model_cache, repo) / "snapshots").iterdir()
-    return {p.relative_to(snapshot).as_posix() for p in Path(snapshot).rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("card_id, transformer, vae_card, vae_file", [

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fakehub import FakeHub, hub_online
+from helpers import files_asked_for, snapshot_files
 
 from studio.history import JobStatus
 from studio.history.installed import InstallStatus
@@ -83,20 +84,6 @@ def open_studio(tmp_path: Path, hub: FakeHub, env: dict[str, str]) -> Studio:
     settings = Settings.load(env=env, home=tmp_path / "home", model_cache=tmp_path / "cache",
                              hf_endpoint=hub.endpoint)
     return Studio(settings)
-
-
-def files_asked_for(hub: FakeHub) -> dict[str, set[str]]:
-    """Every file of each repo the hub was asked about (GET or HEAD)."""
-    asked: dict[str, set[str]] = {}
-    for request in hub.requests:
-        if request.filename is not None:
-            asked.setdefault(request.repo_id, set()).add(request.filename)
-    return asked
-
-
-def snapshot_files(studio: Studio, repo: str) -> set[str]:
-    [snapshot] = (repo_folder(studio.settings.model_cache, repo) / "snapshots").iterdir()
-    return {p.relative_to(snapshot).as_posix() for p in Path(snapshot).rglob("*") if p.is_file()}
 
 
 def finish(studio: Studio, card_id: str):

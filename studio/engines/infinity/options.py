@@ -8,22 +8,18 @@ snapshot. A VAE card (tasks: [component]) names its file and its code width. Tor
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from ..card_files import check_fetched, plain_file_name
 from .schedules import BUDGETS, size_names
 
 MODEL_TYPES = ("infinity_2b", "infinity_8b", "infinity_layer12", "infinity_layer16", "infinity_layer24", "tiny")
-_FILE_NAME = re.compile(r"^[\w][\w.-]{0,127}\.(pt|pth)$")
 
 
 def _plain(value: str) -> str:
-    if not _FILE_NAME.match(value) or ".." in value:
-        raise ValueError(f"{value!r} must be a .pth file name in the model's repo")
-    return value
+    return plain_file_name(value, ("pt", "pth"))
 
 
 class TransformerFiles(BaseModel):
@@ -60,19 +56,14 @@ def _parse(model: type[BaseModel], card: Any) -> Any:
         raise ValueError(f"engine: {problems}") from None
 
 
-def _fetched(card: Any, name: str) -> None:
-    if card.allow_patterns is not None and not any(fnmatch.fnmatch(name, p) for p in card.allow_patterns):
-        raise ValueError(f"{name} is not in allow_patterns, so a download would not fetch it")
-
-
 def engine_options(card: Any) -> TransformerFiles | VAEFiles:
     """The card's `engine:` section; ValueError says what is wrong with it."""
     if is_vae_card(card):
         files = _parse(VAEFiles, card)
-        _fetched(card, files.vae_file)
+        check_fetched(card, files.vae_file)
         return files
     files = _parse(TransformerFiles, card)
-    _fetched(card, files.file)
+    check_fetched(card, files.file)
     for needed in (files.vae, files.text_encoder):
         if needed not in card.requires:
             raise ValueError(f"list {needed} in `requires` so a download fetches it too")

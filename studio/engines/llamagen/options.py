@@ -8,11 +8,11 @@ checkpoint) is the card's own `max_size`, which must equal its `min_size`.
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from ..card_files import check_fetched, plain_file_name
 
 # name -> (n_layer, n_head, dim), as in the original's GPT_models; n_kv_head is never set there.
 GPT_CONFIGS: dict[str, tuple[int, int, int]] = {
@@ -28,8 +28,6 @@ GPT_CONFIGS: dict[str, tuple[int, int, int]] = {
 TINY = "tiny"  # the built-in test model's size, for both the GPT and the VQ
 # Pixels per image token of each VQ (vq.downsample_factor of vq16_config() and tiny_vq_config()).
 VQ_DOWNSAMPLE = {"vq16": 16, TINY: 4}
-# A file inside the model's snapshot folder: a plain name, never a path.
-_FILE_NAME = re.compile(r"^[\w][\w.-]{0,127}\.(pt|pth|bin|safetensors)$")
 
 
 class LlamaGenFiles(BaseModel):
@@ -45,9 +43,7 @@ class LlamaGenFiles(BaseModel):
     @field_validator("gpt_file", "vq_file")
     @classmethod
     def _plain_file_name(cls, value: str) -> str:
-        if not _FILE_NAME.match(value) or ".." in value:
-            raise ValueError(f"{value!r} must be a file name in the model's repo (.pt, .pth, .bin or .safetensors)")
-        return value
+        return plain_file_name(value, ("pt", "pth", "bin", "safetensors"))
 
     @field_validator("gpt_size")
     @classmethod
@@ -83,10 +79,8 @@ def engine_options(card: Any) -> LlamaGenFiles:
     if card.max_size % VQ_DOWNSAMPLE[files.vq_size]:
         raise ValueError(f"max_size {card.max_size} is not a whole number of {VQ_DOWNSAMPLE[files.vq_size]}-pixel "
                          "image tokens")
-    if card.allow_patterns is not None:
-        for name in (files.gpt_file, files.vq_file):
-            if not any(fnmatch.fnmatch(name, pattern) for pattern in card.allow_patterns):
-                raise ValueError(f"{name} is not in allow_patterns, so a download would not fetch it")
+    for name in (files.gpt_file, files.vq_file):
+        check_fetched(card, name)
     if files.text_encoder and files.text_encoder not in card.requires:
         raise ValueError(f"list the text encoder's card in `requires` ([{files.text_encoder}]) so it is downloaded too")
     return files

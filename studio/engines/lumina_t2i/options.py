@@ -9,20 +9,17 @@ other repos: they are cards the model card requires. The VAE card is a component
 
 from __future__ import annotations
 
-import fnmatch
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-_FILE_NAME = re.compile(r"^[\w][\w.-]{0,127}\.(safetensors|pth|json)$")
+from ..card_files import check_fetched, plain_file_name
+
 VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")  # a diffusers AutoencoderKL folder
 
 
 def _plain(value: str) -> str:
-    if not _FILE_NAME.match(value) or ".." in value:
-        raise ValueError(f"{value!r} must be a file name in the model's repo")
-    return value
+    return plain_file_name(value, ("safetensors", "pth"))
 
 
 class DiTFiles(BaseModel):
@@ -51,11 +48,6 @@ def is_component(card: Any) -> bool:
     return "component" in card.tasks
 
 
-def _fetched(card: Any, name: str) -> None:
-    if card.allow_patterns is not None and not any(fnmatch.fnmatch(name, p) for p in card.allow_patterns):
-        raise ValueError(f"{name} is not in allow_patterns, so a download would not fetch it")
-
-
 def engine_options(card: Any) -> DiTFiles | VAEFolder:
     """The card's `engine:` section; ValueError says what is wrong with it."""
     model = VAEFolder if is_component(card) else DiTFiles
@@ -65,7 +57,7 @@ def engine_options(card: Any) -> DiTFiles | VAEFolder:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'engine'}: {e['msg']}" for e in err.errors())
         raise ValueError(f"engine: {problems}") from None
     for name in needed(files):
-        _fetched(card, name)
+        check_fetched(card, name)
     if isinstance(files, DiTFiles):
         for needed_card in (files.text_encoder, files.vae):
             if needed_card not in card.requires:
