@@ -15,6 +15,7 @@ from helpers import builders_from
 AUDIO_BUILDERS = builders_from("studio.zoo.builtin_audio")  # as the model families declare them
 
 PROMPT, OTHER_PROMPT = "a dog barking in the rain", "soft piano chords"
+MUSICGENS = ("tiny-musicgen", "tiny-musicgen-melody")
 
 
 def _state_dict(built) -> dict[str, torch.Tensor]:
@@ -31,11 +32,18 @@ class Loaded:
 
     def __init__(self, name: str, folder: Path):
         self.name = name
-        if name == "tiny-musicgen":
-            from transformers import AutoProcessor, MusicgenForConditionalGeneration
+        if name in MUSICGENS:
+            from transformers import (AutoProcessor, MusicgenForConditionalGeneration,
+                                      MusicgenMelodyForConditionalGeneration)
 
-            self.model = MusicgenForConditionalGeneration.from_pretrained(folder)
-            self.processor = AutoProcessor.from_pretrained(folder)
+            if name == "tiny-musicgen":
+                self.model = MusicgenForConditionalGeneration.from_pretrained(folder)
+                self.processor = AutoProcessor.from_pretrained(folder)
+            else:  # the studio's processor: transformers' needs torchaudio
+                from studio.families.musicgen.melody import load_melody_processor
+
+                self.model = MusicgenMelodyForConditionalGeneration.from_pretrained(folder)
+                self.processor = load_melody_processor(str(folder))
             self.sample_rate = self.model.config.audio_encoder.sampling_rate
             self.channels = self.model.config.decoder.audio_channels
         else:
@@ -51,7 +59,7 @@ class Loaded:
 
     def generate(self, prompt: str, seed: int, seconds: float = 1.0) -> np.ndarray:
         """A clip as (channels, samples)."""
-        if self.name == "tiny-musicgen":
+        if self.name in MUSICGENS:
             inputs = self.processor(text=[prompt], padding=True, return_tensors="pt")
             frame_rate = self.model.config.audio_encoder.frame_rate
             # The delay pattern costs num_codebooks - 1 extra steps before the last codebook's frame.
@@ -94,12 +102,21 @@ def test_real_classes(built):
                     "text_encoder_2": "T5EncoderModel", "language_model": "GPT2LMHeadModel",
                     "projection_model": "AudioLDM2ProjectionModel", "vocoder": "SpeechT5HifiGan",
                     "feature_extractor": "ClapFeatureExtractor", "scheduler": "DDIMScheduler"}
-    else:
+    elif name == "tiny-musicgen":
         assert type(loaded.model).__name__ == "MusicgenForConditionalGeneration"
         assert type(loaded.processor).__name__ == "MusicgenProcessor"
         assert type(loaded.model.audio_encoder).__name__ == "EncodecModel"
         assert type(loaded.model.text_encoder).__name__ == "T5EncoderModel"
         assert loaded.processor.feature_extractor.sampling_rate == loaded.sample_rate
+        assert loaded.model.audio_encoder.config.num_quantizers == loaded.model.decoder.num_codebooks
+        return
+    else:
+        assert type(loaded.model).__name__ == "MusicgenMelodyForConditionalGeneration"
+        assert type(loaded.model.audio_encoder).__name__ == "EncodecModel"
+        assert type(loaded.model.text_encoder).__name__ == "T5EncoderModel"
+        assert type(loaded.processor.tokenizer).__name__.startswith("T5Tokenizer")  # T5Tokenizer in 5.x
+        assert loaded.processor.chroma.sampling_rate == loaded.sample_rate
+        assert (loaded.model.config.num_chroma, loaded.model.config.chroma_length) == (12, 235)
         assert loaded.model.audio_encoder.config.num_quantizers == loaded.model.decoder.num_codebooks
         return
     assert {key: type(loaded.pipe.components[key]).__name__ for key in expected} == expected
@@ -108,7 +125,7 @@ def test_real_classes(built):
 def test_reload_keeps_every_weight(built):
     name, model, _, loaded = built
     saved = _state_dict(model)
-    reloaded = _state_dict(loaded.model if name == "tiny-musicgen" else loaded.pipe)
+    reloaded = _state_dict(loaded.model if name in MUSICGENS else loaded.pipe)
     assert saved.keys() == reloaded.keys()
     assert all(torch.equal(saved[key], reloaded[key]) for key in saved)
 
@@ -122,7 +139,8 @@ def test_same_weights_on_every_build(built):
 
 
 # (sample rate, channels) of the real checkpoints these stand in for.
-EXPECTED_FORMAT = {"tiny-stable-audio": (44100, 2), "tiny-audioldm2": (16000, 1), "tiny-musicgen": (32000, 1)}
+EXPECTED_FORMAT = {"tiny-stable-audio": (44100, 2), "tiny-audioldm2": (16000, 1), "tiny-musicgen": (32000, 1),
+                   "tiny-musicgen-melody": (32000, 1)}
 
 
 def test_clip_has_the_requested_format_and_is_reproducible(built):
@@ -155,3 +173,19 @@ def test_clap_tokenizer_handles_any_text():
         assert ids[0] == tok.cls_token_id == 0 and ids[-1] == tok.sep_token_id == 2
         assert tok.unk_token_id not in ids
         assert tok.decode(ids, skip_special_tokens=True) == text
+
+
+@pytest.mark.parametrize("built", ["tiny-musicgen-melody"], indirect=True)
+def test_musicgen_melody_is_saved_in_the_official_layout(built):
+    import json
+
+    _, _, folder, _ = built
+    names = {p.name for p in folder.iterdir()}
+    assert {"config.json", "generation_config.json", "model.safetensors", "preprocessor_config.json",
+            "tokenizer.json", "tokenizer_config.json"} <= names
+    preprocessor = json.loads((folder / "preprocessor_config.json").read_text())
+    assert preprocessor["feature_extractor_type"] == "MusicgenMelodyFeatureExtractor"
+    assert (preprocessor["n_fft"], preprocessor["hop_length"], preprocessor["sampling_rate"]) == (16384, 4096, 32000)
+    assert json.loads((folder / "tokenizer_config.json").read_text())["processor_class"] == "MusicgenMelodyProcessor"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["MusicgenMelodyForConditionalGeneration"]

@@ -21,7 +21,7 @@ RUNNABLE_TODAY = {"lumina-next-sft", "lumina-image-2", "tiny-lumina-next", "tiny
 # Cards of the catalogue whose systems the studio runs now (the Video, Audio and Music tabs).
 RUNNABLE_NOW = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "cogvideox-2b", "cogvideox-5b",
                 "cogvideox-5b-i2v", "stable-audio-open-1.0", "audioldm2", "audioldm2-music", "musicgen-small",
-                "musicgen-medium", "wan2.1-vace-1.3b", "cogvideox-fun-v1.1-5b-pose",
+                "musicgen-medium", "musicgen-melody", "wan2.1-vace-1.3b", "cogvideox-fun-v1.1-5b-pose",
                 # The native LlamaGen engine, and the text encoder its text-to-image models require.
                 "llamagen-c2i-b-384", "llamagen-c2i-l-384", "llamagen-c2i-xl-384", "llamagen-t2i-xl-256",
                 "llamagen-t2i-xl-512", "flan-t5-xl",

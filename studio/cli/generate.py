@@ -1,8 +1,8 @@
 """`studio generate image|video|audio|music|compose|anagram`: one job headless, its outputs printed.
 
 Each subcommand's flags are read off its task's TaskSpec (a flag per field: `--frames`, `--seconds`,
-`--image FILE`…; width and height as one `--size WxH`; a list field as a repeated flag, e.g.
-`--caption` per cell), then a flag per option its model families declare (`--top-k`, `--solver`,
+`--image FILE`, `--melody FILE`…; width and height as one `--size WxH`; a list field as a repeated
+flag, e.g. `--caption` per cell), then a flag per option its model families declare (`--top-k`, `--solver`,
 `--class-id`/`--class`…), and `--param KEY=VALUE` for anything else a model takes. Only what is
 given is sent; the rest is the model card's default, as for a job submitted with those fields unset.
 The job goes through the queue like the Generate button's; the exit status is 0 when it is done,
@@ -24,7 +24,7 @@ TASK_HELP = {
     "image": "text (or an ImageNet class) to image",
     "video": "text, a start image, an input or a control video to video",
     "audio": "text to sound",
-    "music": "text to music",
+    "music": "text (and a melody clip, for melody models) to music",
     "compose": "one image from a grid of region captions",
     "anagram": "one picture that reads differently under each view",
 }
@@ -55,6 +55,7 @@ HELP = {
     "reference_image": "reference image file: a subject or style to keep (VACE)",
     "control_scale": "how strongly the control video steers, 0 to 2", "seconds": "length in seconds",
     "num_waveforms": "waveforms from one prompt", "format": "audio file format",
+    "melody": "melody clip to follow, up to 30 s of WAV, FLAC, OGG or MP3 (MusicGen Melody models)",
     "captions": "a cell's caption, in reading order (one per cell; empty is allowed)",
     "prompts": "a reading of the picture (2 to 4, each with its --view)",
     "views": "the view the matching --prompt is read under (default: identity, rotate_180)",

@@ -110,6 +110,9 @@ class Family:
       option of the task and every optional field not in `unused`.
     - `prepare(card, task, params) -> params`: settle parameters before validation (e.g. an ImageNet
       class typed as the prompt).
+    - `processor(card, repo_id, **where)`: a transformers card's processor, where the library's own
+      cannot serve here (MusicGen Melody's feature extractor needs torchaudio); by default
+      `AutoProcessor.from_pretrained(repo_id, **where)`. `where`: revision, cache_dir, local_files_only.
     """
 
     name: str  # what cards write in `family:`
@@ -130,6 +133,7 @@ class Family:
     needed_files: Hook | None = None
     takes: Hook | None = None
     prepare: Hook | None = None
+    processor: Hook | None = None
     # Built-in tiny models: builder name (a card's `source: builtin:`) -> hook returning an object
     # with `save_pretrained(folder)`.
     builders: Mapping[str, Hook] = field(default_factory=dict)

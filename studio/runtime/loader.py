@@ -131,7 +131,12 @@ def _load_transformers(card: ModelCard, repo_id: str, revision: str, settings: S
         raise ModelNotAvailable(f"{card.pipeline!r} is not a model class this version of transformers has")
     where = {"revision": revision, "cache_dir": str(settings.model_cache), "local_files_only": True}
     model = cls.from_pretrained(repo_id, use_safetensors=True, dtype=dtype, **where)
-    processor = transformers.AutoProcessor.from_pretrained(repo_id, **where)
+    family = FAMILIES.of(card)
+    load_processor = family.hook("processor") if family is not None else None
+    if load_processor is not None:  # e.g. MusicGen Melody's, whose library processor needs torchaudio
+        processor = load_processor(card, repo_id, **where)
+    else:
+        processor = transformers.AutoProcessor.from_pretrained(repo_id, **where)
     return TransformersBundle(model.eval(), processor)
 
 

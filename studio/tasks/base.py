@@ -58,7 +58,7 @@ class TaskSpec(BaseModel):
     # How to refuse an optional field a model does not take, when the task can say more than the
     # family ("{title}" is the card's title).
     REFUSALS: ClassVar[dict[str, str]] = {}
-    # Optional fields that are things a user brings (a start image, a control clip) rather than settings,
+    # Optional fields that are things a user brings (a start image, a control clip, a melody) rather than settings,
     # and of those, the ones a model that takes them cannot do without.
     INPUTS: ClassVar[tuple[str, ...]] = ()
     NEEDS: ClassVar[tuple[str, ...]] = ()

@@ -9,7 +9,8 @@ and cancel them, pause the queue, and read the history. `gradio_client` calls th
 A job's files come as `{relpath, url, kind, mime}`: `relpath` under the outputs folder, and `url`
 where a client fetches it (Gradio's file route, which serves the outputs folder only: see
 ui/launch.py), absolute when the request names the server's root URL, else relative to that root.
-No answer names a folder on the server otherwise: a video job's input files are named by file name.
+No answer names a folder on the server otherwise: a job's input files (a video job's start image, a
+music job's melody clip) are named by file name.
 
 Every call goes through the same JobQueue and Gallery as the UI.
 """
@@ -55,7 +56,7 @@ def file_entry(studio: Studio, asset: Any, root: str = "") -> dict[str, Any]:
 
 
 def _params(params: dict[str, Any]) -> dict[str, Any]:
-    """The recorded parameters, with an input file (a start image, a control clip) by its name only."""
+    """The recorded parameters, with an input file (a start image, a control clip, a melody) by its name only."""
     return {k: Path(v).name if k in FILE_PARAMS and isinstance(v, str) and v else v for k, v in params.items()}
 
 
@@ -77,11 +78,13 @@ def register(studio: Studio) -> None:
     def submit_job(task: str, params: dict) -> dict:
         """Queue a job and return at once: {id, status, error}. Poll job_status for its progress and files.
         A class-conditional model takes `class_id` without a prompt (the class's label is the job's prompt).
-        Jobs that take input files (start image, input or control video) go through generate_video."""
+        Jobs that take input files (start image, input or control video; a melody clip) go through
+        generate_video (generate_music), which take them as uploads."""
         named = [name for name in FILE_PARAMS if params.get(name)]
         if named:
-            # A path in an API call would name a file on this machine: only uploads (generate_video) may.
-            raise gr.Error(f"{', '.join(named)}: send input files through /generate_video, not as paths")
+            # A path in an API call would name a file on this machine: only uploads (generate_video/_music) may.
+            where = "/generate_music" if task == "music" else "/generate_video"
+            raise gr.Error(f"{', '.join(named)}: send input files through {where}, not as paths")
         job = studio.jobs.submit(task, params)
         return {"id": job.id, "status": job.status.value, "error": job.error}
 

@@ -1,5 +1,6 @@
-"""The Audio and Music tabs: prompt, length, guidance, seed; a player, the waveform picture and the
-files. They only build the form and turn it into an audio or music TaskSpec."""
+"""The Audio and Music tabs: prompt, length, guidance, seed (and, for a model that follows one, a
+melody clip); a player, the waveform picture and the files. They only build the form and turn it
+into an audio or music TaskSpec."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import gradio as gr
 from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.audio import AudioSpec
-from ..tasks.music import MusicSpec
+from ..tasks.music import MAX_MELODY_SECONDS, MELODY_FORMATS, MusicSpec
 from .common import (card_note, generate, model_header, only_taken, start_follows_model, stop_button, styled_job,
                      wire_generate)
 from .family_controls import FamilyControls
@@ -130,6 +131,9 @@ def build_music(studio: Studio) -> TabForm:
             negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="music-negative",
                                   visible="negative_prompt" in takes)
             presets = preset_controls(studio, "music")
+            melody = gr.Audio(label=f"Melody to follow (optional: a clip of up to {MAX_MELODY_SECONDS:g} s, "
+                              f"{MELODY_FORMATS})", type="filepath", sources=["upload"], elem_id="music-melody",
+                              visible="melody" in takes)
             seconds = gr.Slider(1, 30, value=defaults.get("seconds", 10), step=0.5, label="Length (seconds)",
                                 elem_id="music-seconds")
             cfg = gr.Slider(1.0, 10.0, value=defaults.get("cfg", 3.0), step=0.5, label="Guidance")
@@ -156,14 +160,18 @@ def build_music(studio: Studio) -> TabForm:
         cap = float(card.defaults.get("max_seconds", 30))
         return {note: card_note(card), seconds: gr.update(maximum=cap, value=min(values["seconds"], cap)),
                 cfg: values["cfg"], steps: gr.update(value=values.get("steps", 100), visible="steps" in takes),
-                negative: gr.update(visible="negative_prompt" in takes), **controls.updates(card)}
+                negative: gr.update(visible="negative_prompt" in takes), melody: gr.update(visible="melody" in takes),
+                **controls.updates(card)}
 
-    def read(model_id, prompt_text, negative_text, seconds_v, cfg_v, steps_v, fmt_v, seed_v, *option_values) -> dict:
+    def read(model_id, prompt_text, negative_text, seconds_v, cfg_v, steps_v, fmt_v, seed_v, melody_path=None,
+             *option_values) -> dict:
         """The form as music TaskSpec parameters: only what the chosen model takes (sampling settings for
-        token models, steps for diffusion ones)."""
+        token models, steps for diffusion ones, the melody clip for melody models)."""
         params = {"model": model_id or "", "prompt": prompt_text or "", "negative_prompt": negative_text or "",
                   "seconds": seconds_v, "cfg": cfg_v, "steps": steps_v, "format": fmt_v,
                   "seed": -1 if seed_v is None else seed_v}
+        if melody_path:
+            params["melody"] = melody_path
         card = studio.cards.cards.get(model_id or "")
         if card is None:
             return params
@@ -177,9 +185,10 @@ def build_music(studio: Studio) -> TabForm:
             return None, None, [], f"❌ {err}"
         return generate(studio, "music", params, progress, request, present)
 
-    inputs = [model, prompt, negative, seconds, cfg, steps, fmt, seed, *controls.components]
+    inputs = [model, prompt, negative, seconds, cfg, steps, fmt, seed, melody, *controls.components]
     model_updates = start_follows_model(studio, run, model, model_updates)
-    model_outputs = [note, run, seconds, cfg, steps, negative, *controls.outputs]
+    model_outputs = [note, run, seconds, cfg, steps, negative, melody, *controls.outputs]
+    # The melody clip is not refilled from a past job or preset: an upload may be gone, so it is picked again.
     form = TabForm(modality="music", tab_id="music", model=model, inputs=inputs, read=read,
                    fields={"prompt": prompt, "negative_prompt": negative, "cfg": cfg, "steps": steps, "format": fmt,
                            "seed": seed, **controls.widgets},

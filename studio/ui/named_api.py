@@ -32,6 +32,7 @@ from .forms import TabForm, style_key
 # Fields a client sends as uploads (gradio_client.handle_file), never as paths on this machine.
 IMAGE_FILES = ("image", "reference_image")
 VIDEO_FILES = ("video", "control_video")
+AUDIO_FILES = ("melody",)
 # What a client must send per task; everything else may be left out.
 REQUIRED = {"compose": ("captions",), "anagram": ("prompts",)}
 # Fields the studio derives itself (compositional and anagram jobs make their prompt from the cells).
@@ -76,6 +77,8 @@ def _component(name: str, annotation: Any, label: str) -> tuple[Any, Any]:
         return gr.Image(type="filepath", value=None, **hidden), str
     if name in VIDEO_FILES:
         return gr.Video(value=None, **hidden), str
+    if name in AUDIO_FILES:  # the upload's path as it is: nothing decoded before the job checks its size
+        return gr.Audio(type="filepath", value=None, **hidden), str
     if typing.get_origin(kind) is Literal:
         return gr.Dropdown(list(typing.get_args(kind)), value=None, **hidden), str
     if typing.get_origin(kind) is list:

@@ -9,6 +9,9 @@ classes with tiny configs, seeded random weights and tokenizers built in-process
 - tiny-audioldm2: `AudioLDM2Pipeline` (cvssp/audioldm2 layout), 16 kHz mono, 10.24 s by default.
 - tiny-musicgen: `MusicgenForConditionalGeneration` + `MusicgenProcessor` (facebook/musicgen-small
   layout), 32 kHz mono, 4 codebooks at 50 frames/s.
+- tiny-musicgen-melody: `MusicgenMelodyForConditionalGeneration`, its T5 tokenizer and the feature
+  extractor's `preprocessor_config.json` (facebook/musicgen-melody layout): the same parts, plus a
+  12-bin chroma melody input.
 
 Weights are random, so the audio is noise. A few initial values differ from what the classes set
 on their own, because those values are only placeholders for a checkpoint to overwrite: zero
@@ -19,16 +22,18 @@ test could not tell whether the prompt reached the model.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .tiny_parts import SEED, tiny_t5_tokenizer
 
 if TYPE_CHECKING:
     import torch
-    from transformers import MusicgenForConditionalGeneration, MusicgenProcessor
+    from transformers import (MusicgenForConditionalGeneration, MusicgenMelodyForConditionalGeneration,
+                              MusicgenProcessor)
 
 
 def tiny_roberta_tokenizer(model_max_length: int = 77):
@@ -256,20 +261,20 @@ class TinyMusicgen:
         self.processor.save_pretrained(save_directory)
 
 
-def build_tiny_musicgen() -> TinyMusicgen:
-    """MusicGen: T5 text encoder + 4-codebook decoder (delay pattern) + EnCodec at 32 kHz / 50 Hz."""
-    import torch
-    from transformers import (EncodecConfig, EncodecFeatureExtractor, MusicgenConfig, MusicgenDecoderConfig,
-                              MusicgenForConditionalGeneration, MusicgenProcessor, T5Config)
+# 512 codes (9 bits) at the real 2.2 kbps give exactly 4 quantizers, one per decoder codebook,
+# under both ways transformers has counted them: 1000 * bw // (frame_rate * log2(codebook_size))
+# = 2200 // 450 (5.x), and 1000 * bw // (frame_rate * 10) = 2200 // 500 (4.x). Real: 2048 codes, 4.
+# More quantizers than codebooks would break audio-prompted generation; fewer breaks decoding.
+MUSICGEN_CODEBOOK_SIZE = 512
 
-    tokenizer = tiny_t5_tokenizer()
-    # 512 codes (9 bits) at the real 2.2 kbps give exactly 4 quantizers, one per decoder codebook,
-    # under both ways transformers has counted them: 1000 * bw // (frame_rate * log2(codebook_size))
-    # = 2200 // 450 (5.x), and 1000 * bw // (frame_rate * 10) = 2200 // 500 (4.x). Real: 2048 codes, 4.
-    # More quantizers than codebooks would break audio-prompted generation; fewer breaks decoding.
-    codebook_size = 512
-    # Sub-configs as dicts (each with its model_type): the form every transformers version accepts.
-    config = MusicgenConfig(
+
+def _musicgen_sub_configs(tokenizer, decoder_config_class) -> dict:
+    """The text encoder, EnCodec and decoder configs of a tiny MusicGen (plain or melody), as dicts
+    (each with its model_type): the form every transformers version accepts."""
+    from transformers import EncodecConfig, T5Config
+
+    codebook_size = MUSICGEN_CODEBOOK_SIZE
+    return dict(
         text_encoder=T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=8, num_heads=4, num_layers=2,
                               pad_token_id=0, eos_token_id=1, decoder_start_token_id=0).to_dict(),
         audio_encoder=EncodecConfig(
@@ -289,7 +294,7 @@ def build_tiny_musicgen() -> TinyMusicgen:
             trim_right_ratio=1.0,
             use_conv_shortcut=False,
         ).to_dict(),
-        decoder=MusicgenDecoderConfig(
+        decoder=decoder_config_class(
             vocab_size=codebook_size,
             num_codebooks=4,
             hidden_size=64,  # wider than the text encoder, so the real enc_to_dec_proj is there too
@@ -304,8 +309,14 @@ def build_tiny_musicgen() -> TinyMusicgen:
             audio_channels=1,
         ).to_dict(),
     )
-    torch.manual_seed(SEED)
-    model = MusicgenForConditionalGeneration(config)
+
+
+def _audible_musicgen_(model, projections) -> None:
+    """Give a fresh tiny MusicGen (plain or melody) codebooks and weights that make its output depend
+    on its seed and its conditioning; `projections` are (name, Linear, fan-in) of the layers that carry
+    the conditioning into the decoder. Draws from the global generator, seeded here."""
+    import torch
+
     # EnCodec's codebooks are zero buffers that a checkpoint fills in. With all-zero codebooks every
     # code decodes to the same audio: any seed and any prompt would give an identical clip.
     torch.manual_seed(SEED + 1)
@@ -315,25 +326,100 @@ def build_tiny_musicgen() -> TinyMusicgen:
             layer.codebook.embed_avg.copy_(layer.codebook.embed)
             layer.codebook.cluster_size.fill_(1.0)
     # The decoder's weights start at std 0.02 (initializer_factor). At width 64 that makes the text
-    # cross-attention negligible and the next-code logits almost uniform: different prompts then
-    # sample exactly the same codes. Redraw the text projection and the decoder at 1/fan_in, with 3x
+    # conditioning negligible and the next-code logits almost uniform: different prompts then
+    # sample exactly the same codes. Redraw the projections and the decoder at 1/fan_in, with 3x
     # on the output heads, so each step's distribution is peaked and depends on the prompt.
     torch.manual_seed(SEED + 2)
-    for name, module in [("enc_to_dec_proj", model.enc_to_dec_proj), *model.decoder.named_modules()]:
+    for name, module, fan_in in [*projections, *((n, m, None) for n, m in model.decoder.named_modules())]:
         if isinstance(module, torch.nn.Linear):
-            _fan_in_normal_(module.weight, module.in_features, gain=3.0 if "lm_heads" in name else 1.0)
+            _fan_in_normal_(module.weight, fan_in or module.in_features, gain=3.0 if "lm_heads" in name else 1.0)
         elif isinstance(module, torch.nn.Embedding):
             with torch.no_grad():
                 module.weight.normal_(0.0, 1.0)
-    # facebook/musicgen-small's generation defaults; 1500 tokens is its ~30 s limit.
+
+
+def _musicgen_generation_config(model) -> None:
+    """facebook/musicgen-small's (and -melody's) generation defaults; 1500 tokens is its ~30 s limit."""
     generation_config = model.generation_config
     generation_config.do_sample = True
     generation_config.guidance_scale = 3.0
     generation_config.max_length = 1500
-    generation_config.decoder_start_token_id = codebook_size
-    generation_config.bos_token_id = codebook_size
-    generation_config.pad_token_id = codebook_size
+    generation_config.decoder_start_token_id = MUSICGEN_CODEBOOK_SIZE
+    generation_config.bos_token_id = MUSICGEN_CODEBOOK_SIZE
+    generation_config.pad_token_id = MUSICGEN_CODEBOOK_SIZE
+
+
+def build_tiny_musicgen() -> TinyMusicgen:
+    """MusicGen: T5 text encoder + 4-codebook decoder (delay pattern) + EnCodec at 32 kHz / 50 Hz."""
+    import torch
+    from transformers import (EncodecFeatureExtractor, MusicgenConfig, MusicgenDecoderConfig,
+                              MusicgenForConditionalGeneration, MusicgenProcessor)
+
+    tokenizer = tiny_t5_tokenizer()
+    config = MusicgenConfig(**_musicgen_sub_configs(tokenizer, MusicgenDecoderConfig))
+    torch.manual_seed(SEED)
+    model = MusicgenForConditionalGeneration(config)
+    _audible_musicgen_(model, [("enc_to_dec_proj", model.enc_to_dec_proj, None)])
+    _musicgen_generation_config(model)
     model.eval()
     feature_extractor = EncodecFeatureExtractor(feature_size=1, sampling_rate=32000, padding_value=0.0)
     return TinyMusicgen(model=model, processor=MusicgenProcessor(feature_extractor=feature_extractor,
                                                                  tokenizer=tokenizer))
+
+
+# facebook/musicgen-melody's preprocessor_config.json: MusicgenMelodyFeatureExtractor's settings as its
+# to_dict() writes them. The class itself needs torchaudio, so the file is written out here.
+MELODY_FEATURE_EXTRACTOR = {
+    "chunk_length": 30,
+    "feature_extractor_type": "MusicgenMelodyFeatureExtractor",
+    "feature_size": 12,
+    "hop_length": 4096,
+    "n_fft": 16384,
+    "n_samples": 960000,
+    "num_chroma": 12,
+    "padding_side": "right",
+    "padding_value": 0.0,
+    "processor_class": "MusicgenMelodyProcessor",
+    "return_attention_mask": False,
+    "sampling_rate": 32000,
+    "stem_indices": [3, 2],
+}
+
+
+@dataclass
+class TinyMusicgenMelody:
+    """A MusicGen Melody model, its tokenizer and its feature extractor's settings, saved the way
+    facebook/musicgen-melody is laid out (model, tokenizer files, preprocessor_config.json)."""
+
+    model: MusicgenMelodyForConditionalGeneration
+    tokenizer: Any
+    feature_extractor: dict
+
+    def save_pretrained(self, save_directory: str | Path, safe_serialization: bool = True, **kwargs) -> None:
+        self.model.save_pretrained(save_directory, safe_serialization=safe_serialization, **kwargs)
+        self.tokenizer.save_pretrained(save_directory)
+        text = json.dumps(self.feature_extractor, indent=2, sort_keys=True) + "\n"
+        (Path(save_directory) / "preprocessor_config.json").write_text(text, encoding="utf-8")
+
+
+def build_tiny_musicgen_melody() -> TinyMusicgenMelody:
+    """MusicGen Melody: the tiny MusicGen's parts, with the decoder reading a 12-bin chromagram of the
+    melody (projected, 235 frames: 30 s at hop 4096) and the text, both prepended to its sequence."""
+    import torch
+    from transformers import (MusicgenMelodyConfig, MusicgenMelodyDecoderConfig,
+                              MusicgenMelodyForConditionalGeneration)
+
+    tokenizer = tiny_t5_tokenizer()
+    # The real processor class, as MusicgenMelodyProcessor.save_pretrained records it.
+    tokenizer._set_processor_class("MusicgenMelodyProcessor")
+    config = MusicgenMelodyConfig(**_musicgen_sub_configs(tokenizer, MusicgenMelodyDecoderConfig),
+                                  num_chroma=12, chroma_length=235)  # facebook/musicgen-melody's
+    torch.manual_seed(SEED)
+    model = MusicgenMelodyForConditionalGeneration(config)
+    # Each chroma frame is one-hot, so its projection sees one input of 1: drawn at std 1 (fan-in 1),
+    # a frame's vector is on the scale of the code embeddings; at 1/12 the melody would barely count.
+    _audible_musicgen_(model, [("enc_to_dec_proj", model.enc_to_dec_proj, None),
+                               ("audio_enc_to_dec_proj", model.audio_enc_to_dec_proj, 1)])
+    _musicgen_generation_config(model)
+    model.eval()
+    return TinyMusicgenMelody(model=model, tokenizer=tokenizer, feature_extractor=dict(MELODY_FEATURE_EXTRACTOR))

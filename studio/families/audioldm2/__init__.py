@@ -7,6 +7,7 @@ FAMILY = register(Family(
     name="audioldm2",
     title="AudioLDM 2",
     tasks=("audio", "music"),
+    unused={"melody": "it follows text only"},
     run="studio.tasks.audio:run_diffusers_audio_job",
     builders={"tiny-audioldm2": "studio.zoo.builtin_audio:build_tiny_audioldm2"},
 ))
