@@ -124,3 +124,29 @@ def read_checkpoint(path: Path, title: str) -> LuminaCheckpoint:
 
 def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
+
+
+def _strict(model: torch.nn.Module, state: dict, what: str, dtype: torch.dtype) -> torch.nn.Module:
+    try:
+        model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    except RuntimeError as err:
+        lines = str(err).splitlines()
+        raise ModelNotAvailable(f"the checkpoint's {what} does not fit the model: "
+                                f"{' '.join(line.strip() for line in lines[:3])[:400]}") from None
+    return model.eval().requires_grad_(False)
+
+
+def build_backbone(ckpt: LuminaCheckpoint, config: backbone.FlagDiTv2Config | None = None,
+                   dtype: torch.dtype = torch.float32) -> backbone.FlagDiTv2:
+    """The FlagDiTv2 (the released config unless told: the file does not record it), built on the
+    meta device and given the checkpoint's tensors."""
+    with torch.device("meta"):
+        model = backbone.FlagDiTv2(config or backbone.FlagDiTv2Config())
+    return _strict(model, ckpt.backbone, "DiT (model.diffusion_model.*)", dtype)
+
+
+def build_vae_decoder(ckpt: LuminaCheckpoint, config: vae.VAEConfig | None = None,
+                      dtype: torch.dtype = torch.float32) -> vae.MelVAEDecoder:
+    with torch.device("meta"):
+        model = vae.MelVAEDecoder(config or vae.VAEConfig())
+    return _strict(model, ckpt.vae_decoder, "VAE decoder (first_stage_model.*)", dtype)
