@@ -131,6 +131,9 @@ def test_shapes_that_do_not_fit_are_refused(audio_parts):
         text.build_bert(state)
     with pytest.raises(ModelNotAvailable, match="not a Lumina-T2Music checkpoint"):
         text.MusicTextEncoder.from_checkpoint(_prefixed("caption_encoder.projection.", proj), None)
+    partial = {**_prefixed("caption_encoder.base.", bert), **_prefixed("t5_transformer.", audio_parts[4])}
+    with pytest.raises(ModelNotAvailable, match=r"no cond_stage_model\.caption_encoder\.projection\.linear1\.weight"):
+        text.AudioTextEncoder.from_checkpoint(partial, None, None)
 
 
 def _reference_namespace() -> dict:

@@ -31,6 +31,7 @@ models' own files: bert-base-uncased's WordPiece, T5's SentencePiece).
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -142,6 +143,16 @@ def build_projection(state: dict, dtype: torch.dtype = torch.float32) -> Project
     return _assign(proj, {k: v.to(dtype) for k, v in state.items()}, "CLAP projection")
 
 
+@contextmanager
+def _named_missing(prefix: str):
+    """A tensor the architecture is read from, missing: say which (the file is cut or not this model's)."""
+    try:
+        yield
+    except KeyError as err:
+        missing = f"{prefix}{err.args[0]}"
+        raise ModelNotAvailable(f"the checkpoint has no {missing}: its text encoder is incomplete") from None
+
+
 def _ids(tokenizer, texts: list[str], device) -> torch.Tensor:
     batch = tokenizer(texts, truncation=True, max_length=MAX_LENGTH, padding="max_length", return_tensors="pt")
     return batch["input_ids"].to(device)
@@ -165,9 +176,13 @@ class AudioTextEncoder:
         if not clap or not _sub(text_state, T5_AUDIO_PREFIX):
             raise ModelNotAvailable("the checkpoint has no cond_stage_model.caption_encoder/t5_transformer weights: "
                                     "not a Lumina-T2Audio checkpoint")
-        return cls(bert=build_bert(_sub(clap, "base."), dtype), projection=build_projection(
-            _sub(clap, "projection."), dtype), t5=build_t5(_sub(text_state, T5_AUDIO_PREFIX), dtype),
-            bert_tokenizer=bert_tokenizer, t5_tokenizer=t5_tokenizer)
+        with _named_missing(f"cond_stage_model.{CLAP_PREFIX}base."):
+            bert = build_bert(_sub(clap, "base."), dtype)
+        with _named_missing(f"cond_stage_model.{CLAP_PREFIX}projection."):
+            projection = build_projection(_sub(clap, "projection."), dtype)
+        with _named_missing("cond_stage_model." + T5_AUDIO_PREFIX):
+            t5 = build_t5(_sub(text_state, T5_AUDIO_PREFIX), dtype)
+        return cls(bert=bert, projection=projection, t5=t5, bert_tokenizer=bert_tokenizer, t5_tokenizer=t5_tokenizer)
 
     def to(self, device) -> AudioTextEncoder:
         for m in (self.bert, self.projection, self.t5):
@@ -201,7 +216,8 @@ class MusicTextEncoder:
         if not state:
             raise ModelNotAvailable("the checkpoint has no cond_stage_model.transformer weights: "
                                     "not a Lumina-T2Music checkpoint")
-        return cls(t5=build_t5(state, dtype), tokenizer=tokenizer)
+        with _named_missing("cond_stage_model." + T5_MUSIC_PREFIX):
+            return cls(t5=build_t5(state, dtype), tokenizer=tokenizer)
 
     def to(self, device) -> MusicTextEncoder:
         self.t5.to(device)
