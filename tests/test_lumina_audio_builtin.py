@@ -88,3 +88,28 @@ def test_wrong_config_is_refused(folders):
     ckpt = checkpoint.read_checkpoint(folders["audio"] / tiny.AUDIO_CKPT, "tiny")
     with pytest.raises(ModelNotAvailable, match=r"DiT \(model.diffusion_model.\*\) does not fit"):
         checkpoint.build_backbone(ckpt, FlagDiTv2Config())  # the released shape
+
+
+def test_vocoder_folder_refusals(folders, tmp_path):
+    import shutil
+
+    import yaml
+
+    from studio.errors import ModelNotAvailable
+
+    folder = tmp_path / "bigvgan"
+    shutil.copytree(folders["audio"] / tiny.AUDIO_VOCODER, folder)
+    args = yaml.safe_load((folder / "args.yml").read_text())
+    (folder / "args.yml").write_text(yaml.safe_dump({**args, "upsample_initial_channel": 32}))
+    with pytest.raises(ModelNotAvailable, match="best_netG.pt does not fit its args.yml"):
+        read_vocoder(folder, title="tiny")
+    (folder / "args.yml").write_text(yaml.safe_dump({**args, "activation": "relu"}))
+    with pytest.raises(ModelNotAvailable, match="args.yml is not a BigVGAN config"):
+        read_vocoder(folder, title="tiny")
+    (folder / "args.yml").write_text(yaml.safe_dump(args))
+    (folder / "best_netG.pt").write_text("version https://git-lfs.github.com/spec/v1\nsize 449000000\n")
+    with pytest.raises(ModelNotAvailable, match="Git LFS pointer"):
+        read_vocoder(folder, title="tiny")
+    (folder / "args.yml").unlink()
+    with pytest.raises(ModelNotAvailable, match="args.yml is not in the model cache"):
+        read_vocoder(folder, title="tiny")

@@ -51,8 +51,9 @@ def _redownload(title: str) -> str:
     return f"Remove {title} in the Models tab and download it again."
 
 
-def load_lightning(path: Path, title: str) -> dict:
-    """The checkpoint's top-level dict, read with weights_only=True and the numpy globals allowed."""
+def safe_load(path: Path, title: str) -> Any:
+    """torch.load(weights_only=True) with the numpy globals allowed; a missing file, a Git LFS
+    pointer, a refused global or a damaged file each raise ModelNotAvailable saying which."""
     path = Path(path)
     if not path.is_file():
         raise ModelNotAvailable(f"{path.name} is not in the model cache; download {title} first.")
@@ -62,11 +63,11 @@ def load_lightning(path: Path, title: str) -> dict:
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             try:  # a zip-format file is mapped, not read: 324.ckpt is 7.8 GB with its optimizer state
-                raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except RuntimeError as err:
                 if "mmap" not in str(err):
                     raise
-                raw = torch.load(path, map_location="cpu", weights_only=True)  # the legacy format
+                return torch.load(path, map_location="cpu", weights_only=True)  # the legacy format
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+)", str(err))
         what = found.group(1) if found else "a Python object"
@@ -77,6 +78,11 @@ def load_lightning(path: Path, title: str) -> dict:
         raise ModelNotAvailable(f"cannot read {path.name} (damaged or incomplete download?): "
                                 f"{str(err).splitlines()[0] if str(err) else type(err).__name__}. "
                                 f"{_redownload(title)}") from None
+
+
+def load_lightning(path: Path, title: str) -> dict:
+    """The checkpoint's top-level dict, read with weights_only=True and the numpy globals allowed."""
+    raw = safe_load(path, title)
     if not isinstance(raw, dict) or not isinstance(raw.get("state_dict"), dict):
         keys = f" with {', '.join(map(str, list(raw)[:6]))}" if isinstance(raw, dict) else ""
         raise ModelNotAvailable(f"{path.name} is not a Lightning checkpoint: it has no state_dict "

@@ -275,10 +275,27 @@ def fold_weight_norm(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
-def read_vocoder(folder: str | Path, device: torch.device | str = "cpu") -> BigVGAN:
-    """VocoderBigVGAN(folder): args.yml and best_netG.pt's "generator", strictly loaded, eval."""
+def read_vocoder(folder: str | Path, device: torch.device | str = "cpu", title: str = "the model") -> BigVGAN:
+    """VocoderBigVGAN(folder): args.yml and best_netG.pt's "generator", strictly loaded, eval.
+    best_netG.pt is read as the Lightning checkpoint is (checkpoint.safe_load: weights only)."""
+    from ...errors import ModelNotAvailable
+    from .checkpoint import safe_load
+
     folder = Path(folder)
-    model = BigVGAN(VocoderConfig.read(folder / "args.yml"))
-    checkpoint = torch.load(folder / "best_netG.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(fold_weight_norm(checkpoint["generator"]), strict=True)
+    args = folder / "args.yml"
+    if not args.is_file():
+        raise ModelNotAvailable(f"{folder.name}/args.yml is not in the model cache; download {title} first.")
+    try:
+        config = VocoderConfig.read(args)
+    except Exception as err:  # not yaml, not a mapping, an unknown activation
+        raise ModelNotAvailable(f"{folder.name}/args.yml is not a BigVGAN config: {err}") from None
+    checkpoint = safe_load(folder / "best_netG.pt", title)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("generator"), dict):
+        raise ModelNotAvailable(f"{folder.name}/best_netG.pt has no generator weights")
+    model = BigVGAN(config)
+    try:
+        model.load_state_dict(fold_weight_norm(checkpoint["generator"]), strict=True)
+    except (RuntimeError, KeyError) as err:
+        first = str(err).splitlines()[0][:300]
+        raise ModelNotAvailable(f"{folder.name}/best_netG.pt does not fit its args.yml: {first}") from None
     return model.to(device).eval()
