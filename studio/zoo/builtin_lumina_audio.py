@@ -156,3 +156,23 @@ def build_tiny_lumina_audio() -> FileSet:
 
 def build_tiny_lumina_music() -> FileSet:
     return _fileset(MUSIC_CKPT, MUSIC_VOCODER, music=True)
+
+
+class _TokenizerFolder:
+    """A tokenizer component: its files as transformers saves them (tokenizer.json, tokenizer_config.json ...)."""
+
+    def __init__(self, make) -> None:
+        self.make = make
+
+    def save_pretrained(self, save_directory: str | Path, **_: Any) -> None:
+        self.make().save_pretrained(str(save_directory))
+
+
+def build_tiny_bert_tokenizer() -> _TokenizerFolder:
+    """The tiny CLAP-BERT's tokenizer, a component card as bert-base-uncased's is."""
+    return _TokenizerFolder(lambda: tiny_tokenizers()[0])
+
+
+def build_tiny_t5_tokenizer() -> _TokenizerFolder:
+    """The tiny T5's tokenizer (both tiny models), a component card as t5-v1_1-large's / flan-t5-large's are."""
+    return _TokenizerFolder(lambda: tiny_tokenizers()[1])
