@@ -1,0 +1,157 @@
+"""Lumina-T2Audio and Lumina-T2Music in the Audio and Music tasks, end to end on the built-in tiny
+models (the official file layout, loaded as a download is, tokenizers from component cards): a WAV
+at 16 kHz of the model's length with its tags; same seed, same samples; CFG, the sound events and
+the prompt each change the sound; the demos' defaults on the real cards; bad input fails the job
+clearly, with no file, and the worker goes on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from studio.history import JobStatus
+from studio.media_av import read_audio
+from studio.runtime.loader import load_pipeline
+from studio.tasks.audio import AudioSpec
+from studio.tasks.music import MusicSpec
+
+from helpers import files_under, snapshot
+
+AUDIO, MUSIC = "tiny-lumina-t2audio", "tiny-lumina-t2music"
+MODELS = {"audio": AUDIO, "music": MUSIC}
+SAMPLES = 312 * 2 * 4  # latent frames x VAE x vocoder hop: the tiny models' one length
+RATE = 16000
+
+
+def params(task, **changes):
+    return {"model": MODELS[task], "prompt": "a dog barks in the rain", "seed": 5, **changes}
+
+
+def run(studio, task, **changes):
+    job = studio.run(task, params(task, **changes))
+    assert job.status is JobStatus.DONE, job.error
+    return job
+
+
+def samples(job, index=0):
+    import soundfile as sf
+
+    data, rate = sf.read(str(job.outputs[index].path), always_2d=True, dtype="float32")
+    assert rate == RATE
+    return data
+
+
+def test_the_builtins_are_laid_out_as_the_official_repos(studio):
+    audio = snapshot(studio, AUDIO)
+    assert sorted(p.relative_to(audio).as_posix() for p in audio.rglob("*") if p.is_file()) == [
+        "audio_generation/0.ckpt", "bigvgan/args.yml", "bigvgan/best_netG.pt"]
+    music = snapshot(studio, MUSIC)
+    assert (music / "music_generation/0.ckpt").is_file() and (music / "bigvnat/best_netG.pt").is_file()
+    assert (snapshot(studio, "tiny-lumina-t5-tokenizer") / "tokenizer.json").is_file()
+
+
+@pytest.mark.parametrize("task", ["audio", "music"])
+def test_a_job_makes_a_16khz_wav_of_the_models_length_with_its_tags(studio, task):
+    job = run(studio, task)
+    assert [o.kind for o in job.outputs] == ["audio", "waveform"]
+    info = read_audio(job.outputs[0].path)
+    assert (info.sample_rate, info.channels, info.frames) == (RATE, 1, SAMPLES)
+    assert "a dog barks in the rain" in info.title and info.job["job_id"] == job.id
+    wave = samples(job)
+    assert np.isfinite(wave).all() and np.abs(wave).max() > 0
+    used = info.job
+    record = studio.history.get_job(job.id)
+    assert record.assets[0].mime == "audio/wav"
+    assert record.assets[0].duration_s == pytest.approx(SAMPLES / RATE, abs=1e-3)
+    assert "rain" in str(used)
+
+
+def test_the_family_defaults_are_the_demos(studio):
+    audio = AudioSpec.parse(params("audio")).resolved(studio.cards.get("lumina-t2audio"))
+    assert (audio.steps, audio.cfg, audio.seconds) == (100, 3.0, 9.984)
+    music = MusicSpec.parse(params("music")).resolved(studio.cards.get("lumina-t2music"))
+    assert (music.steps, music.cfg, music.seconds) == (40, 5.0, 9.984)
+    # A typed 10 s is the model's 9.984 s.
+    assert AudioSpec.parse(params("audio", seconds=10)).resolved(studio.cards.get("lumina-t2audio")).seconds == 9.984
+
+
+def test_the_real_cards_fetch_only_what_inference_reads(studio):
+    from studio.engines.lumina_audio.options import needed_files
+
+    assert needed_files(studio.cards.get("lumina-t2audio")) == [
+        "audio_generation/324.ckpt", "bigvgan/best_netG.pt", "bigvgan/args.yml"]
+    assert needed_files(studio.cards.get("lumina-t2music")) == [
+        "music_generation/119.ckpt", "bigvnat/best_netG.pt", "bigvnat/args.yml"]
+    for card_id in ("lumina-t2audio", "lumina-t2music"):
+        card = studio.cards.get(card_id)
+        assert card.ignore_patterns == [] and not any("maa2" in p or "CLAP" in p for p in card.allow_patterns)
+
+
+@pytest.mark.parametrize("task", ["audio", "music"])
+def test_same_seed_same_samples_and_another_seed_other_ones(studio, task):
+    a, b = samples(run(studio, task)), samples(run(studio, task))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, samples(run(studio, task, seed=6)))
+
+
+@pytest.mark.parametrize("task", ["audio", "music"])
+def test_cfg_and_the_prompt_change_the_sound(studio, task):
+    """CFG does something for T2Music too: its unconditional input is the empty prompt, where the
+    reference demo's is the prompt itself (so its scale changes nothing)."""
+    base = samples(run(studio, task))
+    assert not np.array_equal(base, samples(run(studio, task, cfg=1.0)))
+    assert not np.array_equal(base, samples(run(studio, task, cfg=7.0)))
+    assert not np.array_equal(base, samples(run(studio, task, prompt="a violin in a hall")))
+
+
+def test_typed_sound_events_change_the_sound_and_are_recorded(studio):
+    fallback = run(studio, "audio")
+    typed = run(studio, "audio", sound_events="<dog barking& start>@<rain& all>")
+    assert not np.array_equal(samples(fallback), samples(typed))
+    assert read_audio(fallback.outputs[0].path).job["used"]["struct_caption"] == "<a dog barks in the rain, all>"
+    assert read_audio(typed.outputs[0].path).job["used"]["struct_caption"] == "<dog barking& start>@<rain& all>"
+    # Typing the fallback is the fallback.
+    same = run(studio, "audio", sound_events="<a dog barks in the rain, all>")
+    assert np.array_equal(samples(fallback), samples(same))
+
+
+def test_several_waveforms_are_seeded_each(studio):
+    job = run(studio, "audio", num_waveforms=2)
+    assert [o.kind for o in job.outputs] == ["audio", "waveform", "audio", "waveform"]
+    first, second = samples(job, 0), samples(job, 2)
+    assert not np.array_equal(first, second)
+    assert np.array_equal(second, samples(run(studio, "audio", seed=6)))
+
+
+def test_the_pipeline_encodes_the_empty_prompt_as_uncond_and_runs_in_order(studio):
+    pipe = load_pipeline(studio.cards.get(AUDIO), studio.settings, cards=studio.cards)
+    assert [name for name, c in pipe.components.items() if isinstance(c, torch.nn.Module)] == [
+        "bert", "projection", "t5", "transformer", "vae", "vocoder"]
+    cond, uncond, struct = pipe.encode("rain")
+    assert struct == "<rain, all>" and cond.shape == uncond.shape == (1, 154, 16)
+    assert torch.allclose(uncond, pipe.text_encoder().unconditional())
+    music = load_pipeline(studio.cards.get(MUSIC), studio.settings, cards=studio.cards)
+    cond, uncond, struct = music.encode("a waltz")
+    assert struct is None and cond.shape == (1, 77, 16)
+    assert torch.allclose(uncond, music.text_encoder().encode([""]))
+
+
+BAD = {
+    "another length": ("audio", {"seconds": 5}, "makes clips of 0.156 s only"),
+    "another length (music)": ("music", {"seconds": 1}, "makes clips of 0.156 s only"),
+    "unreadable sound events": ("audio", {"sound_events": "dog barking at the start"},
+                                "Cannot read 'dog barking at the start' in the structured caption"),
+    "a when that is not one": ("audio", {"sound_events": "<dog& later>"}, "'later' is not one of"),
+    "sound events on music": ("music", {"sound_events": "<dog& all>"}, "sound_events"),
+    "one step": ("audio", {"steps": 1}, "needs at least 2"),
+    "a negative prompt": ("audio", {"negative_prompt": "wind"}, "negative prompt"),
+}
+
+
+@pytest.mark.parametrize("task, change, message", BAD.values(), ids=BAD.keys())
+def test_bad_input_fails_the_job_clearly_with_no_file(studio, task, change, message):
+    job = studio.run(task, params(task, **change))
+    assert job.status is JobStatus.FAILED and message in job.error, job.error
+    assert files_under(studio.settings.outputs_dir) == []
+    assert studio.run(task, params(task)).status is JobStatus.DONE  # the worker goes on
