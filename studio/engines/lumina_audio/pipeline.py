@@ -9,7 +9,9 @@
    the unguided prediction whatever the scale: here the CFG scale does something for T2Music too.
 3. Noise: float32 normal noise of (channels, latent_length), 20 x 312 for the released models
    (the demos' `randn(1, 20, 312)`), one CPU generator per waveform seeded from the job's seed, so
-   the same seed makes the same samples on any device (the demos never seed at all).
+   the same seed makes the same samples on any device (the demos never seed at all). Each waveform
+   is sampled alone (a batch of one CFG pair, as the demos), so waveform k of a job is bit for bit
+   what seed + k makes alone.
 4. Flow (sampling.py): steps time points over linspace(0, 1, steps), steps - 1 Euler steps, integer
    timesteps `(t * 1000).long()`, CFG on the [uncond; cond] batch; a scale of 1 is the unguided call.
 5. Decode: `latent / scale_factor` through the mel VAE's decoder (the main checkpoint's
@@ -107,7 +109,7 @@ class LuminaAudioPipeline(ModuleBundle):
     @torch.no_grad()
     def __call__(self, *, prompt: str, opts: AudioOptions, generators: list[torch.Generator],
                  on_step: Callable[[int, int], None] | None = None) -> AudioResult:
-        """One waveform per generator; on_step(Euler steps done, steps - 1)."""
+        """One waveform per generator; on_step(Euler steps done, (steps - 1) x waveforms)."""
         if opts.steps < 2:
             raise InvalidInput(f"steps: Lumina needs at least 2 time points (got {opts.steps}); N time points "
                                "are N - 1 Euler steps")
@@ -118,17 +120,19 @@ class LuminaAudioPipeline(ModuleBundle):
             cond, uncond, struct = self.encode(prompt, opts.sound_events)
             dtype = next(self.transformer.parameters()).dtype
             device = self.device
-            cond = cond.to(device, dtype).expand(count, -1, -1)
-            uncond = uncond.to(device, dtype).expand(count, -1, -1)
+            cond, uncond = cond.to(device, dtype), uncond.to(device, dtype)
             noise = self.noise(generators).to(device, dtype)
-            hook = (lambda done, total, _x: on_step(done, total)) if on_step is not None else None
-            latent = sampling.sample(self.transformer, noise, cond, uncond, cfg_scale=opts.cfg, steps=opts.steps,
-                                     on_step=hook)
-            latent = sampling.unscale(latent.float(), self.scale_factor)
-            # One waveform at a time: less decode memory, and waveform k is what its seed makes alone.
+            per_clip = opts.steps - 1
+            # One waveform at a time, sampled and decoded: waveform k is bit for bit what its seed makes
+            # alone (a batched DiT rounds differently, and the flow amplifies that), and less memory.
             waves = []
             for i in range(count):
-                mel = self.vae(latent[i:i + 1])
+                hook = None
+                if on_step is not None:
+                    hook = (lambda done, _total, _x, i=i: on_step(i * per_clip + done, count * per_clip))
+                latent = sampling.sample(self.transformer, noise[i:i + 1], cond, uncond, cfg_scale=opts.cfg,
+                                         steps=opts.steps, on_step=hook)
+                mel = self.vae(sampling.unscale(latent.float(), self.scale_factor))
                 waves.append(self.vocoder(mel.float()).float().reshape(1, -1).cpu().numpy())
         finally:
             self.offload_all()
