@@ -170,3 +170,22 @@ def test_the_audio_tab_shows_the_sound_events_as_a_text_box_for_t2audio_only(stu
     assert family.options_for("music") == ()
     widget = make_widget(option, "", "audio-sound-events", True)
     assert isinstance(widget, gr.Textbox) and widget.value == "" and "<prompt, all>" in widget.info
+
+
+def test_runs_from_the_cli_with_sound_events(tmp_path, model_cache, capsys):
+    from studio.cli import main
+    from studio.history import HistoryStore
+
+    home = tmp_path / "home"
+    argv = ["generate", "audio", "--home", str(home), "--model-cache", str(model_cache), "--model", AUDIO,
+            "--prompt", "rain on a roof", "--sound-events", "<rain& all>@<thunder& end>", "--seed", "3"]
+    assert main(argv) == 0, capsys.readouterr().err
+    lines = capsys.readouterr().out.strip().splitlines()
+    job_id, status = lines[0].removeprefix("job ").split(": ")
+    assert status == "done"
+    store = HistoryStore(home / "studio.db")
+    try:
+        record = store.get_job(job_id)
+    finally:
+        store.close()
+    assert record.params["sound_events"] == "<rain& all>@<thunder& end>" and record.params["steps"] == 4

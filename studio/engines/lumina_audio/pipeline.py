@@ -127,9 +127,10 @@ class LuminaAudioPipeline(ModuleBundle):
             # alone (a batched DiT rounds differently, and the flow amplifies that), and less memory.
             waves = []
             for i in range(count):
-                hook = None
-                if on_step is not None:
-                    hook = (lambda done, _total, _x, i=i: on_step(i * per_clip + done, count * per_clip))
+                def hook(done: int, _total: int, _x: torch.Tensor, i: int = i) -> None:
+                    if on_step is not None:
+                        on_step(i * per_clip + done, count * per_clip)
+
                 latent = sampling.sample(self.transformer, noise[i:i + 1], cond, uncond, cfg_scale=opts.cfg,
                                          steps=opts.steps, on_step=hook)
                 mel = self.vae(sampling.unscale(latent.float(), self.scale_factor))
