@@ -190,3 +190,67 @@ def test_runs_from_the_cli_with_sound_events(tmp_path, model_cache, capsys):
     finally:
         store.close()
     assert record.params["sound_events"] == "<rain& all>@<thunder& end>" and record.params["steps"] == 4
+
+
+def test_a_download_fetches_the_checkpoint_and_vocoder_only(studio):
+    """The repos as the research notes list them: the 7.3 GB maa2.ckpt and the 2.3 GB CLAP file are
+    never fetched (the reference decodes with the main checkpoint's VAE and never loads CLAP's)."""
+    from studio.zoo.hub import RemoteFile, select_files
+
+    def listing(*paths):
+        return [RemoteFile(path=p, size=1, etag=f"e{i}", lfs=True) for i, p in enumerate(paths)]
+
+    audio = listing("audio_generation/324.ckpt", "maa2/maa2.ckpt", "bigvgan/best_netG.pt", "bigvgan/args.yml",
+                    "CLAP/CLAP_weights_2022.pth", "CLAP/config.yml", "README.md", ".gitattributes")
+    assert {f.path for f in select_files(audio, studio.cards.get("lumina-t2audio"))} == {
+        "audio_generation/324.ckpt", "bigvgan/best_netG.pt", "bigvgan/args.yml"}
+    music = listing("music_generation/119.ckpt", "maa2/maa2.ckpt", "bigvnat/best_netG.pt", "bigvnat/args.yml",
+                    "README.md")
+    assert {f.path for f in select_files(music, studio.cards.get("lumina-t2music"))} == {
+        "music_generation/119.ckpt", "bigvnat/best_netG.pt", "bigvnat/args.yml"}
+    bert = listing("config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json", "model.safetensors",
+                   "pytorch_model.bin", "flax_model.msgpack")
+    assert {f.path for f in select_files(bert, studio.cards.get("bert-base-uncased-tokenizer"))} == {
+        "config.json", "vocab.txt", "tokenizer.json", "tokenizer_config.json"}
+
+
+def test_a_missing_tokenizer_or_vocoder_is_refused_by_name(tmp_path, studio):
+    import shutil
+
+    from studio.engines.lumina_audio.pipeline import load_lumina_audio
+    from studio.errors import ModelNotAvailable
+
+    card = studio.cards.get(AUDIO)
+    folder = tmp_path / "model"
+    shutil.copytree(snapshot(studio, AUDIO), folder)
+    required = {c: snapshot(studio, c) for c in card.requires}
+    (folder / "bigvgan/args.yml").unlink()
+    with pytest.raises(ModelNotAvailable, match="bigvgan/args.yml"):
+        load_lumina_audio(card, folder, required, torch.float32)
+    shutil.copy(snapshot(studio, AUDIO) / "bigvgan/args.yml", folder / "bigvgan/args.yml")
+    required["tiny-lumina-t5-tokenizer"] = tmp_path / "empty"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotAvailable, match="tokenizer of tiny-lumina-t5-tokenizer"):
+        load_lumina_audio(card, folder, required, torch.float32)
+
+
+CARD_PROBLEMS = {
+    "no BERT tokenizer on T2Audio": ({"bert_tokenizer": None}, ["audio"], "names its bert_tokenizer"),
+    "a BERT tokenizer on T2Music": ({}, ["music"], "no CLAP text branch"),
+    "a path out of the repo": ({"checkpoint": "../x.ckpt"}, ["audio"], "must be a name in the model's repo"),
+    "not a .ckpt": ({"checkpoint": "audio_generation/324.pt"}, ["audio"], "must end with .ckpt"),
+    "an unknown DiT size": ({"dit": {"width": 3}}, ["audio"], "dit has no width"),
+    "a latent past the RoPE table": ({"latent_length": 2000}, ["audio"], "1 to 1000"),
+    "a file the download skips": ({"vocoder": "bigvnat"}, ["audio"], "not in allow_patterns"),
+}
+
+
+@pytest.mark.parametrize("change, tasks, message", CARD_PROBLEMS.values(), ids=CARD_PROBLEMS.keys())
+def test_a_card_engine_section_that_cannot_run_is_named(studio, change, tasks, message):
+    from studio.engines.lumina_audio.options import engine_options
+
+    card = studio.cards.get("lumina-t2audio")
+    engine = {k: v for k, v in {**card.engine, **change}.items() if v is not None}
+    wrong = card.model_copy(update={"engine": engine, "tasks": tasks})
+    with pytest.raises(ValueError, match=message):
+        engine_options(wrong)
