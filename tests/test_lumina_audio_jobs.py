@@ -254,3 +254,10 @@ def test_a_card_engine_section_that_cannot_run_is_named(studio, change, tasks, m
     wrong = card.model_copy(update={"engine": engine, "tasks": tasks})
     with pytest.raises(ValueError, match=message):
         engine_options(wrong)
+
+
+def test_flac_too(studio):
+    job = run(studio, "music", format="flac")
+    assert job.outputs[0].path.suffix == ".flac"
+    info = read_audio(job.outputs[0].path)
+    assert (info.sample_rate, info.channels, info.samples) == (RATE, 1, SAMPLES)
