@@ -14,7 +14,7 @@ from studio.zoo.hub import RemoteFile, select_files
 SHIPPED = REPO_ROOT / "model_zoo"
 
 # Engines the studio implements itself (DESIGN.md: a native engine only where neither library has one).
-NATIVE_ENGINES = {"llamagen", "infinity", "lumina-t2i", "lumina-audio", "lumina-music"}
+NATIVE_ENGINES = {"llamagen", "infinity", "lumina-t2i", "lumina-audio"}
 
 # The image models that run today; they must stay runnable.
 RUNNABLE_TODAY = {"lumina-next-sft", "lumina-image-2", "tiny-lumina-next", "tiny-lumina2"}
@@ -29,7 +29,9 @@ RUNNABLE_NOW = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "cog
                 "infinity-2b", "infinity-125m", "infinity-vae-d16", "infinity-vae-d24", "infinity-vae-d32",
                 "infinity-vae-d32reg", "infinity-vae-d64",
                 # The native Lumina-T2I engine, and the LLaMA-2-7B and SDXL VAE cards it requires.
-                "lumina-t2i", "llama-2-7b", "sdxl-vae"}
+                "lumina-t2i", "llama-2-7b", "sdxl-vae",
+                # The native Lumina audio engine, and the tokenizer cards its models require.
+                "lumina-t2audio", "lumina-t2music", "bert-base-uncased-tokenizer", "flan-t5-large-tokenizer"}
 
 # (repo, loader class or engine, files a download must fetch or None for the library's usual set,
 #  task). Repos holding many checkpoints (LlamaGen, Infinity) are told apart by their files.
@@ -63,8 +65,15 @@ CATALOGUE = [
     ("Alpha-VLLM/Lumina-T2I", "lumina-t2i", {"consolidated.00-of-01.safetensors", "model_args.pth"}, "image"),
     ("meta-llama/Llama-2-7b-hf", "LlamaModel", None, "component"),
     ("stabilityai/sdxl-vae", "lumina-t2i", {"config.json", "diffusion_pytorch_model.safetensors"}, "component"),
-    ("Alpha-VLLM/Lumina-T2Audio", "lumina-audio", None, "audio"),
-    ("Alpha-VLLM/Lumina-T2Music", "lumina-music", None, "music"),
+    ("Alpha-VLLM/Lumina-T2Audio", "lumina-audio",
+     {"audio_generation/324.ckpt", "bigvgan/best_netG.pt", "bigvgan/args.yml"}, "audio"),
+    ("Alpha-VLLM/Lumina-T2Music", "lumina-audio",
+     {"music_generation/*.ckpt", "bigvnat/best_netG.pt", "bigvnat/args.yml"}, "music"),
+    ("google-bert/bert-base-uncased", "lumina-audio",
+     {"config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"}, "component"),
+    ("google/flan-t5-large", "lumina-audio",
+     {"config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model"},
+     "component"),
 ]
 
 

@@ -31,7 +31,7 @@ GENERIC_DIFFUSERS = "diffusers"
 
 # "package.module:attribute": a hook imported on first use.
 Hook = str
-Widget = Literal["slider", "number", "dropdown", "radio", "checkbox"]
+Widget = Literal["slider", "number", "dropdown", "radio", "checkbox", "text"]
 
 
 @dataclass(frozen=True)

@@ -66,8 +66,11 @@ def make_widget(option: Option, value: Any, elem_id: str, visible: bool) -> Any:
     """The component that shows `option` (its declared widget, else one that fits its type)."""
     common = {"label": option.label or option.name.replace("_", " ").capitalize(), "elem_id": elem_id,
               "visible": visible, "info": option.help or None}
-    widget = option.widget or ("checkbox" if option.type is bool else "dropdown" if option.choices else "number")
+    widget = option.widget or ("checkbox" if option.type is bool else "dropdown" if option.choices
+                               else "text" if option.type is str else "number")
     value = _first_value(option, value)
+    if widget == "text":  # free text (Lumina-T2Audio's sound events)
+        return gr.Textbox(value=value or "", lines=1, **common)
     if widget == "checkbox":
         return gr.Checkbox(value=bool(value), **common)
     if widget == "radio":

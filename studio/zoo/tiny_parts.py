@@ -79,3 +79,23 @@ def tiny_t5_encoder(vocab_size: int):
         relative_attention_num_buckets=32, feed_forward_proj="gated-gelu",
         pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
     ))
+
+
+def tiny_bert_tokenizer():
+    """A bert-base-uncased-style WordPiece tokenizer ([CLS] text [SEP], lower-cased, [PAD] = 0) over
+    single characters, so any ASCII text encodes. For Lumina-T2Audio's CLAP text branch."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import BertTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = sorted(set(_WORD_PIECE_CHARS.lower()) - {"▁"})
+    vocab = {tok: i for i, tok in enumerate(special + chars + [f"##{c}" for c in chars])}
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    tok.decoder = decoders.WordPiece()
+    return BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+                             cls_token="[CLS]", mask_token="[MASK]", model_max_length=512)
