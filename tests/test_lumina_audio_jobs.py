@@ -173,6 +173,32 @@ def test_the_audio_tab_shows_the_sound_events_as_a_text_box_for_t2audio_only(stu
     assert isinstance(widget, gr.Textbox) and widget.value == "" and "<prompt, all>" in widget.info
 
 
+
+def test_the_music_tab_locks_the_length_at_the_models_one_and_does_not_start_on_it(studio):
+    """A new install opens the Music tab on a model that makes any length (Tiny MusicGen), not on the
+    one-length Lumina model; picking Lumina locks the Length slider at its length, and a preset's
+    30 s fills in as that length, so the form never sends a length the model refuses."""
+    import gradio as gr
+
+    from studio.ui.audio_tabs import build_music
+
+    with gr.Blocks():
+        form = build_music(studio)
+    seconds = next(c for c in form.inputs if getattr(c, "elem_id", None) == "music-seconds")
+    assert form.model.value == "tiny-musicgen" and seconds.interactive is not False
+    locked = form.model_updates(MUSIC)[seconds]
+    assert (locked["minimum"], locked["maximum"], locked["value"]) == (0.156, 0.156, 0.156)
+    assert locked["interactive"] is False and "0.156 s clips only" in locked["info"]
+    free = form.model_updates("tiny-musicgen")[seconds]
+    assert free["interactive"] is True and (free["minimum"], free["maximum"]) == (1.0, 30.0)
+    assert form.extra_fill({"seconds": 30}, MUSIC) == {seconds: 0.156}
+
+    values = {c: getattr(c, "value", None) for c in form.inputs}
+    values.update({form.model: MUSIC, form.fields["prompt"]: "a march", form.fields["seed"]: 4, seconds: 0.156})
+    job = studio.run("music", form.read(*[values[c] for c in form.inputs]))
+    assert job.status is JobStatus.DONE, job.error
+    assert len(samples(job)) == SAMPLES
+
 def test_runs_from_the_cli_with_sound_events(tmp_path, model_cache, capsys):
     from studio.cli import main
     from studio.history import HistoryStore

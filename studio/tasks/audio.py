@@ -1,7 +1,8 @@
 """Sound from text: prompt, negative prompt, length, steps, guidance, seed, waveforms and file
 format; the model's family runs it (studio.families: Stable Audio Open, AudioLDM 2).
 
-Each model's longest clip (the card's `max_seconds`) is enforced with a clear message. Outputs per
+Each model's longest clip (the card's `max_seconds`) is enforced with a clear message; a model that
+makes one length only says so with `min_seconds` equal to it (Lumina-T2Audio's 9.984 s). Outputs per
 waveform: the WAV or FLAC file (prompt in its title tag, job JSON in its comment) and a waveform picture.
 """
 
@@ -33,6 +34,10 @@ class AudioSpec(TaskSpec):
     num_waveforms: int = Field(default=1, ge=1, le=4)
     format: Literal["wav", "flac"] = "wav"
 
+    @classmethod
+    def fixed_shape(cls, card: ModelCard) -> bool:
+        return makes_one_length(card)
+
     def check_against(self, card: ModelCard) -> None:
         check_length(self.seconds, card)
         most = int(card.defaults.get("max_waveforms", 4))
@@ -46,6 +51,19 @@ def check_length(seconds: float, card: ModelCard) -> None:
     cap = card.defaults.get("max_seconds")
     if cap is not None and seconds > float(cap):
         raise InvalidInput(f"{card.title} makes clips of at most {float(cap):g} s, got {seconds:g} s")
+
+
+def length_range(card: ModelCard, longest: float) -> tuple[float, float]:
+    """The shortest and longest clip the card's model makes, in seconds (`longest` when it says nothing):
+    the Length slider's ends. Equal ends: the model makes that one length."""
+    hi = float(card.defaults.get("max_seconds", longest))
+    return min(float(card.defaults.get("min_seconds", 1.0)), hi), hi
+
+
+def makes_one_length(card: ModelCard) -> bool:
+    """Whether the model makes one clip length only (its card's `min_seconds` is its `max_seconds`)."""
+    lo, hi = length_range(card, float("inf"))
+    return lo == hi
 
 
 def sample_rate_of(pipeline: Any) -> int:

@@ -104,6 +104,12 @@ class TaskSpec(BaseModel):
         return not (takes & set(cls.NEEDS)) and settings <= takes
 
     @classmethod
+    def fixed_shape(cls, card: ModelCard) -> bool:
+        """Whether the card's model makes one shape of output only where the task's form offers a range
+        (one clip length): such a model is not what a new user is first shown."""
+        return False
+
+    @classmethod
     def defaults_for(cls, card: ModelCard) -> dict[str, Any]:
         """The value each field the card takes gets when left unset (also the form's initial values):
         the card's own, else its family's (for this task, else for all), else the task's."""

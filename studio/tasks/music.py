@@ -20,7 +20,7 @@ from pydantic import Field
 from ..errors import InvalidInput
 from ..media import SavedFile
 from ..zoo.cards import ModelCard
-from .audio import check_length, save_waveforms
+from .audio import check_length, makes_one_length, save_waveforms
 from .base import JobContext, StepCallback, TaskOutput, TaskSpec, run_family
 
 # MusicGen Melody conditions on the chroma of at most 30 s (its extractor's chunk_length and the
@@ -111,6 +111,10 @@ class MusicSpec(TaskSpec):
     steps: int | None = Field(default=None, ge=1, le=1000)
     format: Literal["wav", "flac"] = "wav"
     melody: str | None = None  # a melody clip to follow (MusicGen Melody): a local file path
+
+    @classmethod
+    def fixed_shape(cls, card: ModelCard) -> bool:
+        return makes_one_length(card)
 
     def check_against(self, card: ModelCard) -> None:
         check_length(self.seconds, card)

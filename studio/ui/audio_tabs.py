@@ -10,7 +10,7 @@ import gradio as gr
 
 from ..errors import InvalidInput
 from ..services import Studio
-from ..tasks.audio import AudioSpec
+from ..tasks.audio import AudioSpec, length_range
 from ..tasks.music import MAX_MELODY_SECONDS, MELODY_FORMATS, MusicSpec
 from .common import (card_note, generate, model_header, only_taken, start_follows_model, stop_button, styled_job,
                      wire_generate)
@@ -37,13 +37,27 @@ def present(job: Any, seconds: float) -> tuple:
 
 
 def _length_fill(studio: Studio, seconds: gr.Slider, params: dict[str, Any], model_id: str | None,
-                 cap: float) -> dict:
-    """A length from parameters, within what the model can make (a preset may ask for more than a small one)."""
+                 longest: float) -> dict:
+    """A length from parameters, within what the model can make (a preset may ask for more than a small
+    one, or for another length than a model that makes one)."""
     if params.get("seconds") is None:
         return {}
     card = studio.cards.cards.get(model_id or "")
-    cap = float(card.defaults.get("max_seconds", cap)) if card else cap
-    return {seconds: min(float(params["seconds"]), cap)}
+    lo, hi = length_range(card, longest) if card else (1.0, longest)
+    return {seconds: min(max(float(params["seconds"]), lo), hi)}
+
+
+def _length(card: Any, value: float, longest: float) -> dict[str, Any]:
+    """The Length slider's range, value and help for the card: locked at the one length of a model that
+    makes one (Lumina-T2Audio's 9.984 s), so the form never offers a length the model refuses."""
+    lo, hi = length_range(card, longest) if card is not None else (1.0, longest)
+    one = lo == hi
+    return {"minimum": lo, "maximum": hi, "value": min(max(float(value), lo), hi), "interactive": not one,
+            "info": f"this model makes {hi:g} s clips only" if one else None}
+
+
+def _length_slider(card: Any, value: float, longest: float, elem_id: str) -> gr.Slider:
+    return gr.Slider(step=0.5, label="Length (seconds)", elem_id=elem_id, **_length(card, value, longest))
 
 
 def build_audio(studio: Studio) -> TabForm:
@@ -55,8 +69,8 @@ def build_audio(studio: Studio) -> TabForm:
                                 elem_id="audio-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1, value="Low quality.", elem_id="audio-negative")
             presets = preset_controls(studio, "audio")
-            seconds = gr.Slider(1, 47, value=defaults.get("seconds", 10), step=0.5, label="Length (seconds)",
-                                elem_id="audio-seconds")
+            seconds = _length_slider(studio.cards.cards.get(model.value or ""), defaults.get("seconds", 10), 47,
+                                     "audio-seconds")
             with gr.Row():
                 steps = gr.Slider(1, 300, value=defaults.get("steps", 100), step=1, label="Steps",
                                   elem_id="audio-steps")
@@ -80,8 +94,7 @@ def build_audio(studio: Studio) -> TabForm:
             return {}
         values = AudioSpec.defaults_for(card)
         takes = AudioSpec.takes(card)
-        cap = float(card.defaults.get("max_seconds", 47))
-        return {note: card_note(card), seconds: gr.update(maximum=cap, value=min(values["seconds"], cap)),
+        return {note: card_note(card), seconds: gr.update(**_length(card, values["seconds"], 47)),
                 steps: gr.update(value=values.get("steps", 100), visible="steps" in takes), cfg: values["cfg"],
                 negative: gr.update(visible="negative_prompt" in takes), **controls.updates(card)}
 
@@ -134,8 +147,7 @@ def build_music(studio: Studio) -> TabForm:
             melody = gr.Audio(label=f"Melody to follow (optional: a clip of up to {MAX_MELODY_SECONDS:g} s, "
                               f"{MELODY_FORMATS})", type="filepath", sources=["upload"], elem_id="music-melody",
                               visible="melody" in takes)
-            seconds = gr.Slider(1, 30, value=defaults.get("seconds", 10), step=0.5, label="Length (seconds)",
-                                elem_id="music-seconds")
+            seconds = _length_slider(card, defaults.get("seconds", 10), 30, "music-seconds")
             cfg = gr.Slider(1.0, 10.0, value=defaults.get("cfg", 3.0), step=0.5, label="Guidance")
             with gr.Row():
                 controls.place(advanced=False)
@@ -157,8 +169,7 @@ def build_music(studio: Studio) -> TabForm:
             return {}
         values = MusicSpec.defaults_for(card)
         takes = MusicSpec.takes(card)
-        cap = float(card.defaults.get("max_seconds", 30))
-        return {note: card_note(card), seconds: gr.update(maximum=cap, value=min(values["seconds"], cap)),
+        return {note: card_note(card), seconds: gr.update(**_length(card, values["seconds"], 30)),
                 cfg: values["cfg"], steps: gr.update(value=values.get("steps", 100), visible="steps" in takes),
                 negative: gr.update(visible="negative_prompt" in takes), melody: gr.update(visible="melody" in takes),
                 **controls.updates(card)}

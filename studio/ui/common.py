@@ -43,12 +43,14 @@ def model_choices(studio: Studio, task: str) -> list[tuple[str, str]]:
 def default_model(studio: Studio, task: str) -> str | None:
     """A real model that is present, else the first built-in tiny model, so a new install works offline.
     Among those, one that runs from the prompt alone with the whole form comes first (text-to-video
-    before image-to-video, a diffusion model before a class-conditional one)."""
+    before image-to-video, a diffusion model before a class-conditional one, any clip length before one
+    fixed length)."""
     from ..tasks import get_task
 
     spec_type = get_task(task).spec_type
     cards = [c for c in studio.cards.for_task(task) if c.runnable and is_ready(c, studio.cards, studio.settings)]
-    cards.sort(key=lambda c: not spec_type.needs_only_a_prompt(c))  # stable: the catalogue's order otherwise
+    # Stable: the catalogue's order otherwise.
+    cards.sort(key=lambda c: (not spec_type.needs_only_a_prompt(c), spec_type.fixed_shape(c)))
     real = [c for c in cards if not c.tiny]
     chosen = (real or cards or studio.cards.for_task(task) or [None])[0]
     return chosen.id if chosen else None
