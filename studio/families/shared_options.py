@@ -11,3 +11,12 @@ def time_shift(default: float | None, help: str) -> Option:
     keeps the scheduler's own, unless the card sets one."""
     return Option("shift", float, default, label="Time shift", minimum=0, above_minimum=True, maximum=100,
                   widget="slider", slider=(1.0, 20.0), step=0.5, infotext="Shift", advanced=True, help=help)
+
+
+def speed(help: str) -> Option:
+    """Step caching for the job (studio/runtime/step_cache.py holds each method's settings): off runs every
+    step in full, exactly as without caching; balanced and fast reuse transformer work between steps,
+    fast more of it. The family's `help` names its method."""
+    return Option("speed", str, "off", label="Speed", choices=(("Off", "off"), ("Balanced", "balanced"),
+                                                               ("Fast", "fast")),
+                  widget="radio", infotext="Speed", advanced=True, group="Speed", help=help)

@@ -1,9 +1,11 @@
-"""Running a CogVideoX job: the start image for image-to-video, the control clip for Fun control."""
+"""Running a CogVideoX job: the start image for image-to-video, the control clip for Fun control, and
+step caching (TaylorSeer, lite)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ...runtime.step_cache import step_cache
 from ...tasks.base import StepCallback, TaskOutput
 from ...tasks.video import load_input_image, load_input_video, run_diffusers_video
 
@@ -11,7 +13,7 @@ IMAGE, CONTROL = "CogVideoXImageToVideoPipeline", "CogVideoXFunControlPipeline"
 
 
 def takes(card: Any, task: str) -> list[str]:
-    return ["negative_prompt", *(["image"] if card.pipeline == IMAGE else []),
+    return ["negative_prompt", "speed", *(["image"] if card.pipeline == IMAGE else []),
             *(["control_video"] if card.pipeline == CONTROL else [])]
 
 
@@ -22,4 +24,7 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
     if card.pipeline == CONTROL:
         inputs["control_video"] = load_input_video(spec.control_video, spec.frames, spec.width, spec.height, card)
     # Fun control takes its length from the control clip.
-    return run_diffusers_video(pipeline, spec, on_step, inputs, num_frames=card.pipeline != CONTROL)
+    used: dict[str, Any] = {}
+    with step_cache(pipeline, spec.option("speed"), "taylorseer", used):
+        output = run_diffusers_video(pipeline, spec, on_step, inputs, num_frames=card.pipeline != CONTROL)
+    return TaskOutput(items=output.items, used={**output.used, **used})

@@ -1,9 +1,9 @@
 """Wan 2.1 on diffusers (WanPipeline, WanImageToVideoPipeline, WanVACEPipeline): text-, image- and
-video-to-video, and control video with an optional reference image (VACE). Its option is the flow
-shift of its UniPC scheduler (VideoX-Fun's 3.0 for 480p; cards set theirs)."""
+video-to-video, and control video with an optional reference image (VACE). Its options are the flow
+shift of its UniPC scheduler (VideoX-Fun's 3.0 for 480p; cards set theirs) and step caching (`speed`)."""
 
 from ..registry import Family, register
-from ..shared_options import time_shift
+from ..shared_options import speed, time_shift
 
 FAMILY = register(Family(
     name="wan",
@@ -12,9 +12,12 @@ FAMILY = register(Family(
     tasks=("video",),
     options=(
         time_shift(None, "the scheduler's flow shift"),
+        speed("step caching by First Block Cache: balanced skips a step's later blocks while the first block's "
+              "output moved < 5% since the last full pass, fast < 10%. Not for video-to-video or VACE"),
     ),
     defaults={"control_scale": 1.0},
     run="studio.families.wan.run:run",
+    prepare="studio.families.wan.run:prepare",
     takes="studio.families.wan.run:takes",
     builders={"tiny-wan": "studio.zoo.builtin_video:build_tiny_wan",
               "tiny-wan-i2v": "studio.zoo.builtin_video:build_tiny_wan_i2v",

@@ -1,9 +1,12 @@
-"""Running a Wan 2.1 job: which inputs each of its pipelines takes, and the call that feeds them."""
+"""Running a Wan 2.1 job: which inputs each of its pipelines takes, the call that feeds them, and its
+step caching (First Block Cache, for text- and image-to-video only)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from ...errors import InvalidInput
+from ...runtime.step_cache import step_cache
 from ...tasks.base import StepCallback, TaskOutput
 from ...tasks.video import load_input_image, load_input_video, run_diffusers_video
 
@@ -11,7 +14,7 @@ TEXT, IMAGE, VACE = "WanPipeline", "WanImageToVideoPipeline", "WanVACEPipeline"
 
 
 def takes(card: Any, task: str) -> list[str]:
-    fields = ["negative_prompt", "shift"]
+    fields = ["negative_prompt", "shift", *(["speed"] if card.pipeline != VACE else [])]
     if card.pipeline == IMAGE:
         fields.append("image")
     if card.pipeline == VACE:
@@ -21,6 +24,21 @@ def takes(card: Any, task: str) -> list[str]:
         # strength default says it is offered.
         fields += ["video", "strength"]
     return fields
+
+
+def prepare(card: Any, task: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Refuse step caching, before the job is queued, where First Block Cache would be wrong or cannot run
+    (speed off on VACE, which offers no speed, is what it does anyway: dropped, not refused)."""
+    if card.pipeline == VACE and params.get("speed") == "off":
+        params = {k: v for k, v in params.items() if k != "speed"}
+    if params.get("speed") not in (None, "off"):
+        if card.pipeline == VACE:
+            raise InvalidInput(f"speed: {card.title} cannot cache steps (VACE adds its control hints between the "
+                               "blocks First Block Cache skips); use speed off")
+        if params.get("video"):
+            raise InvalidInput("speed: video-to-video cannot cache steps (diffusers' WanVideoToVideoPipeline does "
+                               "not tell the cache its conditional and unconditional passes apart); use speed off")
+    return params
 
 
 def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -> TaskOutput:
@@ -48,4 +66,7 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
         inputs["conditioning_scale"] = spec.control_scale
         if spec.reference_image:
             inputs["reference_images"] = [load_input_image(spec.reference_image, card)]
-    return run_diffusers_video(pipeline, spec, on_step, inputs, num_frames=num_frames)
+    used: dict[str, Any] = {}
+    with step_cache(pipeline, spec.option("speed"), "first_block", used):
+        output = run_diffusers_video(pipeline, spec, on_step, inputs, num_frames=num_frames)
+    return TaskOutput(items=output.items, used={**output.used, **used})

@@ -1,0 +1,160 @@
+"""Step caching (`speed: off | balanced | fast`) on the real tiny Wan and CogVideoX transformers, run as
+jobs through the studio: fewer full transformer passes, a clip close to speed off, the hooks gone
+after the job (speed off stays bit-identical), the setting recorded and re-run, and refused where a
+model cannot cache. Also the attention backend reaching every diffusers model.
+
+How passes are counted: a forward pre-hook on a child of the transformer's LAST block. A skipped
+block (First Block Cache's later blocks, TaylorSeer's predicted steps) runs none of its children, so
+the hook fires once per pass that really ran the whole transformer.
+
+Tolerance: a cached clip's decoded MP4 frames differ from speed off's by a mean of less than 3 levels
+of 255, and by less than a third of what another seed's clip differs (so the bound means something on
+these noise-like random-weight clips). Measured at 12 steps, 48x32, 9 frames: tiny Wan balanced 0.52,
+fast 1.02 (another seed: 5.2); tiny CogVideoX balanced 2.0, fast 2.2 (another seed: 34.6).
+"""
+
+from __future__ import annotations
+
+import json
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from studio.errors import InvalidInput
+from studio.history import JobStatus
+from studio.media import read_png_metadata
+from studio.runtime import step_cache
+
+STEPS = 12
+TOLERANCE = 3.0  # mean absolute difference, in levels of 255, between a cached clip and speed off's
+WAN = {"model": "tiny-wan", "prompt": "a red fox running through snow", "steps": STEPS, "seed": 3, "frames": 9,
+       "width": 48, "height": 32}
+COGVIDEOX = {"model": "tiny-cogvideox", "prompt": "a red fox running through snow", "steps": STEPS, "seed": 3,
+             "frames": 9, "width": 48, "height": 32}
+
+
+class Passes:
+    """Full transformer passes of the pipeline the studio holds for `card_id` (see the module's docstring)."""
+
+    def __init__(self, studio, card_id: str) -> None:
+        with studio.scheduler.acquire(studio.cards.get(card_id)) as lease:
+            transformer = lease.pipeline.transformer
+        blocks = getattr(transformer, "blocks", None) or transformer.transformer_blocks
+        self.count = 0
+        self.calls = 0
+        self._handles = [next(iter(blocks[-1].children())).register_forward_pre_hook(self._full),
+                         transformer.register_forward_pre_hook(self._call)]
+
+    def _full(self, *_):
+        self.count += 1
+
+    def _call(self, *_):
+        self.calls += 1
+
+    def take(self) -> tuple[int, int]:
+        counts = (self.count, self.calls)
+        self.count = self.calls = 0
+        return counts
+
+
+def clip(job) -> np.ndarray:
+    mp4 = next(s.path for s in job.outputs if s.kind == "video")
+    return np.stack([np.frombuffer(f, np.uint8) for f in list(imageio_ffmpeg.read_frames(str(mp4)))[1:]]
+                    ).astype(float)
+
+
+def done(studio, params):
+    job = studio.run("video", params)
+    assert job.status is JobStatus.DONE, job.error
+    return job
+
+
+def job_json(job) -> dict:
+    poster = next(s.path for s in job.outputs if s.kind == "poster")
+    return read_png_metadata(poster).job
+
+
+@pytest.mark.parametrize("params,method", [(WAN, "FirstBlockCache"), (COGVIDEOX, "TaylorSeerCache (lite)")],
+                         ids=["wan", "cogvideox"])
+def test_speed_makes_fewer_full_passes_close_to_off_and_leaves_no_hook(studio, params, method):
+    first = done(studio, params)  # loads the pipeline; the counter goes on the very one the studio keeps
+    passes = Passes(studio, params["model"])
+    off = done(studio, params)
+    off_passes, calls = passes.take()
+    assert np.array_equal(clip(first), clip(off))
+    assert off_passes == calls == (2 * STEPS if params is WAN else STEPS)  # Wan: cond and uncond passes
+    results, differences = {}, {}
+    for speed in ("balanced", "fast"):
+        job = done(studio, {**params, "speed": speed})
+        full, calls_on = passes.take()
+        results[speed] = full
+        assert calls_on == calls  # the transformer is still called every step …
+        assert full < off_passes  # … but runs in full less often
+        used = job_json(job)["used"]["step_cache"]
+        assert used["method"] == method and used["speed"] == speed
+        assert (used["full_passes"], used["transformer_calls"]) == (full, calls)
+        difference = np.abs(clip(job) - clip(off)).mean()
+        assert 0 < difference < TOLERANCE, f"{speed}: {difference:.3f} levels"
+        differences[speed] = difference
+    assert results["fast"] <= results["balanced"]
+    other_seed = np.abs(clip(done(studio, {**params, "seed": 4})) - clip(off)).mean()
+    passes.take()
+    assert max(differences.values()) < other_seed / 3  # far nearer speed off than another seed is
+    # Speed off after the speed-on jobs: every pass in full, the very same clip as before them.
+    after = done(studio, params)
+    assert passes.take() == (off_passes, calls)
+    assert np.array_equal(clip(after), clip(off))
+    assert "step_cache" not in job_json(after)["used"]
+
+
+def test_speed_is_recorded_in_the_job_and_infotext_and_a_rerun_reproduces_it(studio):
+    job = done(studio, {**WAN, "speed": "fast"})
+    meta = read_png_metadata(next(s.path for s in job.outputs if s.kind == "poster"))
+    assert meta.infotext.fields["Speed"] == "fast"
+    assert meta.job["params"]["speed"] == "fast"
+    mp4 = next(s.path for s in job.outputs if s.kind == "video")
+    assert '"speed": "fast"' in json.dumps(job_json(job)) and mp4.stat().st_size > 0
+    again = done(studio, meta.job["params"])  # an exact re-run sends the recorded params
+    assert job_json(again)["params"]["speed"] == "fast"
+    assert job_json(again)["used"]["step_cache"] == job_json(job)["used"]["step_cache"]
+    assert np.array_equal(clip(again), clip(job))
+    off = done(studio, WAN)
+    assert job_json(off)["params"]["speed"] == "off"  # the default, recorded like any other setting
+    assert read_png_metadata(next(s.path for s in off.outputs if s.kind == "poster")).infotext.fields["Speed"] == "off"
+
+
+def refused(studio, task, params) -> str:
+    """The reason a job was refused before it was queued (a failed row, no file)."""
+    job = studio.jobs.submit(task, params)
+    assert job.status is JobStatus.FAILED
+    assert not job.outputs
+    return job.error
+
+
+def test_image_models_do_not_offer_speed_and_refuse_it_by_name(studio):
+    for model in ("tiny-lumina2", "tiny-lumina-next"):
+        error = refused(studio, "image", {"model": model, "prompt": "a kite", "steps": 2, "speed": "fast"})
+        assert "speed: not a parameter of this task" in error  # no image family declares it
+    assert not list(studio.settings.outputs_dir.rglob("*.png"))
+
+
+def test_wan_vace_and_video_to_video_refuse_speed_clearly(studio, tmp_path):
+    error = refused(studio, "video", {"model": "tiny-wan-vace", "prompt": "a dancer", "speed": "fast",
+                                      "control_video": str(tmp_path / "none.mp4")})
+    assert "cannot cache steps (VACE adds its control hints" in error and "use speed off" in error
+    error = refused(studio, "video", {**WAN, "speed": "balanced", "video": str(tmp_path / "clip.mp4")})
+    assert "speed: video-to-video cannot cache steps" in error
+    assert "must be one of 'off', 'balanced', 'fast'" in refused(studio, "video", {**WAN, "speed": "turbo"})
+    assert not list(studio.settings.outputs_dir.rglob("*.mp4"))
+
+
+def test_a_transformer_without_cache_hooks_is_refused_by_name():
+    class Plain:
+        transformer = object()
+
+    with pytest.raises(InvalidInput, match="not a CacheMixin"):
+        with step_cache.step_cache(Plain(), "fast", "first_block", {}):
+            pass
+    with step_cache.step_cache(Plain(), "off", "first_block", {}):  # off installs nothing anywhere
+        pass
