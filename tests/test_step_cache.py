@@ -158,3 +158,34 @@ def test_a_transformer_without_cache_hooks_is_refused_by_name():
             pass
     with step_cache.step_cache(Plain(), "off", "first_block", {}):  # off installs nothing anywhere
         pass
+
+
+def test_the_cli_has_a_speed_flag_that_reaches_the_job(tmp_path, model_cache, capsys):
+    from studio.cli import main
+
+    home = tmp_path / "home"
+    argv = ["generate", "video", "--home", str(home), "--model-cache", str(model_cache), "--model", "tiny-wan",
+            "--prompt", "a red fox", "--steps", "6", "--frames", "9", "--size", "48x32", "--seed", "2",
+            "--speed", "fast"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    poster = next(line for line in lines[2:] if line.endswith(".png"))
+    meta = read_png_metadata(poster)
+    assert meta.infotext.fields["Speed"] == "fast" and meta.job["used"]["step_cache"]["threshold"] == 0.1
+    with pytest.raises(SystemExit):  # argparse knows the choices
+        main([*argv[:-1], "turbo"])
+    assert "invalid choice: 'turbo'" in capsys.readouterr().err
+
+
+def test_the_named_api_and_the_video_tab_offer_speed():
+    from studio.families import FAMILIES
+    from studio.tasks.video import VideoSpec
+    from studio.ui.named_api import parameters
+
+    speed = next(p for p in parameters("video") if p.name == "speed")
+    assert not speed.required and [value for _, value in speed.component.choices] == ["off", "balanced", "fast"]
+    assert "speed" not in {p.name for p in parameters("image")}
+    assert "speed" in VideoSpec.option_names()
+    option = FAMILIES.get("wan").option("speed")
+    assert option.default == "off" and option.advanced and option.values == ("off", "balanced", "fast")
+    assert FAMILIES.get("cogvideox").option("speed").group == option.group == "Speed"  # one control for both
