@@ -21,6 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 _DTYPES = {"auto", "float32", "float16", "bfloat16"}
 PLACEMENTS = ("auto", "full", "model_offload", "group_offload", "sequential_offload")
 _DEVICES = ("auto", "cpu", "cuda", "mps")
+# sdpa (native: the same, by diffusers' name), flash (flash-attn), sage (sageattention): runtime/attention.py
+ATTENTION = ("sdpa", "native", "flash", "sage")
 
 
 def _default_hf_cache() -> Path:
@@ -46,7 +48,7 @@ class Settings:
     ram_budget_gb: float | None = None
     placement: str = "auto"  # or one of runtime.placement.Placement, for every model
     fp8: bool = False  # store transformer weights in fp8 for models whose card allows it
-    attention: str = "sdpa"  # or "flash" (CUDA + the flash extra)
+    attention: str = "sdpa"  # or "flash" / "sage" on CUDA with their package (runtime/attention.py)
     compile: bool = False
     channels_last: bool = False
     hf_endpoint: str = "https://huggingface.co"
@@ -117,8 +119,8 @@ class Settings:
                     raise InvalidInput(f"{key} must be more than 0 GB")
         if values["placement"] not in PLACEMENTS:
             raise InvalidInput(f"placement must be one of {', '.join(PLACEMENTS)}, got {values['placement']!r}")
-        if values["attention"] not in ("sdpa", "flash", "native"):
-            raise InvalidInput(f"attention must be sdpa or flash, got {values['attention']!r}")
+        if values["attention"] not in ATTENTION:
+            raise InvalidInput(f"attention must be one of {', '.join(ATTENTION)}, got {values['attention']!r}")
         try:
             values["max_upload_mb"] = int(values["max_upload_mb"])
         except (TypeError, ValueError):

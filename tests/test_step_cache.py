@@ -189,3 +189,89 @@ def test_the_named_api_and_the_video_tab_offer_speed():
     option = FAMILIES.get("wan").option("speed")
     assert option.default == "off" and option.advanced and option.values == ("off", "balanced", "fast")
     assert FAMILIES.get("cogvideox").option("speed").group == option.group == "Speed"  # one control for both
+
+
+# -- attention backends ------------------------------------------------------------------------------
+
+def tiny_flux():
+    """A tiny Flux transformer: a non-Wan diffusers model whose attention goes through the dispatcher."""
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    return FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                  attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
+                                  pooled_projection_dim=16, axes_dims_rope=(2, 2, 4)).eval()
+
+
+def flux_forward(model):
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        return model(hidden_states=torch.randn(1, 16, 4, generator=g),
+                     encoder_hidden_states=torch.randn(1, 8, 16, generator=g),
+                     pooled_projections=torch.randn(1, 16, generator=g), timestep=torch.tensor([0.5]),
+                     img_ids=torch.zeros(16, 3), txt_ids=torch.zeros(8, 3), return_dict=False)[0]
+
+
+def test_a_backend_reaches_every_diffusers_model_that_takes_one(monkeypatch, settings):
+    """A pipeline-like object with a tiny Flux transformer (takes a backend), a second one as
+    transformer_2, the real tiny CogVideoX transformer (its processor calls SDPA itself in diffusers
+    0.42.1) and a text encoder (not a diffusers model). The kernels cannot run on this CPU, so the
+    device and package checks are passed for the test and the backend is diffusers' SDPA-math one."""
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    from studio.runtime import attention
+    from studio.runtime.loader import load_pipeline
+
+    cog = load_pipeline(studio_card(settings, "tiny-cogvideox"), settings)
+
+    class Pipe:
+        components = {"transformer": tiny_flux(), "transformer_2": tiny_flux(), "cog": cog.transformer,
+                      "text_encoder": cog.text_encoder}
+
+    pipe = Pipe()
+    before = flux_forward(pipe.components["transformer"])
+    monkeypatch.setitem(attention.KERNELS, "sage", ("_native_math", "torch", "—"))
+    monkeypatch.setattr(_AttentionBackendRegistry, "_active_backend", _AttentionBackendRegistry._active_backend)
+    assert attention.apply_attention_backend(pipe, "sage", "cuda") == ["transformer", "transformer_2"]
+    for part in ("transformer", "transformer_2"):
+        processors = [m.processor for m in pipe.components[part].modules() if hasattr(m, "processor")]
+        assert processors and all(p._attention_backend is AttentionBackendName._NATIVE_MATH for p in processors)
+    assert not attention.takes_backend(cog.transformer)
+    after = flux_forward(pipe.components["transformer"])
+    assert torch_close(before, after)  # the same attention, by another kernel
+    assert attention.apply_attention_backend(pipe, "sdpa", "cpu") == []  # the default sets nothing
+    # Through the loader, on a real card: the tiny Wan's transformer takes it (its VAE and text encoder do not).
+    wan = load_pipeline(studio_card(settings, "tiny-wan"), settings.replace(attention="sage", device="cuda"))
+    assert {m.processor._attention_backend for m in wan.transformer.modules()
+            if hasattr(getattr(m, "processor", None), "_attention_backend")} == {AttentionBackendName._NATIVE_MATH}
+
+
+def torch_close(a, b) -> bool:
+    import torch
+
+    return torch.allclose(a, b, atol=1e-5)
+
+
+def studio_card(settings, card_id):
+    from studio.zoo.cards import CardRegistry
+
+    return CardRegistry.load([settings.model_zoo_dir]).get(card_id)
+
+
+@pytest.mark.parametrize("backend,says", [("flash", "needs a CUDA GPU (the device here is cpu) and the flash_attn"),
+                                          ("sage", "needs a CUDA GPU (the device here is cpu) and the sageattention")])
+def test_a_kernel_backend_on_the_cpu_is_refused_naming_what_to_install(settings, backend, says):
+    from studio.runtime.attention import check_backend
+    from studio.runtime.loader import load_pipeline
+    from studio.settings import Settings
+
+    with pytest.raises(InvalidInput, match=r"use 'sdpa'") as refused:
+        load_pipeline(studio_card(settings, "tiny-cogvideox"), settings.replace(attention=backend, device="cpu"))
+    assert says in str(refused.value) and "pip install" in str(refused.value)
+    with pytest.raises(InvalidInput, match="not installed: pip install sageattention"):
+        check_backend("sage", "cuda")  # no sageattention in this environment
+    with pytest.raises(InvalidInput, match="attention must be one of sdpa, native, flash, sage"):
+        Settings.load(env={}, home=settings.home, attention="xformers")

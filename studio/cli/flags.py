@@ -29,7 +29,8 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--placement", help="auto, full, model_offload, group_offload or sequential_offload")
     parser.add_argument("--fp8", action="store_true", default=None,
                         help="store transformer weights in fp8 for models that tolerate it")
-    parser.add_argument("--attention", help="sdpa (default) or flash (CUDA, needs the flash extra)")
+    parser.add_argument("--attention", help="sdpa (default), flash (CUDA + the flash extra) or sage (CUDA + "
+                        "sageattention), on every diffusers model whose attention takes a backend")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the transformer")
     parser.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
 

@@ -17,7 +17,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidInput, ModelNotAvailable
+from ..errors import ModelNotAvailable
 from ..families import FAMILIES
 from ..settings import Settings
 from ..zoo.builtin import ensure_builtin
@@ -96,29 +96,20 @@ def _snapshot_dir(repo_id: str, revision: str, settings: Settings) -> Path:
 
 
 def apply_speed_settings(pipeline: Any, settings: Settings) -> None:
-    """Attention backend, channels_last and torch.compile, as Settings ask."""
+    """Attention backend (on every diffusers model: runtime/attention.py), channels_last and torch.compile,
+    as Settings ask."""
     import torch
 
+    from .attention import apply_attention_backend
+
     transformer = getattr(pipeline, "transformer", None) or getattr(pipeline, "unet", None)
-    if settings.attention != "sdpa" and transformer is not None:
-        if settings.attention == "flash" and (settings.torch_device() == "cpu" or not _has_flash_attn()):
-            raise InvalidInput("attention 'flash' needs a CUDA GPU and the flash extra (pip install -e '.[flash]'); "
-                               "use 'sdpa'")
-        transformer.set_attention_backend(settings.attention)
+    apply_attention_backend(pipeline, settings.attention, settings.torch_device())
     if settings.channels_last:
         for module in (transformer, getattr(pipeline, "vae", None)):
             if module is not None:
                 module.to(memory_format=torch.channels_last)
     if settings.compile and transformer is not None:
         transformer.compile()
-
-
-def _has_flash_attn() -> bool:
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _load_transformers(card: ModelCard, repo_id: str, revision: str, settings: Settings, dtype: Any) -> Any:
