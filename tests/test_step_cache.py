@@ -20,6 +20,7 @@ import json
 import imageio_ffmpeg
 import numpy as np
 import pytest
+from PIL import Image
 
 from studio.errors import InvalidInput
 from studio.history import JobStatus
@@ -30,6 +31,8 @@ STEPS = 12
 TOLERANCE = 3.0  # mean absolute difference, in levels of 255, between a cached clip and speed off's
 WAN = {"model": "tiny-wan", "prompt": "a red fox running through snow", "steps": STEPS, "seed": 3, "frames": 9,
        "width": 48, "height": 32}
+LUMINA2 = {"model": "tiny-lumina2", "prompt": "a red kite over a field", "steps": STEPS, "seed": 3, "width": 256,
+           "height": 256}
 COGVIDEOX = {"model": "tiny-cogvideox", "prompt": "a red fox running through snow", "steps": STEPS, "seed": 3,
              "frames": 9, "width": 48, "height": 32}
 
@@ -40,7 +43,8 @@ class Passes:
     def __init__(self, studio, card_id: str) -> None:
         with studio.scheduler.acquire(studio.cards.get(card_id)) as lease:
             transformer = lease.pipeline.transformer
-        blocks = getattr(transformer, "blocks", None) or transformer.transformer_blocks
+        blocks = next(getattr(transformer, name) for name in ("blocks", "transformer_blocks", "layers")
+                      if hasattr(transformer, name))
         self.count = 0
         self.calls = 0
         self._handles = [next(iter(blocks[-1].children())).register_forward_pre_hook(self._full),
@@ -59,31 +63,35 @@ class Passes:
 
 
 def clip(job) -> np.ndarray:
+    """The clip's decoded frames (a video job) or the picture's pixels (an image job)."""
+    if job.task == "image":
+        with Image.open(job.outputs[0].path) as im:
+            return np.asarray(im.convert("RGB")).astype(float)
     mp4 = next(s.path for s in job.outputs if s.kind == "video")
     return np.stack([np.frombuffer(f, np.uint8) for f in list(imageio_ffmpeg.read_frames(str(mp4)))[1:]]
                     ).astype(float)
 
 
 def done(studio, params):
-    job = studio.run("video", params)
+    job = studio.run("image" if params["model"] == "tiny-lumina2" else "video", params)
     assert job.status is JobStatus.DONE, job.error
     return job
 
 
 def job_json(job) -> dict:
-    poster = next(s.path for s in job.outputs if s.kind == "poster")
-    return read_png_metadata(poster).job
+    png = next(s.path for s in job.outputs if s.kind in ("poster", "image"))
+    return read_png_metadata(png).job
 
 
-@pytest.mark.parametrize("params,method", [(WAN, "FirstBlockCache"), (COGVIDEOX, "TaylorSeerCache (lite)")],
-                         ids=["wan", "cogvideox"])
+@pytest.mark.parametrize("params,method", [(WAN, "FirstBlockCache"), (COGVIDEOX, "TaylorSeerCache (lite)"),
+                                           (LUMINA2, "FirstBlockCache")], ids=["wan", "cogvideox", "lumina2"])
 def test_speed_makes_fewer_full_passes_close_to_off_and_leaves_no_hook(studio, params, method):
     first = done(studio, params)  # loads the pipeline; the counter goes on the very one the studio keeps
     passes = Passes(studio, params["model"])
     off = done(studio, params)
     off_passes, calls = passes.take()
     assert np.array_equal(clip(first), clip(off))
-    assert off_passes == calls == (2 * STEPS if params is WAN else STEPS)  # Wan: cond and uncond passes
+    assert off_passes == calls == (STEPS if params is COGVIDEOX else 2 * STEPS)  # CogVideoX batches its CFG
     results, differences = {}, {}
     for speed in ("balanced", "fast"):
         job = done(studio, {**params, "speed": speed})
@@ -132,10 +140,12 @@ def refused(studio, task, params) -> str:
     return job.error
 
 
-def test_image_models_do_not_offer_speed_and_refuse_it_by_name(studio):
-    for model in ("tiny-lumina2", "tiny-lumina-next"):
-        error = refused(studio, "image", {"model": model, "prompt": "a kite", "steps": 2, "speed": "fast"})
-        assert "speed: not a parameter of this task" in error  # no image family declares it
+def test_models_that_cannot_cache_do_not_offer_speed_and_refuse_it_by_name(studio):
+    error = refused(studio, "image", {"model": "tiny-lumina-next", "prompt": "a kite", "steps": 2, "speed": "fast"})
+    assert "speed: Lumina-Image 2.0's options apply to Lumina-Image 2.0 models only, not to" in error
+    error = refused(studio, "anagram", {"model": "tiny-lumina2", "prompts": ["a cat", "a dog"], "steps": 2,
+                                        "speed": "fast"})
+    assert "speed: not a parameter of this task" in error  # Lumina-Image 2.0 caches its images only
     assert not list(studio.settings.outputs_dir.rglob("*.png"))
 
 

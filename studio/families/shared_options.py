@@ -13,10 +13,10 @@ def time_shift(default: float | None, help: str) -> Option:
                   widget="slider", slider=(1.0, 20.0), step=0.5, infotext="Shift", advanced=True, help=help)
 
 
-def speed(help: str) -> Option:
+def speed(help: str, tasks: tuple[str, ...] = ()) -> Option:
     """Step caching for the job (studio/runtime/step_cache.py holds each method's settings): off runs every
     step in full, exactly as without caching; balanced and fast reuse transformer work between steps,
-    fast more of it. The family's `help` names its method."""
+    fast more of it. The family's `help` names its method; `tasks` those of its tasks that cache."""
     return Option("speed", str, "off", label="Speed", choices=(("Off", "off"), ("Balanced", "balanced"),
                                                                ("Fast", "fast")),
-                  widget="radio", infotext="Speed", advanced=True, group="Speed", help=help)
+                  widget="radio", infotext="Speed", advanced=True, group="Speed", help=help, tasks=tasks)

@@ -14,7 +14,13 @@ The methods (a family picks one in its run hook; the numbers live here only):
   the last full pass, the other blocks are skipped and their cached residual reused. Adaptive: how
   many passes it skips depends on the model. Balanced 0.05, fast 0.1 (the values diffusers' and
   ParaAttention's docs use for Wan/HunyuanVideo). It needs the pipeline to name its denoiser calls
-  (`cache_context("cond" / "uncond")`), which WanPipeline and WanImageToVideoPipeline do.
+  (`cache_context("cond" / "uncond")`), which WanPipeline and WanImageToVideoPipeline do. For a
+  transformer diffusers gives no cache hooks (Lumina-Image 2.0's: no CacheMixin, its pipeline names
+  no calls) the family asks `name_passes`: the same First Block Cache hooks are applied directly,
+  its block class described to diffusers (`BLOCK_OUTPUTS`), and each call named by the text
+  embedding it is given (the prompt's and the negative prompt's are fixed tensors for the run, so the
+  conditional and unconditional passes each keep their own cache, even where Lumina's CFG
+  truncation leaves the unconditional one out).
 - `taylorseer` — TaylorSeer in its lite form: after 3 full warm-up steps, only every `interval`-th
   step runs the transformer's blocks; in between the output projection is extrapolated from the last
   full passes (first-order Taylor). A fixed schedule, so it saves on any model (First Block Cache
@@ -30,7 +36,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..errors import InvalidInput
 
@@ -45,6 +51,9 @@ METHOD_NAMES = {"first_block": "FirstBlockCache", "taylorseer": "TaylorSeerCache
 TAYLORSEER_WARMUP = 3  # full steps before any is predicted (diffusers' default)
 
 _BLOCK_LISTS = ("blocks", "transformer_blocks", "layers")
+# Block classes diffusers' First Block Cache does not describe: which of their outputs is the hidden
+# state (index) and which the text's (None: they return the hidden state alone).
+BLOCK_OUTPUTS: dict[str, tuple[int, int | None]] = {"Lumina2TransformerBlock": (0, None)}
 
 
 def hook_config(method: str, speed: str) -> Any:
@@ -67,21 +76,26 @@ def denoisers(pipeline: Any) -> list[Any]:
             if m is not None]
 
 
-def can_cache(model: Any, method: str) -> str | None:
+def can_cache(model: Any, method: str, name_passes: bool = False) -> str | None:
     """None when `method` can be installed on `model`, else why not (for the refusal)."""
     name = type(model).__name__
-    if not callable(getattr(model, "enable_cache", None)):
+    if not callable(getattr(model, "enable_cache", None)) and not (name_passes and method == "first_block"):
         return f"{name} has no diffusers cache hooks (it is not a CacheMixin model)"
     if method == "first_block":
-        from diffusers.hooks._helpers import TransformerBlockRegistry
+        from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 
         blocks = _last_blocks(model)
         if blocks is None or len(blocks) < 2:
             return f"{name} has no list of at least two transformer blocks for First Block Cache"
+        block = type(blocks[0])
+        if block.__name__ in BLOCK_OUTPUTS and block not in TransformerBlockRegistry._registry:
+            hidden, text = BLOCK_OUTPUTS[block.__name__]
+            TransformerBlockRegistry.register(block, TransformerBlockMetadata(
+                return_hidden_states_index=hidden, return_encoder_hidden_states_index=text))
         try:
-            TransformerBlockRegistry.get(type(blocks[0]))
+            TransformerBlockRegistry.get(block)
         except ValueError:
-            return f"diffusers does not know {type(blocks[0]).__name__}'s outputs, which First Block Cache needs"
+            return f"diffusers does not know {block.__name__}'s outputs, which First Block Cache needs"
     if method == "taylorseer" and not any(re.fullmatch(r"proj_out", n) for n, _ in model.named_children()):
         return f"{name} has no output projection (proj_out) for TaylorSeer's lite form"
     return None
@@ -137,30 +151,60 @@ def check_speed(speed: Any, method: str | None, where: str) -> str:
     return speed
 
 
+def _install(model: Any, method: str, speed: str, name_passes: bool) -> Callable[[], None]:
+    """Install the hooks on one model; the call that removes them (and anything installed with them)."""
+    if not name_passes:
+        model.enable_cache(hook_config(method, speed))
+        return model.disable_cache
+    from diffusers.hooks import HookRegistry, apply_first_block_cache
+    from diffusers.hooks.first_block_cache import _FBC_BLOCK_HOOK, _FBC_LEADER_BLOCK_HOOK
+    from diffusers.hooks.hooks import CacheContext, _set_cache_context
+
+    names: dict[int, str] = {}
+
+    def name_the_pass(module: Any, args: tuple, kwargs: dict) -> None:
+        text = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+        _set_cache_context(module, CacheContext(names.setdefault(id(text), f"pass {len(names)}")))
+
+    handle = model.register_forward_pre_hook(name_the_pass, with_kwargs=True)
+    apply_first_block_cache(model, hook_config(method, speed))
+
+    def remove() -> None:
+        handle.remove()
+        registry = HookRegistry.check_if_exists_or_initialize(model)
+        registry.remove_hook(_FBC_LEADER_BLOCK_HOOK, recurse=True)
+        registry.remove_hook(_FBC_BLOCK_HOOK, recurse=True)
+        registry.invalidate_child_registries_cache()
+        _set_cache_context(model, None)
+
+    return remove
+
+
 @contextmanager
-def step_cache(pipeline: Any, speed: Any, method: str, record: dict[str, Any]) -> Iterator[None]:
+def step_cache(pipeline: Any, speed: Any, method: str, record: dict[str, Any],
+               name_passes: bool = False) -> Iterator[None]:
     """Run the body with `method`'s hooks at `speed` on the pipeline's transformers, then remove them.
-    Speed off (or unset) installs nothing. `record` gets the job's `used["step_cache"]` entry."""
+    Speed off (or unset) installs nothing. `record` gets the job's `used["step_cache"]` entry.
+    `name_passes`: the pipeline does not name its denoiser calls, so they are named here (first_block)."""
     speed = check_speed(speed, method, type(pipeline).__name__)
     if speed == "off":
         yield
         return
     models = denoisers(pipeline)
-    problems = [why for why in (can_cache(m, method) for m in models) if why] or ([] if models else
-                                                                                  ["it has no transformer"])
+    problems = [why for why in (can_cache(m, method, name_passes) for m in models) if why] or (
+        [] if models else ["it has no transformer"])
     if problems:
         raise InvalidInput(f"speed {speed}: {type(pipeline).__name__} cannot cache steps: {problems[0]}; "
                            "use speed off")
-    enabled: list[Any] = []
+    removers: list[Callable[[], None]] = []
     counter = _PassCounter(models)
     try:
         for model in models:
-            model.enable_cache(hook_config(method, speed))
-            enabled.append(model)
+            removers.append(_install(model, method, speed, name_passes))
         yield
         record["step_cache"] = {**describe(method, speed), "transformer_calls": counter.calls,
                                 "full_passes": counter.full}
     finally:
         counter.remove()
-        for model in enabled:
-            model.disable_cache()
+        for remove in removers:
+            remove()

@@ -1,8 +1,9 @@
 """Lumina-Image 2.0 on diffusers' Lumina2Pipeline: its own Euler flow with normalised CFG, and the
-flow-matching time shift as its one option (the scheduler's own when unset). It also runs anagrams."""
+flow-matching time shift as its option (the scheduler's own when unset), and step caching (`speed`) for
+its images. It also runs anagrams."""
 
 from ..registry import Family, register
-from ..shared_options import time_shift
+from ..shared_options import speed, time_shift
 
 FAMILY = register(Family(
     name="lumina2",
@@ -10,6 +11,8 @@ FAMILY = register(Family(
     tasks=("image", "anagram"),
     options=(
         time_shift(None, "the flow-matching time shift; unset keeps the scheduler's own"),
+        speed("step caching by First Block Cache: balanced skips a step's later layers while the first layer's "
+              "output moved < 5% since the last full pass, fast < 10%", tasks=("image",)),
     ),
     run="studio.families.lumina2.run:run",
     builders={"tiny-lumina2": "studio.zoo.builtin_image:build_tiny_lumina2"},

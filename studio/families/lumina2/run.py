@@ -1,5 +1,6 @@
 """Running Lumina-Image 2.0 jobs: text-to-image through the pipeline's own loop, and anagrams in two
-phases on its flow (Euler, as its pipeline samples)."""
+phases on its flow (Euler, as its pipeline samples). Images may cache steps (First Block Cache, its
+calls named here: runtime/step_cache.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import torch
 
 from ...engines import anagram, lumina2_flow
+from ...runtime.step_cache import step_cache
 from ...tasks.anagram import run_anagram
 from ...tasks.base import StepCallback, TaskOutput
 from ...tasks.image import SAMPLER_NAMES, run_diffusers_image
@@ -15,7 +17,10 @@ from ...tasks.image import SAMPLER_NAMES, run_diffusers_image
 
 def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -> TaskOutput:
     if task == "image":
-        return run_diffusers_image(pipeline, spec, on_step)
+        used: dict[str, Any] = {}
+        with step_cache(pipeline, spec.option("speed"), "first_block", used, name_passes=True):
+            output = run_diffusers_image(pipeline, spec, on_step)
+        return TaskOutput(items=output.items, used={**output.used, **used})
     if task == "anagram":
         # The anagram sampler's two phases (engines/anagram.py) on Lumina-Image 2.0's own flow, which runs
         # at any size: the same velocities in both, Euler as its pipeline samples.
