@@ -288,3 +288,23 @@ def test_a_kernel_backend_on_the_cpu_is_refused_naming_what_to_install(settings,
         check_backend("sage", "cuda")  # no sageattention in this environment
     with pytest.raises(InvalidInput, match="attention must be one of sdpa, native, flash, sage"):
         Settings.load(env={}, home=settings.home, attention="xformers")
+
+
+def test_the_hooks_are_removed_when_the_job_fails_midway(settings):
+    from diffusers.hooks import HookRegistry
+
+    from studio.runtime.loader import load_pipeline
+
+    for card_id, method in (("tiny-wan", "first_block"), ("tiny-cogvideox", "taylorseer"),
+                            ("tiny-lumina2", "first_block")):
+        pipe = load_pipeline(studio_card(settings, card_id), settings)
+        model = pipe.transformer
+        with pytest.raises(RuntimeError, match="midway"):
+            with step_cache.step_cache(pipe, "fast", method, {}, name_passes=card_id == "tiny-lumina2"):
+                assert any(getattr(m, "_diffusers_hook", None) and m._diffusers_hook.hooks for m in model.modules())
+                raise RuntimeError("midway")
+        left = {name for m in model.modules() if getattr(m, "_diffusers_hook", None)
+                for name in m._diffusers_hook.hooks}
+        assert not left, left
+        assert not model._forward_pre_hooks and not getattr(model, "is_cache_enabled", False)
+        assert HookRegistry.check_if_exists_or_initialize(model) is not None

@@ -34,7 +34,6 @@ the transformer was called and how many of those ran its blocks in full.
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -96,8 +95,10 @@ def can_cache(model: Any, method: str, name_passes: bool = False) -> str | None:
             TransformerBlockRegistry.get(block)
         except ValueError:
             return f"diffusers does not know {block.__name__}'s outputs, which First Block Cache needs"
-    if method == "taylorseer" and not any(re.fullmatch(r"proj_out", n) for n, _ in model.named_children()):
-        return f"{name} has no output projection (proj_out) for TaylorSeer's lite form"
+    children = [n for n, _ in model.named_children()]
+    if method == "taylorseer" and not ("proj_out" in children and any("block" in n for n in children)):
+        # The lite form predicts `proj_out` and skips the children named like `*block*`.
+        return f"{name} has no output projection (proj_out) or blocks for TaylorSeer's lite form"
     return None
 
 
