@@ -22,6 +22,7 @@ from ..families import FAMILIES
 from ..settings import Settings
 from ..zoo.builtin import ensure_builtin
 from ..zoo.cards import CardRegistry, ModelCard
+from .attention import apply_attention_backend, check_backend
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,6 @@ def apply_speed_settings(pipeline: Any, settings: Settings) -> None:
     """Attention backend (on every diffusers model: runtime/attention.py), channels_last and torch.compile,
     as Settings ask."""
     import torch
-
-    from .attention import apply_attention_backend
 
     transformer = getattr(pipeline, "transformer", None) or getattr(pipeline, "unet", None)
     apply_attention_backend(pipeline, settings.attention, settings.torch_device())
@@ -187,6 +186,7 @@ def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents 
     if not card.runnable:
         raise ModelNotAvailable(f"{card.title} is listed but the studio cannot run it yet")
     quiet_libraries()
+    check_backend(settings.attention, settings.torch_device())  # a kernel that cannot run here: before any load
     repo_id, revision = resolve_source(card, settings)
     dtype = settings.torch_dtype(card.dtype)
     not_there = _not_there(card, settings)
