@@ -190,14 +190,15 @@ def test_the_cli_has_a_speed_flag_that_reaches_the_job(tmp_path, model_cache, ca
     assert "invalid choice: 'turbo'" in capsys.readouterr().err
 
 
-def test_the_named_api_and_the_video_tab_offer_speed():
+def test_the_named_api_and_the_tabs_offer_speed_where_a_family_declares_it():
     from studio.families import FAMILIES
     from studio.tasks.video import VideoSpec
     from studio.ui.named_api import parameters
 
     speed = next(p for p in parameters("video") if p.name == "speed")
     assert not speed.required and [value for _, value in speed.component.choices] == ["off", "balanced", "fast"]
-    assert "speed" not in {p.name for p in parameters("image")}
+    assert "speed" in {p.name for p in parameters("image")}  # Lumina-Image 2.0's
+    assert not {"speed"} & {p.name for task in ("anagram", "compose", "audio", "music") for p in parameters(task)}
     assert "speed" in VideoSpec.option_names()
     option = FAMILIES.get("wan").option("speed")
     assert option.default == "off" and option.advanced and option.values == ("off", "balanced", "fast")
