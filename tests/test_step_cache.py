@@ -203,6 +203,16 @@ def test_the_named_api_and_the_tabs_offer_speed_where_a_family_declares_it():
     option = FAMILIES.get("wan").option("speed")
     assert option.default == "off" and option.advanced and option.values == ("off", "balanced", "fast")
     assert FAMILIES.get("cogvideox").option("speed").group == option.group == "Speed"  # one control for both
+    from studio.ui.family_controls import FamilyControls
+    from studio.zoo.cards import CardRegistry
+    from studio.settings import REPO_ROOT
+
+    cards = CardRegistry.load([REPO_ROOT / "model_zoo"])
+    for task, card_id, shown in (("video", "tiny-wan", True), ("video", "tiny-wan-i2v", True),
+                                 ("video", "tiny-cogvideox", True), ("video", "tiny-wan-vace", False),
+                                 ("image", "tiny-lumina2", True), ("image", "tiny-lumina-next", False)):
+        card = cards.get(card_id)
+        assert ("speed" in FamilyControls(task, task, card).taken(card)) is shown, card_id
 
 
 # -- attention backends ------------------------------------------------------------------------------
