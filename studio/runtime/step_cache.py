@@ -142,13 +142,12 @@ class _PassCounter:
             handle.remove()
 
 
-def check_speed(speed: Any, method: str | None, where: str) -> str:
-    """The job's speed, or InvalidInput when it is not one of SPEEDS or `where` cannot cache."""
+def check_speed(speed: Any) -> str:
+    """The job's speed (unset: off), or InvalidInput when it is not one of SPEEDS (the option checks it
+    first; this holds for a caller that did not go through it)."""
     speed = speed or "off"
     if speed not in SPEEDS:
         raise InvalidInput(f"speed: must be one of {', '.join(SPEEDS)} (got {speed!r})")
-    if speed != "off" and method is None:
-        raise InvalidInput(f"speed: {where} cannot cache steps, so it runs at speed off only")
     return speed
 
 
@@ -187,7 +186,7 @@ def step_cache(pipeline: Any, speed: Any, method: str, record: dict[str, Any],
     """Run the body with `method`'s hooks at `speed` on the pipeline's transformers, then remove them.
     Speed off (or unset) installs nothing. `record` gets the job's `used["step_cache"]` entry.
     `name_passes`: the pipeline does not name its denoiser calls, so they are named here (first_block)."""
-    speed = check_speed(speed, method, type(pipeline).__name__)
+    speed = check_speed(speed)
     if speed == "off":
         yield
         return
