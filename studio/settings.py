@@ -21,6 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 _DTYPES = {"auto", "float32", "float16", "bfloat16"}
 PLACEMENTS = ("auto", "full", "model_offload", "group_offload", "sequential_offload")
 _DEVICES = ("auto", "cpu", "cuda", "mps")
+# Weight-only quantization of the transformer (runtime/quantize.py); "auto": what the card says (else none).
+QUANTIZATIONS = ("auto", "none", "int8", "fp8")
 
 
 def _default_hf_cache() -> Path:
@@ -46,6 +48,7 @@ class Settings:
     ram_budget_gb: float | None = None
     placement: str = "auto"  # or one of runtime.placement.Placement, for every model
     fp8: bool = False  # store transformer weights in fp8 for models whose card allows it
+    quantization: str = "auto"  # torchao weight-only int8 / fp8 of the transformer, for every model
     attention: str = "sdpa"  # or "flash" (CUDA + the flash extra)
     compile: bool = False
     channels_last: bool = False
@@ -83,6 +86,7 @@ class Settings:
             "ram_budget_gb": env.get("STUDIO_RAM_BUDGET_GB") or None,
             "placement": env.get("STUDIO_PLACEMENT", cls.placement),
             "fp8": env.get("STUDIO_FP8", "0").lower() in ("1", "true", "yes", "on"),
+            "quantization": env.get("STUDIO_QUANTIZATION", cls.quantization),
             "attention": env.get("STUDIO_ATTENTION", cls.attention),
             "compile": env.get("STUDIO_COMPILE", "0").lower() in ("1", "true", "yes", "on"),
             "channels_last": env.get("STUDIO_CHANNELS_LAST", "0").lower() in ("1", "true", "yes", "on"),
@@ -117,6 +121,8 @@ class Settings:
                     raise InvalidInput(f"{key} must be more than 0 GB")
         if values["placement"] not in PLACEMENTS:
             raise InvalidInput(f"placement must be one of {', '.join(PLACEMENTS)}, got {values['placement']!r}")
+        if values.get("quantization", "auto") not in QUANTIZATIONS:
+            raise InvalidInput(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {values['quantization']!r}")
         if values["attention"] not in ("sdpa", "flash", "native"):
             raise InvalidInput(f"attention must be sdpa or flash, got {values['attention']!r}")
         try:
