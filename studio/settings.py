@@ -122,7 +122,8 @@ class Settings:
         if values["placement"] not in PLACEMENTS:
             raise InvalidInput(f"placement must be one of {', '.join(PLACEMENTS)}, got {values['placement']!r}")
         if values.get("quantization", "auto") not in QUANTIZATIONS:
-            raise InvalidInput(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {values['quantization']!r}")
+            raise InvalidInput(f"quantization must be one of {', '.join(QUANTIZATIONS)}, "
+                               f"got {values['quantization']!r}")
         if values["attention"] not in ("sdpa", "flash", "native"):
             raise InvalidInput(f"attention must be sdpa or flash, got {values['attention']!r}")
         try:

@@ -67,6 +67,14 @@ def estimated_memory_gb(card: ModelCard, kind: str) -> float:
     return max(card.memory_gb - card.transformer_gb * (1 - ratio_to_bf16(kind)), 0.01)
 
 
+def estimate_gb(card: ModelCard, settings: Settings) -> float:
+    """The card's memory estimate under these settings: a GGUF card's own (written for its file), else
+    scaled for the torchao mode it loads with."""
+    if card.transformer_gguf is not None:
+        return card.memory_gb
+    return estimated_memory_gb(card, mode_for(card, settings))
+
+
 def check_device(mode: str, device: str) -> None:
     """Refuse a mode this device cannot compute in, saying what would work."""
     if mode != "fp8":
