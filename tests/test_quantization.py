@@ -245,3 +245,22 @@ def test_a_gguf_card_must_require_the_card_holding_its_file():
     data["requires"] = []
     with pytest.raises(ValueError, match="must also be in `requires`"):
         type(cards.get("tiny-wan-gguf-q8")).model_validate(data)
+
+
+def test_a_gguf_card_downloads_only_its_file_and_the_rest_of_the_base_repo():
+    from studio.zoo.hub import RemoteFile, select_files
+
+    cards = CardRegistry.load([REPO_ROOT / "model_zoo"])
+    gguf_repo = [RemoteFile(path=f"wan2.1-t2v-14b-{q}.gguf", size=1, etag=q, lfs=True)
+                 for q in ("Q3_K_S", "Q4_0", "Q4_K_M", "Q5_0", "Q8_0")] + [RemoteFile("README.md", 1, "r", False)]
+    holder = cards.get("wan2.1-t2v-14b-gguf-q4-file")
+    assert [f.path for f in select_files(gguf_repo, holder)] == ["wan2.1-t2v-14b-Q4_0.gguf"]
+    base_repo = [RemoteFile(path=p, size=1, etag=p, lfs=True) for p in (
+        "model_index.json", "transformer/config.json", "transformer/diffusion_pytorch_model.safetensors.index.json",
+        "transformer/diffusion_pytorch_model-00001-of-00012.safetensors", "text_encoder/config.json",
+        "text_encoder/model-00001-of-00005.safetensors", "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json", "tokenizer/spiece.model")]
+    chosen = {f.path for f in select_files(base_repo, cards.get("wan2.1-t2v-14b-gguf-q4"))}
+    assert chosen == {f.path for f in base_repo} - {"transformer/diffusion_pytorch_model.safetensors.index.json",
+                                                     "transformer/diffusion_pytorch_model-00001-of-00012.safetensors"}
+    assert cards.get("wan2.1-t2v-14b-gguf-q4").requires == ["wan2.1-t2v-14b-gguf-q4-file"]
