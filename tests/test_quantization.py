@@ -264,3 +264,17 @@ def test_a_gguf_card_downloads_only_its_file_and_the_rest_of_the_base_repo():
     assert chosen == {f.path for f in base_repo} - {"transformer/diffusion_pytorch_model.safetensors.index.json",
                                                      "transformer/diffusion_pytorch_model-00001-of-00012.safetensors"}
     assert cards.get("wan2.1-t2v-14b-gguf-q4").requires == ["wan2.1-t2v-14b-gguf-q4-file"]
+
+
+def test_fp8_layerwise_storage_still_works_and_is_recorded(tmp_path, model_cache):
+    settings = Settings.load(env={"STUDIO_FP8": "1"}, home=tmp_path / "home", model_cache=model_cache)
+    with Studio(settings) as studio:
+        job = studio.run("image", {"model": "tiny-lumina-t2i", "prompt": "a lighthouse", "steps": 2, "seed": 3},
+                         timeout=300)
+        assert job.status is JobStatus.DONE, job.error
+        meta = read_png_metadata(job.outputs[0].path)
+        assert meta.job["used"]["quantization"] == "fp8 storage (layerwise casting)"
+    # With a torchao quantization on, layerwise casting is left off (the two do not stack).
+    both = load_pipeline(studio.cards.get("tiny-lumina-t2i"), settings.replace(quantization="int8"), cards=studio.cards)
+    weight = both.transformer.layers[0].feed_forward.w1.weight
+    assert type(weight).__name__ == "Int8Tensor" and weight.dtype == torch.float32

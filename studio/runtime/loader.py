@@ -179,6 +179,7 @@ def _store_in_fp8(pipe: Any, card: ModelCard, settings: Settings, dtype: Any) ->
         return  # a quantized transformer (runtime/quantize.py) is not cast again
     import torch
 
+    quantize.remember(pipe, "fp8 storage (layerwise casting)")  # recorded on its jobs as a quantization is
     if hasattr(transformer, "enable_layerwise_casting"):  # a diffusers model knows what it must skip
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
         return
