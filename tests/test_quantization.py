@@ -278,3 +278,14 @@ def test_fp8_layerwise_storage_still_works_and_is_recorded(tmp_path, model_cache
     both = load_pipeline(studio.cards.get("tiny-lumina-t2i"), settings.replace(quantization="int8"), cards=studio.cards)
     weight = both.transformer.layers[0].feed_forward.w1.weight
     assert type(weight).__name__ == "Int8Tensor" and weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("placement", ["model_offload", "group_offload", "sequential_offload"])
+def test_quantized_transformers_run_under_every_offload_placement(settings, placement):
+    # On the CPU the offload hooks move weights between the CPU and itself: this holds that torchao's and
+    # GGUF's tensors go through diffusers' hooks; the CUDA transfers themselves are not exercised here.
+    for model, quantization in (("tiny-wan", "int8"), ("tiny-wan-gguf-q4", "auto")):
+        with _studio(settings, placement=placement, quantization=quantization) as studio:
+            job = studio.run("video", {"model": model, **VIDEO}, timeout=300)
+            assert job.status is JobStatus.DONE, job.error
+            assert read_png_metadata(_poster(job)).job["used"]["placement"] == placement
