@@ -5,8 +5,9 @@
   int8 data plus per-row scale and zero point weigh (1 byte a weight + 5 bytes a row: (1 + 5/32) / 4 =
   0.289 of float32 on the tiny model's 32-wide rows, 1/2 of bf16 for real rows of thousands); the
   poster frame is within a mean 1.0 of 255 of the unquantized one.
-- GGUF Q8_0 / Q4_0: the tiny Wan DiT written as a community file is loaded through its card (the same
-  path as a downloaded file) and generates; packed footprint exactly 34/32 (Q8_0) and 18/32 (Q4_0) bytes
+- GGUF Q8_0 / Q4_0: the tiny Wan DiT written as a community file (original key names, its 5-D patch
+  embedding folded to 4 with `comfy.gguf.orig_shape`) is loaded through its card (the same path as a
+  downloaded file) and generates; packed footprint exactly 34/32 (Q8_0) and 18/32 (Q4_0) bytes
   a quantized weight (8.5 and 4.5 bits); poster within 1.0 (Q8_0) and 3.0 (Q4_0) of 255.
 - A GGUF of another architecture (tiny Lumina 2's DiT), or of another size of Wan, is refused before
   loading: a failed job row with the reason, no output file, the worker still running jobs.
@@ -130,6 +131,16 @@ def test_gguf_transformer_loads_through_its_card_and_generates(settings, baselin
     assert diff < tolerance, diff
 
     card = studio.cards.get(card_id)
+    # Written as community files are: Wan's 5-D patch embedding folded to GGML's 4 dimensions, its shape noted.
+    from gguf import GGUFReader
+
+    from studio.runtime.loader import _snapshot_dir, resolve_source
+
+    folder = _snapshot_dir(*resolve_source(studio.cards.get(card.transformer_gguf.card), settings), settings)
+    reader = GGUFReader(str(folder / card.transformer_gguf.file))
+    (patch,) = [t for t in reader.tensors if t.name == "patch_embedding.weight"]
+    assert len(patch.shape) == 4 and "comfy.gguf.orig_shape.patch_embedding.weight" in reader.fields
+
     gguf = load_pipeline(card, settings, cards=studio.cards)
     plain = load_pipeline(studio.cards.get("tiny-wan"), settings, cards=studio.cards)
     packed = [w for w in _linear_weights(gguf.transformer) if hasattr(w, "quant_type")]

@@ -32,20 +32,45 @@ log = logging.getLogger(__name__)
 _SHOWN = 3  # names quoted per kind of mismatch
 
 
-def read_layout(path: Path) -> tuple[dict[str, tuple[tuple[int, ...], str]], str | None]:
-    """{tensor name: (torch-order shape, GGML type name)} and the file's `general.architecture`."""
+ORIG_SHAPE = "comfy.gguf.orig_shape."  # ComfyUI-GGUF's note of a tensor folded to GGML's 4 dimensions
+
+
+def read_layout(path: Path) -> tuple[dict[str, tuple[tuple[int, ...], str]], str | None, dict[str, tuple[int, ...]]]:
+    """({tensor name: (torch-order shape, GGML type name)}, the file's `general.architecture`, {name: the
+    shape a folded tensor unfolds to}). GGML tensors have at most 4 dimensions, so community converters
+    fold a 5-D one (Wan's patch-embedding Conv3d) and record its shape as `comfy.gguf.orig_shape.<name>`."""
     from gguf import GGUFReader
 
     reader = GGUFReader(str(path))
-    layout = {t.name: (tuple(int(n) for n in reversed(list(t.shape))), t.tensor_type.name) for t in reader.tensors}
-    field = reader.get_field("general.architecture")
+    folded: dict[str, tuple[int, ...]] = {}
     arch = None
-    if field is not None:
+    for key, field in reader.fields.items():
         try:
-            arch = bytes(field.parts[field.data[0]]).decode("utf-8", "replace")
+            if key.startswith(ORIG_SHAPE):
+                folded[key.removeprefix(ORIG_SHAPE)] = tuple(int(field.parts[i][0]) for i in field.data)
+            elif key == "general.architecture":
+                arch = bytes(field.parts[field.data[0]]).decode("utf-8", "replace")
         except (IndexError, ValueError, TypeError):
-            arch = None
-    return layout, arch
+            continue
+    layout = {t.name: (folded.get(t.name) or tuple(int(n) for n in reversed(list(t.shape))), t.tensor_type.name)
+              for t in reader.tensors}
+    return layout, arch, folded
+
+
+def read_state_dict(path: Path, folded: dict[str, tuple[int, ...]]) -> dict[str, Any]:
+    """The file's tensors as diffusers' GGUF reader gives them (packed GGUFParameter or plain tensors), the
+    folded ones unfolded (only unquantized ones can be: a packed block layout has no shape to restore)."""
+    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+
+    state = load_gguf_checkpoint(str(path))
+    for name, shape in folded.items():
+        tensor = state.get(name)
+        if tensor is None:
+            continue
+        if hasattr(tensor, "quant_type"):
+            raise InvalidInput(f"{path.name}: {name} is folded to 4 dimensions and quantized; it cannot be unfolded")
+        state[name] = tensor.reshape(shape)
+    return state
 
 
 def transformer_class(snapshot: Path) -> type:
@@ -91,7 +116,7 @@ def converted_shapes(cls: type, layout: dict[str, tuple[tuple[int, ...], str]]) 
 
 def check_architecture(path: Path, cls: type, snapshot: Path) -> None:
     """InvalidInput, saying what differs, unless the file holds exactly the transformer the config describes."""
-    layout, arch = read_layout(path)
+    layout, arch, _folded = read_layout(path)
     made_for = f" (made for '{arch}')" if arch else ""
     try:
         have = converted_shapes(cls, layout)
@@ -139,12 +164,13 @@ def load_transformer(card: ModelCard, gguf_folder: Path, snapshot: Path, dtype: 
                                 f"cache. Download it first (`studio models download {card.id}`).")
     cls = transformer_class(snapshot)
     check_architecture(path, cls, snapshot)
-    layout, _arch = read_layout(path)
+    layout, _arch, folded = read_layout(path)
     kind = main_type(layout)
-    # The config as a local folder: the snapshot's transformer/ (diffusers 0.42 drops `subfolder=` for a repo id).
+    # Given as a state dict (diffusers' own GGUF reader, folded tensors unfolded), with the config as a local
+    # folder: the snapshot's transformer/ (diffusers 0.42 drops `subfolder=` for a repo id).
     model = cls.from_single_file(
-        str(path), config=str(snapshot / "transformer"), local_files_only=True, torch_dtype=dtype,
-        quantization_config=GGUFQuantizationConfig(compute_dtype=dtype))
+        read_state_dict(path, folded), config=str(snapshot / "transformer"), local_files_only=True,
+        torch_dtype=dtype, quantization_config=GGUFQuantizationConfig(compute_dtype=dtype))
     log.info("%s: transformer from %s (%s)", card.id, path.name, kind)
     return model, f"GGUF {kind} ({path.name})"
 

@@ -3,7 +3,8 @@
 A community GGUF of a Wan transformer keeps the original Wan checkpoint's key names (`blocks.0.self_attn.q`,
 `head.head`, …, which diffusers' `convert_wan_transformer_to_diffusers` maps), stores the big 2-D
 linear weights quantized (Q8_0 / Q4_0: blocks of 32 weights and one f16 scale) and the rest (biases,
-norms, the patch-embedding convolution, modulation tables) as F32. These builders write the tiny Wan
+norms, the patch-embedding convolution, modulation tables) as F32; a 5-D tensor (the patch embedding's
+Conv3d weight) is folded to GGML's 4 dimensions with its shape noted as `comfy.gguf.orig_shape.<name>`. These builders write the tiny Wan
 DiT of `builtin_video.build_tiny_wan` (the very same seeded weights) that way, as a one-file
 "snapshot", so a card that points its transformer at it loads through exactly the path a downloaded
 file takes (`runtime/gguf_transformer.py`).
@@ -61,6 +62,9 @@ def write_gguf(tensors: dict[str, Any], path: Path, quant: str, arch: str) -> No
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for name, tensor in tensors.items():
         data = tensor.detach().float().cpu().numpy()
+        if data.ndim > 4:  # GGML has 4 dimensions: fold, and note the shape, as ComfyUI-GGUF's converter does
+            writer.add_array(f"comfy.gguf.orig_shape.{name}", [int(n) for n in data.shape])
+            data = data.reshape(data.shape[0], -1, *data.shape[-2:])
         if data.ndim == 2 and data.shape[1] % QUANT_BLOCK == 0 and name.endswith(".weight"):
             writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
         else:
