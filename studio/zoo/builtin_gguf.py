@@ -5,8 +5,8 @@ A community GGUF of a Wan transformer keeps the original Wan checkpoint's key na
 linear weights quantized (Q8_0 / Q4_0: blocks of 32 weights and one f16 scale) and the rest (biases,
 norms, the patch-embedding convolution, modulation tables) as F32; a 5-D tensor (the patch embedding's
 Conv3d weight) is folded to GGML's 4 dimensions with its shape noted as `comfy.gguf.orig_shape.<name>`.
-These builders write the tiny Wan DiT of `builtin_video.build_tiny_wan` (the very same seeded weights) that way, as a one-file
-"snapshot", so a card that points its transformer at it loads through exactly the path a downloaded
+These builders write the tiny Wan DiT of `builtin_video.build_tiny_wan` (the very same seeded weights)
+that way, as a one-file "snapshot", so a card that points its transformer at it loads through exactly the path a downloaded
 file takes (`runtime/gguf_transformer.py`).
 """
 
