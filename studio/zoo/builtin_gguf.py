@@ -6,8 +6,8 @@ linear weights quantized (Q8_0 / Q4_0: blocks of 32 weights and one f16 scale) a
 norms, the patch-embedding convolution, modulation tables) as F32; a 5-D tensor (the patch embedding's
 Conv3d weight) is folded to GGML's 4 dimensions with its shape noted as `comfy.gguf.orig_shape.<name>`.
 These builders write the tiny Wan DiT of `builtin_video.build_tiny_wan` (the very same seeded weights)
-that way, as a one-file "snapshot", so a card that points its transformer at it loads through exactly the path a downloaded
-file takes (`runtime/gguf_transformer.py`).
+that way, as a one-file "snapshot", so a card that points its transformer at it loads through exactly
+the path a downloaded file takes (`runtime/gguf_transformer.py`).
 """
 
 from __future__ import annotations
