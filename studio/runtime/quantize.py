@@ -132,8 +132,21 @@ def settle(pipeline: Any, card: ModelCard, settings: Settings) -> None:
     if card.transformer_gguf is not None:
         return  # gguf_transformer remembers its own
     mode = mode_for(card, settings)
-    if mode != "none":
+    transformer = getattr(pipeline, "transformer", None)
+    if mode != "none" and isinstance(transformer, torch_module()) and _has_torchao_weights(transformer):
         remember(pipeline, f"{mode} (torchao weight-only)")
+    elif mode != "none":
+        log.info("%s: no transformer to quantize (%s applies to transformers only)", card.id, mode)
+
+
+def torch_module() -> type:
+    import torch
+
+    return torch.nn.Module
+
+
+def _has_torchao_weights(module: Any) -> bool:
+    return any(type(p).__module__.startswith("torchao") for p in module.parameters())
 
 
 def is_quantized(pipeline: Any) -> bool:
