@@ -52,9 +52,9 @@ MODES = ("none", "int8", "fp8", "Q8_0", "Q4_0")
 PLACEMENTS = ("full", "model_offload", "group_offload", "sequential_offload")
 GPUS_GB = (8, 12, 16, 24)
 CUDA_CONTEXT_GB = 0.5  # what the CUDA context and allocator take before any tensor
-# Working memory at 832x480x81 on top of the weights: the cards' 1 GB per latent "megapixel" (1.9 GB) for
-# the 1.3B, and ~3x that for the 14B's 5120-wide activations (see the cards' memory notes).
-WORKING_GB = {"1.3B": 1.9, "14B": 6.0}
+# Working memory at 832x480x81 on top of the weights, as the scheduler reserves it (VideoTask.working_bytes:
+# the cards' working_gb_per_mpx, 1.0 for both Wan cards, per latent "megapixel" = 832*480*81/2**20/16).
+WORKING_GB = {size: 1.0 * 832 * 480 * 81 / 2**20 / 16 for size in WAN}
 
 
 def build_meta(size: str):
@@ -148,8 +148,9 @@ def print_plans(plans: dict[str, dict]) -> None:
 
 
 def print_fits(plans: dict[str, dict]) -> None:
-    print("What fits (weights at the peak + working memory at 832x480x81 + 0.5 GB CUDA context); the first"
-          " placement that fits is what the scheduler picks. fp8 needs an fp8 GPU (RTX 40xx / L4 / H100).")
+    print(f"What fits (weights at the peak + the scheduler's working memory for 832x480x81, {WORKING_GB['1.3B']:.2f}"
+          " GiB, + 0.5 GB CUDA context); the first placement that fits is what the scheduler picks. fp8 needs an"
+          " fp8 GPU (RTX 40xx / L4 / H100).")
     for size, by_mode in plans.items():
         for gpu in GPUS_GB:
             budget = (gpu - CUDA_CONTEXT_GB) * GiB - WORKING_GB[size] * GiB
