@@ -300,3 +300,15 @@ def test_quantized_transformers_run_under_every_offload_placement(settings, plac
             job = studio.run("video", {"model": model, **VIDEO}, timeout=300)
             assert job.status is JobStatus.DONE, job.error
             assert read_png_metadata(_poster(job)).job["used"]["placement"] == placement
+
+
+def test_int8_for_every_model_leaves_those_without_a_transformer_as_they_are(settings):
+    with _studio(settings, quantization="int8") as studio:
+        job = studio.run("image", {"model": "tiny-llamagen-c2i", "prompt": "golden retriever", "seed": 1},
+                         timeout=300)
+        assert job.status is JobStatus.DONE, job.error
+        # LlamaGen's GPT is not a `transformer` component: left as it is, and recorded so.
+        assert read_png_metadata(job.outputs[0].path).job["used"]["quantization"] == "none"
+        job = studio.run("audio", {"model": "tiny-audioldm2", "prompt": "rain", "steps": 2, "seed": 1,
+                                   "seconds": 1.5}, timeout=300)
+        assert job.status is JobStatus.DONE, job.error  # a diffusers UNet pipeline: nothing to quantize

@@ -44,7 +44,7 @@ BITS_PER_WEIGHT = {"bf16": 16.0, "none": 16.0, "int8": 8.0, "fp8": 8.0, "Q8_0": 
                    "BF16": 16.0, "F32": 32.0}
 
 _described: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
-_by_id: dict[int, str] = {}  # for pipelines that cannot be weakly referenced
+_ATTRIBUTE = "_studio_quantization"  # on a pipeline that cannot be weakly referenced
 
 
 def mode_for(card: ModelCard, settings: Settings) -> str:
@@ -118,8 +118,9 @@ def quantize_native(pipeline: Any, card: ModelCard, settings: Settings) -> None:
     transformer = getattr(pipeline, "transformer", None)
     if mode == "none":
         return
-    if transformer is None:
-        raise InvalidInput(f"{card.title} has no transformer to quantize; use quantization none")
+    if not isinstance(transformer, torch_module()):  # LlamaGen's GPT, Infinity's: left as they are
+        log.info("%s: no transformer component to quantize (%s applies to transformers only)", card.id, mode)
+        return
     check_device(mode, settings.torch_device())
     from torchao.quantization import quantize_
 
@@ -157,7 +158,7 @@ def remember(pipeline: Any, description: str) -> None:
     try:
         _described[pipeline] = description
     except TypeError:
-        _by_id[id(pipeline)] = description
+        object.__setattr__(pipeline, _ATTRIBUTE, description)
 
 
 def describe(pipeline: Any) -> str | None:
@@ -167,4 +168,4 @@ def describe(pipeline: Any) -> str | None:
         found = _described.get(pipeline)
     except TypeError:
         found = None
-    return found if found is not None else _by_id.get(id(pipeline))
+    return found if found is not None else getattr(pipeline, _ATTRIBUTE, None)
