@@ -68,7 +68,8 @@ class ModelCard(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
     # Placement override for this model (None: the scheduler decides from footprint and budget).
     placement: Literal["full", "model_offload", "group_offload", "sequential_offload"] | None = None
-    # The transformer tolerates fp8 weight storage (VideoX-Fun's qfloat8 modes), used when Settings.fp8.
+    # The transformer tolerates fp8 weight storage (VideoX-Fun's qfloat8 modes), used when Settings.fp8
+    # (layerwise casting; on for Lumina-T2I only: docs/quantization.md says why it is safe there).
     fp8_ok: bool = False
     # Weight-only quantization of the transformer when Settings.quantization is "auto" (runtime/quantize.py).
     quantization: Literal["none", "int8", "fp8"] | None = None
