@@ -125,7 +125,7 @@ def check_architecture(path: Path, cls: type, snapshot: Path) -> None:
     want = expected_shapes(cls, snapshot)
     missing = [n for n in want if n not in have]
     extra = [n for n in have if n not in want]
-    wrong = [f"{n} {have[n]} (expected {want[n]})" for n in want if n in have and _numel(have[n]) != _numel(want[n])]
+    wrong = [f"{n} {have[n]} (expected {want[n]})" for n in want if n in have and have[n] != want[n]]
     if not (missing or extra or wrong):
         return
     parts = []
@@ -133,8 +133,8 @@ def check_architecture(path: Path, cls: type, snapshot: Path) -> None:
         if names:
             more = f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else ""
             parts.append(f"{len(names)} {label}: {', '.join(names[:_SHOWN])}{more}")
-    raise InvalidInput(f"{path.name}{made_for} is not a GGUF of this model's transformer ({cls.__name__} as "
-                       f"{snapshot.name[:12]}'s config describes it): {'; '.join(parts)}")
+    raise InvalidInput(f"{path.name}{made_for} is not a GGUF of this model's transformer (a {cls.__name__} as "
+                       f"the base model's config describes it): {'; '.join(parts)}")
 
 
 def _numel(shape: tuple[int, ...]) -> int:
