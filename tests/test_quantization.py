@@ -312,3 +312,12 @@ def test_int8_for_every_model_leaves_those_without_a_transformer_as_they_are(set
         job = studio.run("audio", {"model": "tiny-audioldm2", "prompt": "rain", "steps": 2, "seed": 1,
                                    "seconds": 1.5}, timeout=300)
         assert job.status is JobStatus.DONE, job.error  # a diffusers UNet pipeline: nothing to quantize
+
+
+def test_the_models_tab_shows_the_scaled_estimate(settings):
+    from studio.ui.models_tab import details
+
+    with _studio(settings, quantization="int8") as studio:
+        text = details(studio, "wan2.1-t2v-14b")
+        assert "**Needs about** 44.7 GB of GPU memory (transformer quantized to int8, weight-only)" in text
+        assert "(transformer from the GGUF file wan2.1-t2v-14b-Q4_0.gguf)" in details(studio, "wan2.1-t2v-14b-gguf-q4")
