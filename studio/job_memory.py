@@ -12,6 +12,7 @@ from .errors import StudioError
 from .history import HistoryStore
 from .job import Job, Stage
 from .runtime.memory import MemoryScheduler
+from .runtime.quantize import describe as quantization_of
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def run_with_memory(scheduler: MemoryScheduler, history: HistoryStore, job: Job,
         # Every pipeline encodes the prompt before its first step: the stage lasts until that step.
         on_stage(Stage.ENCODING, "")
         try:
+            ran = lease.pipeline
             output = task.run(lease.pipeline, spec, card, on_step)
             placement = lease.placement
         except torch.OutOfMemoryError:
@@ -41,12 +43,19 @@ def run_with_memory(scheduler: MemoryScheduler, history: HistoryStore, job: Job,
             if retry is None:
                 raise OutOfMemory(oom_message(scheduler, card, spec, lease.placement, working)) from None
             try:
+                ran = retry.pipeline
                 output = task.run(retry.pipeline, spec, card, on_step)
             except torch.OutOfMemoryError:
                 raise OutOfMemory(oom_message(scheduler, card, spec, retry.placement, working)) from None
             placement = retry.placement
     history.set_placement(job.id, placement.value)
     output.used["placement"] = placement.value
+    # How the transformer's weights were stored (runtime/quantize.py): in the job JSON, and in the infotext
+    # when it is not the plain dtype.
+    quantization = quantization_of(ran)
+    output.used["quantization"] = quantization or "none"
+    if quantization:
+        output.used["infotext"] = {**(output.used.get("infotext") or {}), "Quantization": quantization}
     return output
 
 

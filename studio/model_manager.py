@@ -13,6 +13,7 @@ from typing import Iterable, Sequence
 from .errors import StudioError
 from .history.installed import InstallStatus
 from .zoo.availability import is_available, missing_requirements
+from .runtime.quantize import estimate_gb
 from .services import Studio
 from .settings import Settings
 from .zoo.cards import ModelCard
@@ -96,7 +97,8 @@ def _info(studio: Studio, card: ModelCard) -> int:
     source = card.source.repo + f"@{card.source.revision}" if card.source.repo else f"built in ({card.source.builtin})"
     rows = {"status": status_text(studio, card), "source": source, "loads with": f"{card.library} {card.pipeline}",
             "tasks": ", ".join(card.tasks), "license": card.license + (" (gated)" if card.gated else ""),
-            "memory": f"about {card.memory_gb:g} GB", "on disk": human_bytes(disk_bytes(studio.settings, card)),
+            "memory": f"about {estimate_gb(card, studio.settings):.3g} GB",
+            "on disk": human_bytes(disk_bytes(studio.settings, card)),
             "homepage": card.homepage}
     record = studio.downloads.record(card.id)
     if record and record.last_used_at:

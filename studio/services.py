@@ -22,6 +22,7 @@ from .runtime import budgets
 from .runtime.loader import SharedComponents, load_pipeline
 from .runtime.memory import MemoryScheduler
 from .runtime.placement import Placement
+from .runtime.quantize import estimate_gb
 from .settings import Settings
 from .zoo.cards import CardRegistry
 from .zoo.downloads import DownloadManager
@@ -44,6 +45,7 @@ class Studio:
             device_budget=budgets.device_budget(settings),
             ram_budget=budgets.ram_budget(settings),
             placement_for=self._placement_for,
+            estimate_gb=lambda card: estimate_gb(card, settings),
         )
         self.jobs = JobQueue(self.cards, self.history, self.scheduler, settings.outputs_dir)
         self.gallery = Gallery(self.history, self.jobs, settings.outputs_dir, self.cards)

@@ -23,6 +23,8 @@ PLACEMENTS = ("auto", "full", "model_offload", "group_offload", "sequential_offl
 _DEVICES = ("auto", "cpu", "cuda", "mps")
 # sdpa (native: the same, by diffusers' name), flash (flash-attn), sage (sageattention): runtime/attention.py
 ATTENTION = ("sdpa", "native", "flash", "sage")
+# Weight-only quantization of the transformer (runtime/quantize.py); "auto": what the card says (else none).
+QUANTIZATIONS = ("auto", "none", "int8", "fp8")
 
 
 def _default_hf_cache() -> Path:
@@ -48,6 +50,7 @@ class Settings:
     ram_budget_gb: float | None = None
     placement: str = "auto"  # or one of runtime.placement.Placement, for every model
     fp8: bool = False  # store transformer weights in fp8 for models whose card allows it
+    quantization: str = "auto"  # torchao weight-only int8 / fp8 of the transformer, for every model
     attention: str = "sdpa"  # or "flash" / "sage" on CUDA with their package (runtime/attention.py)
     compile: bool = False
     channels_last: bool = False
@@ -85,6 +88,7 @@ class Settings:
             "ram_budget_gb": env.get("STUDIO_RAM_BUDGET_GB") or None,
             "placement": env.get("STUDIO_PLACEMENT", cls.placement),
             "fp8": env.get("STUDIO_FP8", "0").lower() in ("1", "true", "yes", "on"),
+            "quantization": env.get("STUDIO_QUANTIZATION", cls.quantization),
             "attention": env.get("STUDIO_ATTENTION", cls.attention),
             "compile": env.get("STUDIO_COMPILE", "0").lower() in ("1", "true", "yes", "on"),
             "channels_last": env.get("STUDIO_CHANNELS_LAST", "0").lower() in ("1", "true", "yes", "on"),
@@ -121,6 +125,9 @@ class Settings:
             raise InvalidInput(f"placement must be one of {', '.join(PLACEMENTS)}, got {values['placement']!r}")
         if values["attention"] not in ATTENTION:
             raise InvalidInput(f"attention must be one of {', '.join(ATTENTION)}, got {values['attention']!r}")
+        if values.get("quantization", "auto") not in QUANTIZATIONS:
+            raise InvalidInput(f"quantization must be one of {', '.join(QUANTIZATIONS)}, "
+                               f"got {values['quantization']!r}")
         try:
             values["max_upload_mb"] = int(values["max_upload_mb"])
         except (TypeError, ValueError):

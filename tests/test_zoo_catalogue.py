@@ -86,6 +86,7 @@ def card_for(registry: CardRegistry, repo: str, loader: str, files: set[str] | N
     matches = [
         c for c in registry.cards.values()
         if c.source.repo == repo and c.pipeline == loader
+        and c.transformer_gguf is None  # a GGUF variant of the checkpoint is not another card for it
         and (files is None or set(c.allow_patterns or ()) == files)
     ]
     assert len(matches) == 1, f"expected one card for {repo} ({loader}, {files}), found {[c.id for c in matches]}"
@@ -126,8 +127,16 @@ def test_every_card_names_a_loader_that_exists(registry):
         elif card.library == "transformers":
             cls = getattr(transformers, card.pipeline, None)
             assert isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel), card.id
+        elif gguf_file_card(card):  # a file a GGUF card's transformer loads from: the class it loads as
+            cls = getattr(diffusers, card.pipeline, None)
+            assert isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin), card.id
         else:
             assert card.pipeline in NATIVE_ENGINES, card.id
+
+
+def gguf_file_card(card: ModelCard) -> bool:
+    return (not card.runnable and card.tasks == ["component"] and bool(card.allow_patterns)
+            and all(p.endswith(".gguf") for p in card.allow_patterns))
 
 
 def test_real_models_name_a_hub_repo_and_page(registry):

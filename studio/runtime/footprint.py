@@ -15,9 +15,21 @@ import torch
 from .placement import Placement, torch_components
 
 
+def storage_bytes(tensor: torch.Tensor) -> int:
+    """The bytes a tensor really holds. A tensor subclass that wraps others (torchao's quantized weights:
+    int8 or float8 data plus scales) reports its logical dtype's size; its inner tensors are counted
+    instead. A GGUF weight (diffusers' GGUFParameter) is its packed uint8 blocks already."""
+    flatten = getattr(type(tensor), "__tensor_flatten__", None)
+    if flatten is not None and type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+        names, _context = tensor.__tensor_flatten__()
+        inner = (getattr(tensor, name, None) for name in names)
+        return sum(storage_bytes(t) for t in inner if isinstance(t, torch.Tensor))
+    return tensor.numel() * tensor.element_size()
+
+
 def tensor_bytes(module: torch.nn.Module, recurse: bool = True) -> int:
-    total = sum(p.numel() * p.element_size() for p in module.parameters(recurse=recurse))
-    return total + sum(b.numel() * b.element_size() for b in module.buffers(recurse=recurse))
+    total = sum(storage_bytes(p) for p in module.parameters(recurse=recurse))
+    return total + sum(storage_bytes(b) for b in module.buffers(recurse=recurse))
 
 
 def _largest_block(module: torch.nn.Module) -> int:

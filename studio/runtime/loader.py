@@ -22,6 +22,7 @@ from ..families import FAMILIES
 from ..settings import Settings
 from ..zoo.builtin import ensure_builtin
 from ..zoo.cards import CardRegistry, ModelCard
+from . import quantize
 from .attention import apply_attention_backend, check_backend
 
 log = logging.getLogger(__name__)
@@ -164,10 +165,11 @@ def _store_in_fp8(pipe: Any, card: ModelCard, settings: Settings, dtype: Any) ->
     """Weights of the transformer's layers stored in fp8, each cast to the load dtype while it computes
     (diffusers' layerwise casting; norms and embeddings stay as they are): about half of bf16."""
     transformer = getattr(pipe, "transformer", None)
-    if not (settings.fp8 and card.fp8_ok and transformer is not None):
-        return
+    if not (settings.fp8 and card.fp8_ok and transformer is not None) or quantize.is_quantized(pipe):
+        return  # a quantized transformer (runtime/quantize.py) is not cast again
     import torch
 
+    quantize.remember(pipe, "fp8 storage (layerwise casting)")  # recorded on its jobs as a quantization is
     if hasattr(transformer, "enable_layerwise_casting"):  # a diffusers model knows what it must skip
         transformer.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype)
         return
@@ -178,6 +180,24 @@ def _store_in_fp8(pipe: Any, card: ModelCard, settings: Settings, dtype: Any) ->
     skip = (*DEFAULT_SKIP_MODULES_PATTERN, *getattr(transformer, "skip_in_fp8", ()))
     apply_layerwise_casting(transformer, storage_dtype=torch.float8_e4m3fn, compute_dtype=dtype,
                             skip_modules_pattern=skip)
+
+
+def _gguf_transformer(card: ModelCard, repo_id: str, revision: str, settings: Settings, dtype: Any,
+                      cards: CardRegistry | None) -> tuple[Any, str] | None:
+    """The card's transformer from its GGUF file (runtime/gguf_transformer.py), or None when it has none."""
+    if card.transformer_gguf is None:
+        return None
+    from .gguf_transformer import load_transformer
+
+    if cards is None:
+        raise ModelNotAvailable(f"{card.title} needs {card.transformer_gguf.card}, and no card registry was given")
+    holder = cards.get(card.transformer_gguf.card)
+    try:
+        folder = _snapshot_dir(*resolve_source(holder, settings), settings)
+        snapshot = _snapshot_dir(repo_id, revision, settings)
+    except (OSError, ValueError) as err:
+        raise _not_there(holder, settings) from err
+    return load_transformer(card, folder, snapshot, dtype)
 
 
 def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents | None = None,
@@ -192,6 +212,7 @@ def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents 
     not_there = _not_there(card, settings)
     if card.library == "native":
         pipe = _load_native(card, repo_id, revision, settings, dtype, cards)
+        quantize.quantize_native(pipe, card, settings)
         _store_in_fp8(pipe, card, settings, dtype)
         return pipe
     if card.library == "transformers":
@@ -207,6 +228,11 @@ def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents 
             reuse, identities = shared.reusable(_snapshot_dir(repo_id, revision, settings))
         except (OSError, ValueError) as err:
             raise not_there from err
+    quantized = quantize.from_pretrained_kwargs(card, settings)
+    gguf = _gguf_transformer(card, repo_id, revision, settings, dtype, cards)
+    if quantized or gguf:  # a quantized transformer is this card's alone: never shared either way
+        reuse.pop("transformer", None)
+        identities.pop("transformer", None)
     try:
         pipe = cls.from_pretrained(
             repo_id,
@@ -217,6 +243,8 @@ def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents 
             dtype=dtype,
             **({"variant": card.variant} if card.variant else {}),
             **reuse,
+            **quantized,
+            **({"transformer": gguf[0]} if gguf else {}),
         )
     except (OSError, ValueError) as err:
         # huggingface_hub's LocalEntryNotFoundError is an OSError; diffusers raises OSError or
@@ -227,6 +255,9 @@ def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents 
         log.info("%s re-uses loaded %s", card.id, ", ".join(reuse))
     if shared is not None:
         shared.remember(pipe, identities)
+    quantize.settle(pipe, card, settings)
+    if gguf:
+        quantize.remember(pipe, gguf[1])
     _store_in_fp8(pipe, card, settings, dtype)
     apply_speed_settings(pipe, settings)
     pipe.set_progress_bar_config(disable=True)

@@ -71,8 +71,12 @@ class ResidentInfo:
 class MemoryScheduler:
     def __init__(self, loader: Loader, *, device: str = "cpu", device_budget: BudgetSource | int | None = None,
                  ram_budget: int | None = None, placement_for: Callable[[ModelCard], Placement | None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 estimate_gb: Callable[[ModelCard], float] | None = None) -> None:
         self._loader = loader
+        # A card's memory before it is loaded (then the footprint measured from its tensors): its memory_gb,
+        # or as the Studio scales it for a quantized transformer (runtime/quantize.estimate_gb).
+        self._estimate_gb = estimate_gb or (lambda card: card.memory_gb)
         self.device = device
         self._device_budget = device_budget
         self.ram_budget = ram_budget
@@ -154,7 +158,7 @@ class MemoryScheduler:
     def need_bytes(self, card: ModelCard, placement: Placement, working_bytes: int) -> int:
         with self._mutex:
             entry = self._entries.get(card.id)
-            weights = entry.footprint.device_bytes(placement) if entry else int(card.memory_gb * 2**30)
+            weights = entry.footprint.device_bytes(placement) if entry else int(self._estimate_gb(card) * 2**30)
             return weights + working_bytes
 
     # -- decisions --------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ class VideoTask:
         infotext = format_infotext(spec.prompt, spec.negative_prompt, {
             "Steps": spec.steps, "Sampler": output.used["sampler"], "CFG scale": spec.cfg, "Seed": spec.seed,
             "Size": f"{spec.width}x{spec.height}", "Frames": spec.frames, "FPS": spec.fps, "Model": card.id,
-            **family_lines(self.name, spec, card)})
+            **family_lines(self.name, spec, card), **(output.used.get("infotext") or {})})
 
         def path(index: int, ext: str) -> str:
             return output_relpath(self.name, ctx.job_id, index, ext, ctx.created_at)

@@ -11,6 +11,7 @@ import gradio as gr
 from ..errors import StudioError
 from ..history.installed import InstallStatus
 from ..model_manager import human_bytes, progress_text, status_text
+from ..runtime.quantize import estimate_gb, mode_for
 from ..services import Studio
 from ..zoo.downloads import disk_bytes
 from ..zoo.user_cards import add_user_card
@@ -109,6 +110,14 @@ def download_message(studio: Studio, card_id: str | None) -> str:
     return f"❌ Download of {title} failed: {html.escape(state.error or 'no reason given')}"
 
 
+def quantized_note(studio: Studio, card) -> str:
+    """How the model's transformer is stored when that is not its plain dtype (the estimate follows it)."""
+    if card.transformer_gguf is not None:
+        return f" (transformer from the GGUF file {html.escape(card.transformer_gguf.file)})"
+    mode = mode_for(card, studio.settings)
+    return f" (transformer quantized to {mode}, weight-only)" if mode != "none" else ""
+
+
 def details(studio: Studio, card_id: str | None, wait: float = 0.0) -> str:
     if not card_id or card_id not in studio.cards.cards:
         return "Pick a model to see its details."
@@ -116,7 +125,8 @@ def details(studio: Studio, card_id: str | None, wait: float = 0.0) -> str:
     source = f"[{card.source.repo}]({card.homepage or '#'})" if card.source.repo else "built in, no download needed"
     lines = [f"### {html.escape(card.title)}", f"**Status:** {html.escape(status_text(studio, card, detailed=True))}",
              f"**Source:** {source} · loads with `{card.pipeline}` ({card.library})",
-             f"**Needs about** {card.memory_gb:g} GB of GPU memory · **license** {html.escape(card.license)}"]
+             f"**Needs about** {estimate_gb(card, studio.settings):.3g} GB of GPU memory{quantized_note(studio, card)}"
+             f" · **license** {html.escape(card.license)}"]
     size = size_line(studio, card_id, wait)
     if size:
         lines.insert(2, size)

@@ -38,6 +38,17 @@ class CardSource(BaseModel):
         return self
 
 
+class TransformerGGUF(BaseModel):
+    """A community GGUF file the card's transformer is loaded from (runtime/gguf_transformer.py): `file`
+    in the component card `card` (which downloads only that file); the rest of the pipeline comes from
+    the card's own (diffusers) source."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    card: str = Field(pattern=CARD_ID_PATTERN)
+    file: str = Field(pattern=r"^[^/\\]+\.gguf$")
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -57,8 +68,15 @@ class ModelCard(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] = "bfloat16"
     # Placement override for this model (None: the scheduler decides from footprint and budget).
     placement: Literal["full", "model_offload", "group_offload", "sequential_offload"] | None = None
-    # The transformer tolerates fp8 weight storage (VideoX-Fun's qfloat8 modes), used when Settings.fp8.
+    # The transformer tolerates fp8 weight storage (VideoX-Fun's qfloat8 modes), used when Settings.fp8
+    # (layerwise casting; on for Lumina-T2I only: docs/quantization.md says why it is safe there).
     fp8_ok: bool = False
+    # Weight-only quantization of the transformer when Settings.quantization is "auto" (runtime/quantize.py).
+    quantization: Literal["none", "int8", "fp8"] | None = None
+    # The transformer from a GGUF file instead of the source's own weights (a card of its own, in `requires`).
+    transformer_gguf: TransformerGGUF | None = None
+    # GB of the transformer's weights in bf16, part of memory_gb: scaled when it is quantized.
+    transformer_gb: float | None = Field(default=None, gt=0)
     memory_gb: float = Field(gt=0)
     # Activation memory a job needs on top of the weights, per megapixel of output (batch of 1).
     working_gb_per_mpx: float = Field(default=1.0, ge=0)
@@ -87,6 +105,9 @@ class ModelCard(BaseModel):
             problem = self.size_problem(width, height)
             if problem:
                 raise ValueError(f"resolution preset {res}: {problem}")
+        if self.transformer_gguf is not None and self.transformer_gguf.card not in self.requires:
+            raise ValueError(f"transformer_gguf: the card {self.transformer_gguf.card!r} holding the GGUF file "
+                             "must also be in `requires` (so Download fetches it)")
         check_card(self)  # its family's word on whether it can run this card as written
         return self
 

@@ -21,5 +21,8 @@ FAMILY = register(Family(
     takes="studio.families.wan.run:takes",
     builders={"tiny-wan": "studio.zoo.builtin_video:build_tiny_wan",
               "tiny-wan-i2v": "studio.zoo.builtin_video:build_tiny_wan_i2v",
-              "tiny-wan-vace": "studio.zoo.builtin_video:build_tiny_wan_vace"},
+              "tiny-wan-vace": "studio.zoo.builtin_video:build_tiny_wan_vace",
+              # One-file snapshots: the tiny Wan DiT as a community GGUF (the tiny-wan-gguf-* cards' transformers).
+              "tiny-wan-dit-q8-gguf": "studio.zoo.builtin_gguf:build_tiny_wan_q8",
+              "tiny-wan-dit-q4-gguf": "studio.zoo.builtin_gguf:build_tiny_wan_q4"},
 ))
