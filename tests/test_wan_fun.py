@@ -27,7 +27,7 @@ from studio.settings import Settings
 from studio.tasks.video import VideoSpec
 from studio.zoo.availability import is_ready
 
-INP, CONTROL = "tiny-wan-fun-inp", "tiny-wan-fun-control"
+INP, CONTROL, CONTROL_REF = "tiny-wan-fun-inp", "tiny-wan-fun-control", "tiny-wan-fun-control-ref"
 HEIGHT, WIDTH = 32, 48
 
 
@@ -145,9 +145,10 @@ def test_inp_needs_a_start_image_and_only_inp_takes_an_end_frame(studio, picture
 
 
 def test_the_video_tab_shows_the_inputs_each_fun_model_takes(studio):
-    inp, control = VideoSpec.takes(studio.cards.get(INP)), VideoSpec.takes(studio.cards.get(CONTROL))
-    assert {"image", "end_image"} <= inp and "control_video" not in inp
+    inp, control, ref = (VideoSpec.takes(studio.cards.get(c)) for c in (INP, CONTROL, CONTROL_REF))
+    assert {"image", "end_image"} <= inp and not {"control_video", "reference_image"} & inp
     assert {"image", "control_video"} <= control and not {"end_image", "reference_image"} & control
+    assert {"image", "control_video", "reference_image"} <= ref and not {"end_image", "control_scale"} & ref
 
 
 # -- Control: the clip, and an optional start image ---------------------------------------------------------
@@ -167,6 +168,50 @@ def test_a_start_image_changes_the_controlled_clip(studio, clip, picture):
     plain = done(studio.run("video", params(CONTROL, control_video=clip(1))))
     started = done(studio.run("video", params(CONTROL, control_video=clip(1), image=picture(4))))
     assert not np.array_equal(frames_of(plain.outputs[0].path), frames_of(started.outputs[0].path))
+
+
+def test_v1_1_control_keeps_a_reference_image(studio, clip, picture):
+    """V1.1's ref_conv tokens are there with or without a reference image (zeros without, as VideoX-Fun)."""
+    plain = done(studio.run("video", params(CONTROL_REF, control_video=clip(1))))
+    kept = done(studio.run("video", params(CONTROL_REF, control_video=clip(1), reference_image=picture(5))))
+    other = done(studio.run("video", params(CONTROL_REF, control_video=clip(1), reference_image=picture(6))))
+    a, b, c = (frames_of(j.outputs[0].path) for j in (plain, kept, other))
+    assert not np.array_equal(a, b) and not np.array_equal(b, c)
+    assert read_video(kept.outputs[0].path).frames == 9
+    refused = studio.run("video", params(CONTROL, control_video=clip(1), reference_image=picture(5)))
+    assert refused.status is JobStatus.FAILED and "takes no reference image" in refused.error
+
+
+def test_the_reference_tokens_go_before_the_video_as_a_frame_of_their_own(studio):
+    """What VideoX-Fun's `full_ref` builds: one sequence [ref tokens, video tokens] with RoPE over F + 1
+    frames (the reference at frame 0), the reference's outputs dropped. Checked against that sequence put
+    together by hand from the transformer's own parts."""
+    from studio.runtime.loader import load_pipeline
+
+    pipe = load_pipeline(studio.cards.get(CONTROL_REF), studio.settings, cards=studio.cards)
+    model, ref_conv = pipe.transformer, pipe.ref_conv
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 48, 3, 4, 6, generator=gen)
+    ref = ref_conv(torch.randn(1, 16, 4, 6, generator=gen)).unsqueeze(2)
+    text = torch.randn(1, 5, 32, generator=gen)
+    image = torch.randn(1, 17, 32, generator=gen)
+    t = torch.tensor([500.0])
+    with torch.no_grad():
+        hook = model.patch_embedding.register_forward_hook(lambda m, a, out: torch.cat([ref, out[:, :, 1:]], 2))
+        try:
+            hooked = model(torch.cat([torch.zeros_like(x[:, :, :1]), x], 2), t, text, image, return_dict=False)[0]
+        finally:
+            hook.remove()
+        tokens = torch.cat([ref, model.patch_embedding(x)], dim=2).flatten(2).transpose(1, 2)
+        rope = model.rope(torch.zeros(1, 48, 4, 4, 6))  # F + 1 = 4 frames
+        temb, proj, ctx, ctx_img = model.condition_embedder(t, text, image)
+        ctx = torch.cat([ctx_img, ctx], dim=1)
+        for block in model.blocks:
+            tokens = block(tokens, ctx, proj.unflatten(1, (6, -1)), rope)
+        shift, scale = (model.scale_shift_table + temb.unsqueeze(1)).chunk(2, dim=1)
+        out = model.proj_out(model.norm_out(tokens) * (1 + scale) + shift)[:, 6:]  # the 2x3 ref tokens dropped
+        by_hand = out.reshape(1, 3, 2, 3, 1, 2, 2, 16).permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5)
+    assert torch.allclose(hooked[:, :, 1:], by_hand.flatten(2, 3), atol=1e-5)
 
 
 def test_a_bad_control_clip_is_refused_and_the_worker_lives_on(studio, clip, tmp_path):
@@ -197,14 +242,18 @@ def _write_checkpoint(folder: Path, config: dict, extra: dict[str, torch.Tensor]
     save_file({**tiny_fun_state(config["in_dim"], 0), **extra}, str(folder / "diffusion_pytorch_model.safetensors"))
 
 
-def test_v1_1_reference_and_camera_weights_are_refused_by_name_not_dropped(tmp_path):
+def test_weights_with_no_slot_are_refused_by_name_not_dropped(tmp_path):
     from studio.engines.wan_fun.convert import load_transformer
     from studio.zoo.builtin_wan_fun import TINY_WIDTH, tiny_fun_config
 
+    # ref_conv weights whose config.json does not declare add_ref_conv: nothing would read them.
     ref = {"ref_conv.weight": torch.zeros(TINY_WIDTH, 16, 2, 2), "ref_conv.bias": torch.zeros(TINY_WIDTH)}
     _write_checkpoint(tmp_path / "ref", tiny_fun_config(48), ref)
     with pytest.raises(ModelNotAvailable, match=r"ref_conv.*weights ref_conv.bias, ref_conv.weight"):
         load_transformer(tmp_path / "ref", torch.float32, "Fun V1.1 Control")
+    _write_checkpoint(tmp_path / "adapter", tiny_fun_config(48), {"control_adapter.conv.weight": torch.zeros(2)})
+    with pytest.raises(ModelNotAvailable, match=r"camera adapter.*control_adapter.conv.weight"):
+        load_transformer(tmp_path / "adapter", torch.float32, "Fun Camera")
     _write_checkpoint(tmp_path / "camera", {**tiny_fun_config(48), "add_control_adapter": True}, {})
     with pytest.raises(ModelNotAvailable, match="control_adapter"):
         load_transformer(tmp_path / "camera", torch.float32, "Fun Camera")
@@ -241,6 +290,10 @@ def test_the_real_1_3b_checkpoints_convert_to_diffusers_names_and_sizes(in_dim, 
     assert sum(v.numel() for v in converted.values()) == sum(p.numel() for p in model.parameters()) == count
     if in_dim == 48:  # alibaba-pai/Wan2.1-Fun-1.3B-Control's file is 3,129,105,448 bytes: bf16 + a ~100 KB header
         assert 0 < 3_129_105_448 - 2 * count < 200_000
+        # V1.1 Control: the same plus ref_conv, Conv2d(16, 1536, 2x2): 99,840 more.
+        layout = original_layout({**fun, "add_ref_conv": True})
+        assert layout["ref_conv.weight"] == (1536, 16, 2, 2)
+        assert sum(torch.Size(s).numel() for s in layout.values()) == count + 99_840
 
 
 # -- downloading: the transformer's two files, the components' folders, no pickles ---------------------------

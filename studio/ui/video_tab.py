@@ -30,7 +30,7 @@ def _values(studio: Studio, model_id: str | None) -> dict[str, Any]:
             "negative": card.defaults.get("negative_prompt", ""), "image": "image" in takes,
             "end": "end_image" in takes,
             "restyle": "video" in takes, "control": "control_video" in takes,
-            "reference": "reference_image" in takes, "takes": takes, **values}
+            "reference": "reference_image" in takes, "scale": "control_scale" in takes, "takes": takes, **values}
 
 
 def build(studio: Studio) -> TabForm:
@@ -58,7 +58,7 @@ def build(studio: Studio) -> TabForm:
                 reference = gr.Image(label="Reference image (a subject or style to keep)", type="filepath",
                                      elem_id="video-reference", visible=initial.get("reference", False))
                 control_scale = gr.Slider(0.0, 2.0, value=initial.get("control_scale", 1.0), step=0.05,
-                                          label="Control strength", visible=initial.get("reference", False))
+                                          label="Control strength", visible=initial.get("scale", False))
             size = gr.Dropdown(initial.get("sizes", []), value=initial.get("size"), label="Size (width x height)",
                                allow_custom_value=True, elem_id="video-size")
             with gr.Row():
@@ -85,7 +85,7 @@ def build(studio: Studio) -> TabForm:
                 negative: values["negative"],
                 restyle: gr.update(visible=values["restyle"]), control_group: gr.update(visible=values["control"]),
                 reference: gr.update(visible=values["reference"]),
-                control_scale: gr.update(visible=values["reference"], value=values.get("control_scale", 1.0)),
+                control_scale: gr.update(visible=values["scale"], value=values.get("control_scale", 1.0)),
                 **controls.updates(values["card"])}
 
     def read(model_id, prompt_text, negative_text, image_path, size_v, frames_v, fps_v, steps_v, cfg_v, seed_v,

@@ -4,9 +4,11 @@ original Wan key names) as diffusers' `WanTransformer3DModel`.
 The keys are renamed by diffusers' own `convert_wan_transformer_to_diffusers` (what `from_single_file`
 uses), against an explicit diffusers config built from VideoX-Fun's `config.json`: `from_single_file`
 alone would guess a 16-channel text-to-video 1.3B from the patch embedding's width and fail on the
-Fun models' 36/48 input channels and image-attention keys. The load is strict both ways: a key the
-checkpoint has and the model lacks (V1.1 Control's `ref_conv`, Camera's `control_adapter`) is refused
-by name, never dropped. `original_layout` is the inverse description (names and shapes of the original
+Fun models' 36/48 input channels and image-attention keys. V1.1 Control's `ref_conv` (a Conv2d turning
+the reference image's latents into tokens put before the video's) has no slot there: it is loaded into a
+module of its own (`RefConv`). The load is strict both ways: a key the checkpoint has and neither model
+holds (Control-Camera's `control_adapter`, `ref_conv` without `add_ref_conv`) is refused by name, never
+dropped. `original_layout` is the inverse description (names and shapes of the original
 checkpoint), used to write the built-in tiny checkpoints and to check real-size configs on the meta device.
 """
 
@@ -27,9 +29,10 @@ FUN_DEFAULTS = {"model_type": "t2v", "patch_size": (1, 2, 2), "text_len": 512, "
 # VideoX-Fun's MLPProj(1280, dim): the CLIP ViT-H/14 width. The tiny checkpoints are narrower, so
 # the width is read from the checkpoint's own `img_emb.proj.0.weight`.
 CLIP_WIDTH = 1280
-# Additions of V1.1 Control / Control-Camera that diffusers' WanTransformer3DModel has no slot for.
-UNSUPPORTED = {"ref_conv": "V1.1 Control's reference-image tokens (ref_conv)",
-               "control_adapter": "Control-Camera's camera adapter (control_adapter)"}
+# Additions diffusers' WanTransformer3DModel has no slot for: what each is, and whether the studio runs it.
+EXTRAS = {"ref_conv": "V1.1 Control's reference-image tokens (ref_conv)",
+          "control_adapter": "Control-Camera's camera adapter (control_adapter)"}
+UNSUPPORTED = ("control_adapter",)
 
 
 def read_fun_config(folder: Path, title: str) -> dict[str, Any]:
@@ -41,9 +44,9 @@ def read_fun_config(folder: Path, title: str) -> dict[str, Any]:
     if raw.get("_class_name") not in ("WanModel", "WanTransformer3DModel"):
         raise ModelNotAvailable(f"{title}: config.json is not a VideoX-Fun Wan transformer "
                                 f"(_class_name {raw.get('_class_name')!r})")
-    extras = [name for name, what in UNSUPPORTED.items() if raw.get(f"add_{name}")]
+    extras = [name for name in UNSUPPORTED if raw.get(f"add_{name}")]
     if extras:
-        raise ModelNotAvailable(f"{title}: its config asks for {', '.join(UNSUPPORTED[e] for e in extras)}, "
+        raise ModelNotAvailable(f"{title}: its config asks for {', '.join(EXTRAS[e] for e in extras)}, "
                                 "which the studio does not run yet")
     config = {**FUN_DEFAULTS, **raw}
     if tuple(config["window_size"]) != (-1, -1):
@@ -95,6 +98,9 @@ def original_layout(fun: dict[str, Any], image_dim: int = CLIP_WIDTH) -> dict[st
         shapes.update({f"{block}ffn.0.weight": (ffn, dim), f"{block}ffn.0.bias": (ffn,),
                        f"{block}ffn.2.weight": (dim, ffn), f"{block}ffn.2.bias": (dim,),
                        f"{block}modulation": (1, 6, dim)})
+    if fun.get("add_ref_conv"):  # V1.1 Control
+        shapes["ref_conv.weight"] = (dim, int(fun.get("in_dim_ref_conv", 16)), ph, pw)
+        shapes["ref_conv.bias"] = (dim,)
     if i2v:  # MLPProj: LayerNorm, Linear, GELU, Linear, LayerNorm
         shapes.update({"img_emb.proj.0.weight": (image_dim,), "img_emb.proj.0.bias": (image_dim,),
                        "img_emb.proj.1.weight": (image_dim, image_dim), "img_emb.proj.1.bias": (image_dim,),
@@ -104,12 +110,13 @@ def original_layout(fun: dict[str, Any], image_dim: int = CLIP_WIDTH) -> dict[st
 
 
 def convert_state(state: dict[str, torch.Tensor], title: str) -> dict[str, torch.Tensor]:
-    """Original Wan names -> diffusers names (diffusers' converter), refusing weights with no slot."""
+    """Original Wan names -> diffusers names (diffusers' converter), refusing weights with no slot (the
+    caller takes `ref_conv.*` out first when its config declares it)."""
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
-    extras = sorted(k for k in state if k.split(".")[0] in UNSUPPORTED)
+    extras = sorted(k for k in state if k.split(".")[0] in EXTRAS)
     if extras:
-        kinds = sorted({UNSUPPORTED[k.split(".")[0]] for k in extras})
+        kinds = sorted({EXTRAS[k.split(".")[0]] for k in extras})
         shown = ", ".join(extras[:4]) + (f" and {len(extras) - 4} more" if len(extras) > 4 else "")
         raise ModelNotAvailable(f"{title}: holds {', '.join(kinds)}, which the studio does not run yet "
                                 f"(weights {shown}); they would be dropped, so it is refused")
@@ -141,12 +148,51 @@ def build_transformer(fun: dict[str, Any], state: dict[str, torch.Tensor], dtype
     return model.eval()
 
 
-def load_transformer(folder: Path, dtype: torch.dtype, title: str) -> tuple[Any, dict[str, Any]]:
-    """(the diffusers transformer, VideoX-Fun's config) from a Fun repo's folder; safetensors only."""
+class RefConv(torch.nn.Module):
+    """VideoX-Fun's `ref_conv`: Conv2d(in_dim_ref_conv, dim, patch, stride patch) over the reference
+    image's latents; its tokens go before the video's as one more latent frame (see pipeline.py)."""
+
+    def __init__(self, in_channels: int, dim: int, patch: tuple[int, int]) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
+
+    # What a diffusers pipeline asks of each of its modules when it moves them.
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.conv.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.conv.weight.device
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.conv(latents.to(self.conv.weight.dtype))
+
+
+def split_ref_conv(fun: dict[str, Any], state: dict[str, torch.Tensor], dtype: torch.dtype,
+                   title: str) -> RefConv | None:
+    """Take `ref_conv.*` out of `state` into a RefConv when the config declares it (strictly)."""
+    if not fun.get("add_ref_conv"):
+        return None
+    weights = {k.removeprefix("ref_conv."): state.pop(k) for k in [k for k in state if k.startswith("ref_conv.")]}
+    module = RefConv(int(fun.get("in_dim_ref_conv", 16)), int(fun["dim"]), tuple(fun["patch_size"][1:]))
+    expected = {k: tuple(v.shape) for k, v in module.conv.state_dict().items()}
+    if {k: tuple(v.shape) for k, v in weights.items()} != expected:
+        raise ModelNotAvailable(f"{title}: config.json has add_ref_conv, but the checkpoint's ref_conv weights "
+                                f"({', '.join(sorted(weights)) or 'none'}) are not a Conv2d of {expected}")
+    module.conv.load_state_dict(weights, strict=True)
+    return module.to(dtype).eval()
+
+
+def load_transformer(folder: Path, dtype: torch.dtype, title: str) -> tuple[Any, dict[str, Any], RefConv | None]:
+    """(the diffusers transformer, VideoX-Fun's config, V1.1's RefConv or None) from a Fun repo's folder;
+    safetensors only."""
     from safetensors.torch import load_file
 
     fun = read_fun_config(folder, title)
     weights = folder / "diffusion_pytorch_model.safetensors"
     if not weights.is_file():
         raise ModelNotAvailable(f"{title}: diffusion_pytorch_model.safetensors is missing; download it again")
-    return build_transformer(fun, load_file(str(weights)), dtype, title), fun
+    state = load_file(str(weights))
+    ref_conv = split_ref_conv(fun, state, dtype, title)
+    return build_transformer(fun, state, dtype, title), fun, ref_conv

@@ -48,7 +48,12 @@ def load_wan_fun(card: Any, folder: Path, required: dict[str, Path], dtype: torc
     files = engine_options(card)
     if not isinstance(files, FunModel):
         raise ModelNotAvailable(f"{card.title} is a component: it runs as part of a Wan-Fun model")
-    transformer, fun = load_transformer(Path(folder), dtype, card.title)
+    transformer, fun, ref_conv = load_transformer(Path(folder), dtype, card.title)
+    if (ref_conv is not None) != files.reference_image:
+        # The card's word decides what the Video tab offers; the file's must agree with it.
+        has = "has" if ref_conv is not None else "has no"
+        raise ModelNotAvailable(f"{card.title}: its checkpoint {has} ref_conv (V1.1 Control's reference image), "
+                                f"but the card says reference_image: {str(files.reference_image).lower()}")
     if int(fun["in_dim"]) != IN_CHANNELS[card.pipeline]:
         kind = {INPAINT: "InP", CONTROL: "Control"}[card.pipeline]
         raise ModelNotAvailable(f"{card.title}: its config.json has in_dim {fun['in_dim']}, but a Fun {kind} "
@@ -63,6 +68,9 @@ def load_wan_fun(card: Any, folder: Path, required: dict[str, Path], dtype: torc
                  transformer=transformer, image_encoder=image_encoder, image_processor=image_processor)
     from .pipeline import WanFunControlPipeline, WanFunInpaintPipeline
 
-    pipeline = WanFunInpaintPipeline(**parts) if card.pipeline == INPAINT else WanFunControlPipeline(**parts)
+    if card.pipeline == INPAINT:
+        pipeline = WanFunInpaintPipeline(**parts)
+    else:
+        pipeline = WanFunControlPipeline(**parts, ref_conv=ref_conv)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline

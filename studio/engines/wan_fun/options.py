@@ -35,6 +35,8 @@ class FunModel(BaseModel):
 
     text_and_vae: str  # the component card holding text_encoder/, tokenizer/ and vae/
     image_encoder: str  # the component card holding image_encoder/ and image_processor/
+    # V1.1 Control: the checkpoint has `ref_conv` (its config.json `add_ref_conv`), so it takes a reference image.
+    reference_image: bool = False
 
 
 class FunComponent(BaseModel):
@@ -60,6 +62,8 @@ def engine_options(card: Any) -> FunModel | FunComponent | None:
     for name in needed(files):
         check_fetched(card, name)
     if isinstance(files, FunModel):
+        if files.reference_image and card.pipeline != CONTROL:
+            raise ValueError("engine: reference_image: only a Fun Control checkpoint (V1.1) takes a reference image")
         for needed_card in (files.text_and_vae, files.image_encoder):
             if needed_card not in card.requires:
                 raise ValueError(f"list {needed_card} in `requires` so a download fetches it too")

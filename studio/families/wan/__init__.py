@@ -1,9 +1,9 @@
 """Wan 2.1 on diffusers (WanPipeline, WanImageToVideoPipeline, WanVACEPipeline): text-, image- and
 video-to-video, and control video with an optional reference image (VACE). Also VideoX-Fun's own
 Wan2.1-Fun checkpoints in their original layout (studio.engines.wan_fun): InP (start and end frame)
-and Control (a control clip, optionally from a start image), with the umT5, VAE and CLIP components
-as cards they require. Its option is the flow shift of the scheduler (VideoX-Fun's 3.0 for 480p on
-UniPC; the Fun cards' Euler sampler uses 5; cards set theirs)."""
+and Control (a control clip, optionally from a start image; V1.1's reference image), with the umT5,
+VAE and CLIP components as cards they require. Its option is the flow shift of the scheduler
+(VideoX-Fun's 3.0 for 480p on UniPC; the Fun cards' Euler sampler uses 5; cards set theirs)."""
 
 from ..registry import Family, register
 from ..shared_options import time_shift
@@ -29,6 +29,7 @@ FAMILY = register(Family(
               "tiny-wan-vace": "studio.zoo.builtin_video:build_tiny_wan_vace",
               "tiny-wan-fun-inp": "studio.zoo.builtin_wan_fun:build_tiny_wan_fun_inp",
               "tiny-wan-fun-control": "studio.zoo.builtin_wan_fun:build_tiny_wan_fun_control",
+              "tiny-wan-fun-control-ref": "studio.zoo.builtin_wan_fun:build_tiny_wan_fun_control_ref",
               "tiny-wan-fun-text-vae": "studio.zoo.builtin_wan_fun:build_tiny_wan_fun_text_vae",
               "tiny-wan-fun-clip": "studio.zoo.builtin_wan_fun:build_tiny_wan_fun_clip"},
 ))

@@ -20,6 +20,8 @@ def takes(card: Any, task: str) -> list[str]:
         fields.append("end_image")
     if card.pipeline == FUN_CONTROL:
         fields.append("control_video")
+        if card.engine.get("reference_image"):  # V1.1 Control's ref_conv
+            fields.append("reference_image")
     if card.pipeline == VACE:
         fields += ["control_video", "reference_image", "control_scale"]
     if card.pipeline == TEXT and "strength" in card.defaults:
@@ -54,6 +56,8 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
         num_frames = False  # its length is the input clip's
     if card.pipeline == FUN_CONTROL:
         inputs["control_video"] = load_input_video(spec.control_video, spec.frames, spec.width, spec.height, card)
+        if spec.reference_image:
+            inputs["reference_image"] = load_input_image(spec.reference_image, card, "reference image")
     if card.pipeline == VACE:
         inputs["video"] = load_input_video(spec.control_video, spec.frames, spec.width, spec.height, card)
         inputs["conditioning_scale"] = spec.control_scale
