@@ -134,6 +134,32 @@ def test_an_end_frame_changes_the_clip(studio, picture):
     assert studio.history.get_job(ended.id).params["end_image"].endswith("picture-2.png")
 
 
+def test_the_end_frame_condition_is_videox_funs(studio):
+    """diffusers' image-to-video condition with `last_image` is the one VideoX-Fun's InP pipeline builds
+    from get_image_to_video_latent(start, end): the mask (1 = known) on the first frame (repeated 4x) and
+    the last, and the VAE latents of [start, grey..., end] (unknown frames are 0 in [-1, 1])."""
+    from studio.runtime.loader import load_pipeline
+
+    pipe = load_pipeline(studio.cards.get(INP), studio.settings, cards=studio.cards)
+    frames, h, w = 9, HEIGHT, WIDTH
+    start, end = torch.rand(1, 3, h, w) * 2 - 1, torch.rand(1, 3, h, w) * 2 - 1
+    _, condition = pipe.prepare_latents(start, 1, 16, h, w, frames, torch.float32, torch.device("cpu"),
+                                        torch.Generator().manual_seed(0), last_image=end)
+    # VideoX-Fun: input_video_mask 0 (known) at the first and last frame, 255 elsewhere; the pipeline's
+    # mask_condition is that / 255, its first frame repeated 4 times, folded into 4 channels per latent
+    # frame, and the transformer sees 1 - mask_condition.
+    mask = torch.ones(1, 1, frames, h // 8, w // 8)
+    mask[:, :, 0] = mask[:, :, -1] = 0
+    mask = torch.cat([mask[:, :, :1].repeat_interleave(4, dim=2), mask[:, :, 1:]], dim=2)
+    mask = mask.view(1, (frames + 3) // 4, 4, h // 8, w // 8).transpose(1, 2)
+    assert torch.equal(condition[:, :4], 1 - mask)
+    video = torch.cat([start.unsqueeze(2), torch.zeros(1, 3, frames - 2, h, w), end.unsqueeze(2)], dim=2)
+    mode = pipe.vae.encode(video).latent_dist.mode()
+    mean = torch.tensor(pipe.vae.config.latents_mean).view(1, 16, 1, 1, 1)
+    std = torch.tensor(pipe.vae.config.latents_std).view(1, 16, 1, 1, 1)
+    assert torch.allclose(condition[:, 4:], (mode - mean) / std, atol=1e-5)  # VideoX-Fun's VAE scales so
+
+
 def test_inp_needs_a_start_image_and_only_inp_takes_an_end_frame(studio, picture, clip):
     missing = studio.run("video", params(INP))
     assert missing.status is JobStatus.FAILED and "add a start image" in missing.error
