@@ -160,6 +160,24 @@ def test_the_end_frame_condition_is_videox_funs(studio):
     assert torch.allclose(condition[:, 4:], (mode - mean) / std, atol=1e-5)  # VideoX-Fun's VAE scales so
 
 
+def test_clip_sees_the_whole_start_frame(studio):
+    """VideoX-Fun squeezes the whole frame into CLIP's square; diffusers' processor alone would crop the
+    sides of a wide frame away. So a change at the frame's left edge reaches the image features."""
+    from studio.runtime.loader import load_pipeline
+
+    pipe = load_pipeline(studio.cards.get(INP), studio.settings, cards=studio.cards)
+    pixels = (np.random.default_rng(0).random((HEIGHT, WIDTH, 3)) * 255).astype("uint8")
+    edited = pixels.copy()
+    edited[:, :6] = 255 - edited[:, :6]  # the 6 leftmost columns: outside a 32x32 centre crop
+    with torch.no_grad():
+        a, b = (pipe.encode_image(Image.fromarray(p)) for p in (pixels, edited))
+        cropped = [pipe.image_encoder(**pipe.image_processor(images=Image.fromarray(p), return_tensors="pt"),
+                                      output_hidden_states=True).hidden_states[-2] for p in (pixels, edited)]
+    assert torch.equal(cropped[0], cropped[1])  # what the stock processor sees: no difference
+    assert not torch.allclose(a, b)
+    assert torch.equal(pipe.encode_image([Image.fromarray(pixels), Image.fromarray(edited)]), a)  # start only
+
+
 def test_inp_needs_a_start_image_and_only_inp_takes_an_end_frame(studio, picture, clip):
     missing = studio.run("video", params(INP))
     assert missing.status is JobStatus.FAILED and "add a start image" in missing.error

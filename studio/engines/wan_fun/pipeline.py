@@ -3,9 +3,9 @@
 - InP (36 input channels: noise, a 4-channel known-frame mask, the masked video's latents; plus CLIP
   image features) is diffusers' own `WanImageToVideoPipeline`, whose condition layout is VideoX-Fun's
   (`pipeline_wan_fun_inpaint.py`: mask 1 where a frame is known, unknown frames grey, the first frame's
-  mask repeated 4x). One change: with an end frame diffusers encodes start and end with CLIP and hands
-  the transformer two sets of image tokens (Wan FLF2V's learned positions for 514 tokens, which Fun
-  InP lacks); VideoX-Fun gives CLIP the start image alone, so `encode_image` keeps the first.
+  mask repeated 4x). One change, to its CLIP input: with an end frame diffusers encodes start and end
+  and hands the transformer two sets of image tokens (Wan FLF2V's learned positions for 514 tokens,
+  which Fun InP lacks); VideoX-Fun gives CLIP the start image alone, whole (`clip_image_features`).
 - Control (48 channels: noise, the control video's VAE latents, the start image's latents in the
   first latent frame, zeros after) has no diffusers pipeline: `WanFunControlPipeline` is
   `pipeline_wan_fun_control.py`'s loop (VAE latents by the distribution's mode, normalised by the
@@ -32,13 +32,22 @@ from PIL import Image
 TEXT_LEN = 512
 
 
+def clip_image_features(pipe: Any, image: Any, device: torch.device | None = None) -> torch.Tensor:
+    """CLIP features as VideoX-Fun takes them (videox_fun/models/wan_image_encoder.py): the whole frame
+    squeezed to the encoder's square, not diffusers' shortest-side resize and centre crop (which would
+    cut the sides off a 832x480 frame); then the processor's normalisation and the penultimate layer."""
+    if isinstance(image, (list, tuple)):  # [start, end] when an end frame is given: VideoX-Fun uses the start
+        image = image[0]
+    crop = pipe.image_processor.crop_size
+    squeezed = image.convert("RGB").resize((crop["width"], crop["height"]), Image.BICUBIC)
+    return WanImageToVideoPipeline.encode_image(pipe, squeezed, device)
+
+
 class WanFunInpaintPipeline(WanImageToVideoPipeline):
-    """Diffusers' image-to-video pipeline with VideoX-Fun's CLIP input: the start image only."""
+    """Diffusers' image-to-video pipeline with VideoX-Fun's CLIP input: the start image only, whole."""
 
     def encode_image(self, image: Any, device: torch.device | None = None) -> torch.Tensor:
-        if isinstance(image, (list, tuple)):  # [start, end] when an end frame is given
-            image = image[0]
-        return super().encode_image(image, device)
+        return clip_image_features(self, image, device)
 
 
 class WanFunControlPipeline(DiffusionPipeline):
@@ -50,7 +59,7 @@ class WanFunControlPipeline(DiffusionPipeline):
     # Prompt encoding exactly as diffusers' Wan pipelines do it (umT5, padded with zeros to the length).
     _get_t5_prompt_embeds = WanPipeline._get_t5_prompt_embeds
     encode_prompt = WanPipeline.encode_prompt
-    encode_image = WanImageToVideoPipeline.encode_image
+    encode_image = clip_image_features
 
     def __init__(self, tokenizer: Any, text_encoder: Any, vae: Any, scheduler: Any, transformer: Any,
                  image_encoder: Any = None, image_processor: Any = None, ref_conv: Any = None) -> None:
