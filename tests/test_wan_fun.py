@@ -195,6 +195,31 @@ def test_the_video_tab_shows_the_inputs_each_fun_model_takes(studio):
     assert {"image", "control_video", "reference_image"} <= ref and not {"end_image", "control_scale"} & ref
 
 
+def test_the_video_tab_offers_the_end_image_for_inp_and_sends_it(studio, picture):
+    import gradio as gr
+
+    from studio.ui.video_tab import build
+
+    with gr.Blocks():
+        form = build(studio)
+    by_id = {getattr(c, "elem_id", None): c for c in form.inputs}
+    end, start, control = by_id["video-end-image"], by_id["video-image"], by_id["video-control"]
+    assert isinstance(end, gr.Image) and end.type == "filepath"
+    inp, ctrl = form.model_updates(INP), form.model_updates(CONTROL)
+    assert inp[end]["visible"] is True and inp[start]["label"] == "Start image"
+    assert ctrl[end]["visible"] is False and ctrl[start]["label"] == "Start image (optional)"
+    assert form.model_updates("tiny-wan-i2v")[end]["visible"] is False
+
+    values = {c: getattr(c, "value", None) for c in form.inputs}
+    values.update({form.model: INP, form.fields["prompt"]: "a kite", form.fields["seed"]: 4,
+                   form.fields["steps"]: 2, start: picture(1), end: picture(2), control: None})
+    sent = form.read(*[values[c] for c in form.inputs])
+    assert sent["image"] == picture(1) and sent["end_image"] == picture(2)
+    done(studio.run("video", sent))
+    values[form.model] = "tiny-wan-i2v"  # an end image left in the hidden upload is not sent to a model without one
+    assert "end_image" not in form.read(*[values[c] for c in form.inputs])
+
+
 # -- Control: the clip, and an optional start image ---------------------------------------------------------
 
 def test_control_follows_its_clip_and_reruns_exactly(studio, clip):

@@ -29,6 +29,8 @@ def _values(studio: Studio, model_id: str | None) -> dict[str, Any]:
     return {"card": card, "size": size, "sizes": list(dict.fromkeys([size, *card.resolutions])),
             "negative": card.defaults.get("negative_prompt", ""), "image": "image" in takes,
             "end": "end_image" in takes,
+            # A control-video model (Wan2.1-Fun Control) takes a start image too, but does without one.
+            "start_label": "Start image (optional)" if "control_video" in takes else "Start image",
             "restyle": "video" in takes, "control": "control_video" in takes,
             "reference": "reference_image" in takes, "scale": "control_scale" in takes, "takes": takes, **values}
 
@@ -43,7 +45,8 @@ def build(studio: Studio) -> TabForm:
             negative = gr.Textbox(label="Negative prompt", lines=1, value=initial.get("negative", ""),
                                   elem_id="video-negative")
             presets = preset_controls(studio, "video")
-            start = gr.Image(label="Start image", type="filepath", visible=initial.get("image", False),
+            start = gr.Image(label=initial.get("start_label", "Start image"), type="filepath",
+                             visible=initial.get("image", False),
                              elem_id="video-image")
             end = gr.Image(label="End image (the last frame to arrive at; optional)", type="filepath",
                            visible=initial.get("end", False), elem_id="video-end-image")
@@ -81,7 +84,8 @@ def build(studio: Studio) -> TabForm:
             return {}
         return {note: card_note(values["card"]), size: gr.update(choices=values["sizes"], value=values["size"]),
                 frames: values["frames"], fps: values["fps"], steps: values["steps"], cfg: values["cfg"],
-                start: gr.update(visible=values["image"]), end: gr.update(visible=values["end"]),
+                start: gr.update(visible=values["image"], label=values["start_label"]),
+                end: gr.update(visible=values["end"]),
                 negative: values["negative"],
                 restyle: gr.update(visible=values["restyle"]), control_group: gr.update(visible=values["control"]),
                 reference: gr.update(visible=values["reference"]),
