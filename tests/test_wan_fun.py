@@ -299,6 +299,27 @@ def test_a_bad_control_clip_is_refused_and_the_worker_lives_on(studio, clip, tmp
     done(studio.run("video", params(CONTROL, control_video=clip(1))))  # the worker is still there
 
 
+# examples/wan2.1_fun/predict_i2v.py and predict_v2v_control(_ref).py: sample_size is [height, width];
+# shift 5 is wan_civitai.yaml's, what their "Flow" sampler runs.
+SCRIPT_NEGATIVE = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，"
+                   "最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的"
+                   "脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，"
+                   "背景人很多，倒着走")
+SCRIPTS = {"wan-fun-inp": {"width": 832, "height": 480, "frames": 81, "fps": 16, "steps": 50, "cfg": 6.0},
+           "wan-fun-control": {"width": 480, "height": 832, "frames": 49, "fps": 16, "steps": 50, "cfg": 6.0}}
+
+
+def test_the_real_cards_take_videox_funs_script_defaults(studio):
+    cards = [c for c in studio.cards.cards.values() if c.pipeline in SCRIPTS and not c.tiny]
+    assert len(cards) == 8
+    for card in cards:
+        values = VideoSpec.defaults_for(card)
+        assert {k: values[k] for k in SCRIPTS[card.pipeline]} == SCRIPTS[card.pipeline], card.id
+        assert values["shift"] == 5.0 and card.defaults["negative_prompt"] == SCRIPT_NEGATIVE, card.id
+        assert card.requires == ["wan2.1-umt5-vae", "wan2.1-clip-vit-h"] and card.runnable, card.id
+        assert card.engine.get("reference_image", False) == ("V1.1" in card.title and "Control" in card.title)
+
+
 # -- what the converter refuses, and the real sizes -----------------------------------------------------------
 
 def _write_checkpoint(folder: Path, config: dict, extra: dict[str, torch.Tensor]) -> None:
