@@ -14,7 +14,9 @@ from studio.zoo.hub import RemoteFile, select_files
 SHIPPED = REPO_ROOT / "model_zoo"
 
 # Engines the studio implements itself (DESIGN.md: a native engine only where neither library has one).
-NATIVE_ENGINES = {"llamagen", "infinity", "lumina-t2i", "lumina-audio"}
+NATIVE_ENGINES = {"llamagen", "infinity", "lumina-t2i", "lumina-audio",
+                  # VideoX-Fun's Wan2.1-Fun checkpoints in their original layout, and their components.
+                  "wan-fun-inp", "wan-fun-control", "wan-fun"}
 
 # The image models that run today; they must stay runnable.
 RUNNABLE_TODAY = {"lumina-next-sft", "lumina-image-2", "tiny-lumina-next", "tiny-lumina2"}
@@ -31,8 +33,14 @@ RUNNABLE_NOW = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "cog
                 # The native Lumina-T2I engine, and the LLaMA-2-7B and SDXL VAE cards it requires.
                 "lumina-t2i", "llama-2-7b", "sdxl-vae",
                 # The native Lumina audio engine, and the tokenizer cards its models require.
-                "lumina-t2audio", "lumina-t2music", "bert-base-uncased-tokenizer", "flan-t5-large-tokenizer"}
+                "lumina-t2audio", "lumina-t2music", "bert-base-uncased-tokenizer", "flan-t5-large-tokenizer",
+                # VideoX-Fun's Wan2.1-Fun InP and Control, and the umT5 + VAE and CLIP cards they require.
+                "wan2.1-fun-1.3b-inp", "wan2.1-fun-14b-inp", "wan2.1-fun-v1.1-1.3b-inp", "wan2.1-fun-v1.1-14b-inp",
+                "wan2.1-fun-1.3b-control", "wan2.1-fun-14b-control", "wan2.1-fun-v1.1-1.3b-control",
+                "wan2.1-fun-v1.1-14b-control", "wan2.1-umt5-vae", "wan2.1-clip-vit-h"}
 
+# What a Wan2.1-Fun card fetches of its repo: the transformer in VideoX-Fun's layout, none of the .pth pickles.
+FUN_FILES = {"config.json", "diffusion_pytorch_model.safetensors"}
 # (repo, loader class or engine, files a download must fetch or None for the library's usual set,
 #  task). Repos holding many checkpoints (LlamaGen, Infinity) are told apart by their files.
 CATALOGUE = [
@@ -71,6 +79,20 @@ CATALOGUE = [
      {"music_generation/*.ckpt", "bigvnat/best_netG.pt", "bigvnat/args.yml"}, "music"),
     ("google-bert/bert-base-uncased", "lumina-audio",
      {"config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"}, "component"),
+    # Wan2.1-Fun: each repo's transformer only (not its .pth pickles); the components from the Wan-AI repos.
+    ("alibaba-pai/Wan2.1-Fun-1.3B-InP", "wan-fun-inp", FUN_FILES, "video"),
+    ("alibaba-pai/Wan2.1-Fun-14B-InP", "wan-fun-inp", FUN_FILES, "video"),
+    ("alibaba-pai/Wan2.1-Fun-V1.1-1.3B-InP", "wan-fun-inp", FUN_FILES, "video"),
+    ("alibaba-pai/Wan2.1-Fun-V1.1-14B-InP", "wan-fun-inp", FUN_FILES, "video"),
+    ("alibaba-pai/Wan2.1-Fun-1.3B-Control", "wan-fun-control", FUN_FILES, "video"),
+    ("alibaba-pai/Wan2.1-Fun-14B-Control", "wan-fun-control", FUN_FILES, "video"),
+    ("alibaba-pai/Wan2.1-Fun-V1.1-1.3B-Control", "wan-fun-control", FUN_FILES, "video"),
+    ("alibaba-pai/Wan2.1-Fun-V1.1-14B-Control", "wan-fun-control", FUN_FILES, "video"),
+    ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "wan-fun",
+     {"text_encoder/*.json", "text_encoder/*.safetensors", "tokenizer/*", "vae/config.json",
+      "vae/diffusion_pytorch_model.safetensors"}, "component"),
+    ("Wan-AI/Wan2.1-I2V-14B-480P-Diffusers", "wan-fun",
+     {"image_encoder/*.json", "image_encoder/*.safetensors", "image_processor/*"}, "component"),
     ("google/flan-t5-large", "lumina-audio",
      {"config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model"},
      "component"),

@@ -1,6 +1,6 @@
 """Video from text, from a start image, from an input video (restyled) or following a control video.
 
-Which inputs a model takes (start image, input video and strength, control video, reference image)
+Which inputs a model takes (start image, end frame, input video and strength, control video, reference image)
 its family says from the card (studio.families: Wan 2.1, CogVideoX); the task checks and loads them.
 Frame counts are 4k+1 (the VAEs compress time 4x around a first frame; CogVideoX 1.0 needs 8k+1,
 the card's `frame_step`); anything else is refused with the nearest counts. Outputs: the MP4 (H.264,
@@ -59,13 +59,14 @@ def input_pixel_limit(card: ModelCard) -> int:
     return min(MAX_DECODE_PIXELS, (4 * card.max_size) ** 2)
 
 
-def load_input_image(path: str | None, card: ModelCard) -> Image.Image:
-    """The uploaded start image, or a clear error if it is missing or not an image."""
+def load_input_image(path: str | None, card: ModelCard, what: str = "start image") -> Image.Image:
+    """The uploaded start image (or end frame, reference: `what`), or a clear error if it is missing or
+    not an image."""
     if not path:
-        raise InvalidInput("this model turns an image into a video: add a start image")
+        raise InvalidInput(f"this model turns an image into a video: add a {what}")
     file = Path(path)
     if not file.is_file():
-        raise InvalidInput(f"the start image {file.name!r} is missing (upload it again)")
+        raise InvalidInput(f"the {what} {file.name!r} is missing (upload it again)")
     try:
         with Image.open(file) as im:  # reads the header only: the size is known before anything is decoded
             check_pixels(*im.size, input_pixel_limit(card), f"the image {file.name!r}")
@@ -83,13 +84,14 @@ class VideoSpec(TaskSpec):
     # VideoX-Fun's defaults for Wan 1.3B; cards override (CogVideoX: 720x480, 49 frames, 8 fps).
     FALLBACKS: ClassVar[dict[str, Any]] = {"width": 832, "height": 480, "frames": 81, "fps": 16, "steps": 50,
                                            "cfg": 6.0}
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("negative_prompt", "image", "video", "strength", "control_video",
-                                           "reference_image", "control_scale")
-    INPUTS: ClassVar[tuple[str, ...]] = ("image", "video", "strength", "control_video", "reference_image",
-                                         "control_scale")
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("negative_prompt", "image", "end_image", "video", "strength",
+                                           "control_video", "reference_image", "control_scale")
+    INPUTS: ClassVar[tuple[str, ...]] = ("image", "end_image", "video", "strength", "control_video",
+                                         "reference_image", "control_scale")
     NEEDS: ClassVar[tuple[str, ...]] = ("image", "control_video")
     REFUSALS: ClassVar[dict[str, str]] = {
         "image": "{title} makes videos from text only; pick an image-to-video model for a start image",
+        "end_image": "{title} takes no end frame; pick a model that does (Wan2.1-Fun InP)",
         "video": "{title} cannot restyle an input video; pick a model that does (video-to-video)",
         "strength": "{title} cannot restyle an input video, so it takes no strength",
         "control_video": "{title} takes no control video; pick a control-video model",
@@ -104,6 +106,7 @@ class VideoSpec(TaskSpec):
     steps: int | None = Field(default=None, ge=1, le=1000)
     cfg: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
     image: str | None = None  # start image for image-to-video models: a local file path
+    end_image: str | None = None  # last frame to arrive at (Wan2.1-Fun InP): a local file path
     video: str | None = None  # input video for video-to-video: a local file path
     strength: float | None = Field(default=None, gt=0, le=1, allow_inf_nan=False)  # how much of it is redrawn
     control_video: str | None = None  # control clip for VACE / CogVideoX-Fun control: a local file path
@@ -123,8 +126,12 @@ class VideoSpec(TaskSpec):
         if self.frames > cap:
             raise InvalidInput(f"{card.title} makes at most {cap} frames, got {self.frames}")
         takes = self.takes(card)
-        if "image" in takes:  # an image-to-video model needs its start image
+        # An image-to-video model needs its start image; for a control-video model (Wan2.1-Fun
+        # Control) it is optional, the clip's first frame when given.
+        if "image" in takes and (self.image or "control_video" not in takes):
             load_input_image(self.image, card)
+        if self.end_image:
+            load_input_image(self.end_image, card, "end image")
         if "control_video" in takes:
             if not self.control_video:
                 raise InvalidInput(f"{card.title} follows a control video (motion, pose, depth): add one")

@@ -30,7 +30,7 @@ from .common import GENERATE, default_model, generate, styled_job
 from .forms import TabForm, style_key
 
 # Fields a client sends as uploads (gradio_client.handle_file), never as paths on this machine.
-IMAGE_FILES = ("image", "reference_image")
+IMAGE_FILES = ("image", "end_image", "reference_image")
 VIDEO_FILES = ("video", "control_video")
 AUDIO_FILES = ("melody",)
 # What a client must send per task; everything else may be left out.

@@ -1,5 +1,5 @@
-"""The Video tab: text-to-video, and the inputs the chosen model takes besides (a start image, an
-input video to restyle, a control video and reference image), as its family says. Builds the form
+"""The Video tab: text-to-video, and the inputs the chosen model takes besides (a start image, an end
+frame, an input video to restyle, a control video and reference image), as its family says. Builds the form
 from the card's defaults and turns it into a video TaskSpec; nothing else."""
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ def _values(studio: Studio, model_id: str | None) -> dict[str, Any]:
     size = f"{values['width']}x{values['height']}"
     return {"card": card, "size": size, "sizes": list(dict.fromkeys([size, *card.resolutions])),
             "negative": card.defaults.get("negative_prompt", ""), "image": "image" in takes,
+            "end": "end_image" in takes,
+            # A control-video model (Wan2.1-Fun Control) takes a start image too, but does without one.
+            "start_label": "Start image (optional)" if "control_video" in takes else "Start image",
             "restyle": "video" in takes, "control": "control_video" in takes,
-            "reference": "reference_image" in takes, "takes": takes, **values}
+            "reference": "reference_image" in takes, "scale": "control_scale" in takes, "takes": takes, **values}
 
 
 def build(studio: Studio) -> TabForm:
@@ -42,8 +45,11 @@ def build(studio: Studio) -> TabForm:
             negative = gr.Textbox(label="Negative prompt", lines=1, value=initial.get("negative", ""),
                                   elem_id="video-negative")
             presets = preset_controls(studio, "video")
-            start = gr.Image(label="Start image", type="filepath", visible=initial.get("image", False),
+            start = gr.Image(label=initial.get("start_label", "Start image"), type="filepath",
+                             visible=initial.get("image", False),
                              elem_id="video-image")
+            end = gr.Image(label="End image (the last frame to arrive at; optional)", type="filepath",
+                           visible=initial.get("end", False), elem_id="video-end-image")
             with gr.Accordion("Restyle a video (video-to-video)", open=False,
                               visible=initial.get("restyle", False)) as restyle:
                 source = gr.Video(label="Input video", sources=["upload"], elem_id="video-source")
@@ -55,7 +61,7 @@ def build(studio: Studio) -> TabForm:
                 reference = gr.Image(label="Reference image (a subject or style to keep)", type="filepath",
                                      elem_id="video-reference", visible=initial.get("reference", False))
                 control_scale = gr.Slider(0.0, 2.0, value=initial.get("control_scale", 1.0), step=0.05,
-                                          label="Control strength", visible=initial.get("reference", False))
+                                          label="Control strength", visible=initial.get("scale", False))
             size = gr.Dropdown(initial.get("sizes", []), value=initial.get("size"), label="Size (width x height)",
                                allow_custom_value=True, elem_id="video-size")
             with gr.Row():
@@ -78,15 +84,17 @@ def build(studio: Studio) -> TabForm:
             return {}
         return {note: card_note(values["card"]), size: gr.update(choices=values["sizes"], value=values["size"]),
                 frames: values["frames"], fps: values["fps"], steps: values["steps"], cfg: values["cfg"],
-                start: gr.update(visible=values["image"]), negative: values["negative"],
+                start: gr.update(visible=values["image"], label=values["start_label"]),
+                end: gr.update(visible=values["end"]),
+                negative: values["negative"],
                 restyle: gr.update(visible=values["restyle"]), control_group: gr.update(visible=values["control"]),
                 reference: gr.update(visible=values["reference"]),
-                control_scale: gr.update(visible=values["reference"], value=values.get("control_scale", 1.0)),
+                control_scale: gr.update(visible=values["scale"], value=values.get("control_scale", 1.0)),
                 **controls.updates(values["card"])}
 
     def read(model_id, prompt_text, negative_text, image_path, size_v, frames_v, fps_v, steps_v, cfg_v, seed_v,
              source_video=None, strength_v=0.8, control_video=None, reference_path=None, control_scale_v=1.0,
-             *option_values) -> dict[str, Any]:
+             end_path=None, *option_values) -> dict[str, Any]:
         """The form as video TaskSpec parameters; only the inputs the chosen model takes."""
         try:
             width, height = parse_size(size_v or "")
@@ -98,8 +106,8 @@ def build(studio: Studio) -> TabForm:
                   "cfg": cfg_v, "seed": -1 if seed_v is None else seed_v}
         if card is None:
             return params
-        params.update(image=image_path, control_video=control_video, reference_image=reference_path,
-                      control_scale=control_scale_v)
+        params.update(image=image_path, end_image=end_path, control_video=control_video,
+                      reference_image=reference_path, control_scale=control_scale_v)
         if source_video:
             params.update(video=source_video, strength=strength_v)
         params.update(controls.params(card, list(option_values)))
@@ -117,10 +125,10 @@ def build(studio: Studio) -> TabForm:
         return next((str(o.path) for o in job.outputs if o.kind == "video"), None), job_summary(job, seconds)
 
     model_updates = start_follows_model(studio, run, model, model_updates)
-    model_outputs = [note, run, size, frames, fps, steps, cfg, start, negative, restyle, control_group, reference,
-                     control_scale, *controls.outputs]
+    model_outputs = [note, run, size, frames, fps, steps, cfg, start, end, negative, restyle, control_group,
+                     reference, control_scale, *controls.outputs]
     inputs = [model, prompt, negative, start, size, frames, fps, steps, cfg, seed, source, strength, control,
-              reference, control_scale, *controls.components]
+              reference, control_scale, end, *controls.components]
     # Input files (start image, clips) are not refilled: a past job's uploads may be gone, so they are picked again.
     form = TabForm(modality="video", tab_id="video", model=model, inputs=inputs, read=read,
                    fields={"prompt": prompt, "negative_prompt": negative, "frames": frames, "fps": fps, "steps": steps,

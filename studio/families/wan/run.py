@@ -11,12 +11,20 @@ from ...tasks.base import StepCallback, TaskOutput
 from ...tasks.video import load_input_image, load_input_video, run_diffusers_video
 
 TEXT, IMAGE, VACE = "WanPipeline", "WanImageToVideoPipeline", "WanVACEPipeline"
+# VideoX-Fun's Wan2.1-Fun checkpoints (studio.engines.wan_fun.options; named here without importing it).
+FUN_INPAINT, FUN_CONTROL = "wan-fun-inp", "wan-fun-control"
 
 
 def takes(card: Any, task: str) -> list[str]:
-    fields = ["negative_prompt", "shift", *(["speed"] if card.pipeline != VACE else [])]
-    if card.pipeline == IMAGE:
-        fields.append("image")
+    fields = ["negative_prompt", "shift", *(["speed"] if card.pipeline in (TEXT, IMAGE) else [])]
+    if card.pipeline in (IMAGE, FUN_INPAINT, FUN_CONTROL):
+        fields.append("image")  # Fun Control: optional, the clip's first frame
+    if card.pipeline == FUN_INPAINT:
+        fields.append("end_image")
+    if card.pipeline == FUN_CONTROL:
+        fields.append("control_video")
+        if card.engine.get("reference_image"):  # V1.1 Control's ref_conv
+            fields.append("reference_image")
     if card.pipeline == VACE:
         fields += ["control_video", "reference_image", "control_scale"]
     if card.pipeline == TEXT and "strength" in card.defaults:
@@ -44,15 +52,18 @@ def prepare(card: Any, task: str, params: dict[str, Any]) -> dict[str, Any]:
 def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -> TaskOutput:
     shift = spec.option("shift")
     if shift is not None:
-        # Wan's UniPC calls it flow_shift; the scheduler is rebuilt per job so it never leaks.
+        # Wan's UniPC calls it flow_shift, the Fun cards' FlowMatchEuler shift; the scheduler is
+        # rebuilt per job so it never leaks.
         config = pipeline.scheduler.config
         key = "flow_shift" if "flow_shift" in config else "shift" if "shift" in config else None
         if key:
             pipeline.scheduler = type(pipeline.scheduler).from_config(config, **{key: shift})
     inputs: dict[str, Any] = {}
     num_frames = True
-    if card.pipeline == IMAGE:
+    if card.pipeline in (IMAGE, FUN_INPAINT) or (card.pipeline == FUN_CONTROL and spec.image):
         inputs["image"] = load_input_image(spec.image, card)
+    if card.pipeline == FUN_INPAINT and spec.end_image:
+        inputs["last_image"] = load_input_image(spec.end_image, card, "end image")
     if spec.video:
         from diffusers import WanVideoToVideoPipeline
 
@@ -61,6 +72,10 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
         inputs["video"] = load_input_video(spec.video, spec.frames, spec.width, spec.height, card)
         inputs["strength"] = spec.strength
         num_frames = False  # its length is the input clip's
+    if card.pipeline == FUN_CONTROL:
+        inputs["control_video"] = load_input_video(spec.control_video, spec.frames, spec.width, spec.height, card)
+        if spec.reference_image:
+            inputs["reference_image"] = load_input_image(spec.reference_image, card, "reference image")
     if card.pipeline == VACE:
         inputs["video"] = load_input_video(spec.control_video, spec.frames, spec.width, spec.height, card)
         inputs["conditioning_scale"] = spec.control_scale
