@@ -27,6 +27,25 @@ ATTENTION = ("sdpa", "native", "flash", "sage")
 QUANTIZATIONS = ("auto", "none", "int8", "fp8")
 
 
+def parse_quantization(value: str) -> tuple[str, dict[str, str]]:
+    """`int8`, `wan2.1-t2v-14b=int8,cogvideox-5b=fp8` or both (`none,wan2.1-t2v-14b=int8`): the mode for
+    every model and the per-model ones, each checked."""
+    every, per_model = "auto", {}
+    for part in filter(None, (p.strip() for p in str(value).split(","))):
+        model, _, mode = part.rpartition("=")
+        model, mode = model.strip(), mode.strip()
+        if mode not in QUANTIZATIONS:
+            raise InvalidInput(f"quantization must be one of {', '.join(QUANTIZATIONS)} (or MODEL=MODE pairs, "
+                               f"comma-separated), got {part!r}")
+        if not model:
+            every = mode
+        elif not all(c.isalnum() or c in "._-" for c in model):
+            raise InvalidInput(f"quantization: {model!r} is not a model id (MODEL=MODE, e.g. wan2.1-t2v-14b=int8)")
+        else:
+            per_model[model] = mode
+    return every, per_model
+
+
 def _default_hf_cache() -> Path:
     # huggingface_hub resolves HF_HOME / HF_HUB_CACHE for us; models that diffusers or
     # transformers already downloaded there are reused as they are.
@@ -50,7 +69,8 @@ class Settings:
     ram_budget_gb: float | None = None
     placement: str = "auto"  # or one of runtime.placement.Placement, for every model
     fp8: bool = False  # store transformer weights in fp8 for models whose card allows it
-    quantization: str = "auto"  # torchao weight-only int8 / fp8 of the transformer, for every model
+    # torchao weight-only int8 / fp8 of the transformer: for every model, and/or per model (MODEL=MODE pairs)
+    quantization: str = "auto"
     attention: str = "sdpa"  # or "flash" / "sage" on CUDA with their package (runtime/attention.py)
     compile: bool = False
     channels_last: bool = False
@@ -125,9 +145,7 @@ class Settings:
             raise InvalidInput(f"placement must be one of {', '.join(PLACEMENTS)}, got {values['placement']!r}")
         if values["attention"] not in ATTENTION:
             raise InvalidInput(f"attention must be one of {', '.join(ATTENTION)}, got {values['attention']!r}")
-        if values.get("quantization", "auto") not in QUANTIZATIONS:
-            raise InvalidInput(f"quantization must be one of {', '.join(QUANTIZATIONS)}, "
-                               f"got {values['quantization']!r}")
+        parse_quantization(values.get("quantization", "auto"))
         try:
             values["max_upload_mb"] = int(values["max_upload_mb"])
         except (TypeError, ValueError):

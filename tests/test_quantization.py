@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 
 import numpy as np
 import pytest
@@ -321,3 +322,23 @@ def test_the_models_tab_shows_the_scaled_estimate(settings):
         text = details(studio, "wan2.1-t2v-14b")
         assert "**Needs about** 44.7 GB of GPU memory (transformer quantized to int8, weight-only)" in text
         assert "(transformer from the GGUF file wan2.1-t2v-14b-Q4_0.gguf)" in details(studio, "wan2.1-t2v-14b-gguf-q4")
+
+
+def test_a_quantization_per_model_beside_one_for_every_model(tmp_path):
+    """`MODEL=MODE` pairs set one model's quantization, beside (or instead of) the mode for all the others;
+    a model the setting does not name keeps its card's."""
+    from studio.runtime.quantize import mode_for
+
+    cards = CardRegistry.load([REPO_ROOT / "model_zoo"])
+    wan, lumina = cards.get("tiny-wan"), cards.get("tiny-lumina-t2i")
+    per_model = Settings.load(env={"STUDIO_QUANTIZATION": "tiny-wan=int8"}, home=tmp_path)
+    assert (mode_for(wan, per_model), mode_for(lumina, per_model)) == ("int8", lumina.quantization or "none")
+    both = Settings.load(env={"STUDIO_QUANTIZATION": "none, tiny-lumina-t2i=int8"}, home=tmp_path)
+    assert (mode_for(wan, both), mode_for(lumina, both)) == ("none", "int8")
+    for bad, why in (("tiny-wan=int4", "got 'tiny-wan=int4'"), ("../x=int8", "is not a model id")):
+        with pytest.raises(InvalidInput, match=re.escape(why)):
+            Settings.load(env={"STUDIO_QUANTIZATION": bad}, home=tmp_path)
+    parser = __import__("argparse").ArgumentParser()
+    flags.add_settings_flags(parser)
+    args = parser.parse_args(["--quantization", "tiny-wan=int8", "--home", str(tmp_path)])
+    assert mode_for(wan, flags.settings_from(args)) == "int8"

@@ -29,10 +29,11 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--placement", help="auto, full, model_offload, group_offload or sequential_offload")
     parser.add_argument("--fp8", action="store_true", default=None,
                         help="store transformer weights in fp8 for models that tolerate it")
-    parser.add_argument("--quantization", choices=("auto", "none", "int8", "fp8"),
+    parser.add_argument("--quantization", metavar="MODE | MODEL=MODE,...",
                         help="weight-only quantization of the transformer (torchao): int8 (any device, ~1/2 of "
                              "bf16), fp8 (CUDA GPUs with fp8, compute capability 8.9+), none; auto (default): "
-                             "the card's; env STUDIO_QUANTIZATION")
+                             "the card's. For every model, or per model: wan2.1-t2v-14b=int8,cogvideox-5b=none; "
+                             "env STUDIO_QUANTIZATION")
     parser.add_argument("--attention", help="sdpa (default), flash (CUDA + the flash extra) or sage (CUDA + "
                         "sageattention), on every diffusers model whose attention takes a backend")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the transformer")

@@ -29,7 +29,7 @@ import weakref
 from typing import Any
 
 from ..errors import InvalidInput
-from ..settings import Settings
+from ..settings import Settings, parse_quantization
 from ..zoo.cards import ModelCard
 
 log = logging.getLogger(__name__)
@@ -48,10 +48,13 @@ _ATTRIBUTE = "_studio_quantization"  # on a pipeline that cannot be weakly refer
 
 
 def mode_for(card: ModelCard, settings: Settings) -> str:
-    """The torchao quantization this card loads with: the setting, or the card's when it is "auto"."""
-    if settings.quantization != "auto":
-        return settings.quantization
-    return card.quantization or "none"
+    """The torchao quantization this card loads with: the setting's for this model, else its setting for
+    every model, else (when that is "auto") the card's own."""
+    every, per_model = parse_quantization(settings.quantization)
+    mode = per_model.get(card.id, "auto")
+    if mode == "auto":
+        mode = every
+    return mode if mode != "auto" else (card.quantization or "none")
 
 
 def ratio_to_bf16(kind: str) -> float:
