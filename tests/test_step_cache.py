@@ -272,6 +272,14 @@ def test_a_backend_reaches_every_diffusers_model_that_takes_one(monkeypatch, set
     wan = load_pipeline(studio_card(settings, "tiny-wan"), settings.replace(attention="sage", device="cuda"))
     assert {m.processor._attention_backend for m in wan.transformer.modules()
             if hasattr(getattr(m, "processor", None), "_attention_backend")} == {AttentionBackendName._NATIVE_MATH}
+    # A native card built on diffusers' Wan transformer (VideoX-Fun's Control checkpoint) takes it too.
+    from studio.zoo.cards import CardRegistry
+
+    cards = CardRegistry.load([settings.model_zoo_dir])
+    fun_pipe = load_pipeline(cards.get("tiny-wan-fun-control"), settings.replace(attention="sage", device="cuda"),
+                             cards=cards)
+    assert {m.processor._attention_backend for m in fun_pipe.transformer.modules()
+            if hasattr(getattr(m, "processor", None), "_attention_backend")} == {AttentionBackendName._NATIVE_MATH}
 
 
 def torch_close(a, b) -> bool:

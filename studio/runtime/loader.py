@@ -214,6 +214,8 @@ def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents 
         pipe = _load_native(card, repo_id, revision, settings, dtype, cards)
         quantize.quantize_native(pipe, card, settings)
         _store_in_fp8(pipe, card, settings, dtype)
+        # A native pipeline built on diffusers models (Wan2.1-Fun's) takes the backend on those.
+        apply_attention_backend(pipe, settings.attention, settings.torch_device())
         return pipe
     if card.library == "transformers":
         try:
