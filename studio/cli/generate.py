@@ -55,6 +55,7 @@ HELP = {
     "strength": "how much of the input video is redrawn, (0, 1]",
     "control_video": "control video file: pose, depth or motion (control models)",
     "reference_image": "reference image file: a subject or style to keep (VACE)",
+    "camera": "camera trajectory file: a CameraCtrl / RealEstate10K pose .txt (Wan2.1-Fun Control-Camera)",
     "control_scale": "how strongly the control video steers, 0 to 2", "seconds": "length in seconds",
     "num_waveforms": "waveforms from one prompt", "format": "audio file format",
     "melody": "melody clip to follow, up to 30 s of WAV, FLAC, OGG or MP3 (MusicGen Melody models)",

@@ -1,6 +1,7 @@
 """Video from text, from a start image, from an input video (restyled) or following a control video.
 
-Which inputs a model takes (start image, end frame, input video and strength, control video, reference image)
+Which inputs a model takes (start image, end frame, input video and strength, control video, reference image,
+camera trajectory)
 its family says from the card (studio.families: Wan 2.1, CogVideoX); the task checks and loads them.
 Frame counts are 4k+1 (the VAEs compress time 4x around a first frame; CogVideoX 1.0 needs 8k+1,
 the card's `frame_step`); anything else is refused with the nearest counts. Outputs: the MP4 (H.264,
@@ -85,10 +86,10 @@ class VideoSpec(TaskSpec):
     FALLBACKS: ClassVar[dict[str, Any]] = {"width": 832, "height": 480, "frames": 81, "fps": 16, "steps": 50,
                                            "cfg": 6.0}
     OPTIONAL: ClassVar[tuple[str, ...]] = ("negative_prompt", "image", "end_image", "video", "strength",
-                                           "control_video", "reference_image", "control_scale")
+                                           "control_video", "reference_image", "control_scale", "camera")
     INPUTS: ClassVar[tuple[str, ...]] = ("image", "end_image", "video", "strength", "control_video",
-                                         "reference_image", "control_scale")
-    NEEDS: ClassVar[tuple[str, ...]] = ("image", "control_video")
+                                         "reference_image", "control_scale", "camera")
+    NEEDS: ClassVar[tuple[str, ...]] = ("image", "control_video", "camera")
     REFUSALS: ClassVar[dict[str, str]] = {
         "image": "{title} makes videos from text only; pick an image-to-video model for a start image",
         "end_image": "{title} takes no end frame; pick a model that does (Wan2.1-Fun InP)",
@@ -97,6 +98,7 @@ class VideoSpec(TaskSpec):
         "control_video": "{title} takes no control video; pick a control-video model",
         "reference_image": "{title} takes no reference image",
         "control_scale": "{title} takes no control strength",
+        "camera": "{title} takes no camera trajectory; pick a camera-control model (Wan2.1-Fun Control-Camera)",
     }
 
     width: int | None = Field(default=None, gt=0)
@@ -112,6 +114,7 @@ class VideoSpec(TaskSpec):
     control_video: str | None = None  # control clip for VACE / CogVideoX-Fun control: a local file path
     reference_image: str | None = None  # VACE only: a subject or style to keep
     control_scale: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)  # VACE's conditioning
+    camera: str | None = None  # camera trajectory (Wan2.1-Fun Control-Camera): a CameraCtrl pose .txt path
 
     def check_against(self, card: ModelCard) -> None:
         problem = card.size_problem(self.width, self.height)
@@ -128,7 +131,7 @@ class VideoSpec(TaskSpec):
         takes = self.takes(card)
         # An image-to-video model needs its start image; for a control-video model (Wan2.1-Fun
         # Control) it is optional, the clip's first frame when given.
-        if "image" in takes and (self.image or "control_video" not in takes):
+        if "image" in takes and (self.image or not takes & {"control_video", "camera"}):
             load_input_image(self.image, card)
         if self.end_image:
             load_input_image(self.end_image, card, "end image")
@@ -136,6 +139,12 @@ class VideoSpec(TaskSpec):
             if not self.control_video:
                 raise InvalidInput(f"{card.title} follows a control video (motion, pose, depth): add one")
             load_input_video(self.control_video, self.frames, self.width, self.height, card)
+            if self.reference_image:
+                load_input_image(self.reference_image, card)
+        if "camera" in takes:
+            from ..engines.wan_fun.trajectory import read_camera_file
+
+            read_camera_file(self.camera, self.frames)
             if self.reference_image:
                 load_input_image(self.reference_image, card)
         if self.video:

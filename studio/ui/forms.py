@@ -29,7 +29,7 @@ from .family_controls import picker as search_picker
 
 NO_STYLE = ""
 # Parameters that name files on this machine: a preset never stores them (they would not exist elsewhere).
-FILE_PARAMS = ("image", "end_image", "video", "control_video", "reference_image", "melody")
+FILE_PARAMS = ("image", "end_image", "video", "control_video", "reference_image", "melody", "camera")
 USER_CATEGORY = "My presets"
 
 Updates = dict[gr.components.Component, Any]

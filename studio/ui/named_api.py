@@ -33,6 +33,7 @@ from .forms import TabForm, style_key
 IMAGE_FILES = ("image", "end_image", "reference_image")
 VIDEO_FILES = ("video", "control_video")
 AUDIO_FILES = ("melody",)
+TEXT_FILES = ("camera",)  # a camera trajectory (.txt): its path as uploaded, read and checked by the job
 # What a client must send per task; everything else may be left out.
 REQUIRED = {"compose": ("captions",), "anagram": ("prompts",)}
 # Fields the studio derives itself (compositional and anagram jobs make their prompt from the cells).
@@ -79,6 +80,8 @@ def _component(name: str, annotation: Any, label: str) -> tuple[Any, Any]:
         return gr.Video(value=None, **hidden), str
     if name in AUDIO_FILES:  # the upload's path as it is: nothing decoded before the job checks its size
         return gr.Audio(type="filepath", value=None, **hidden), str
+    if name in TEXT_FILES:
+        return gr.File(type="filepath", value=None, **hidden), str
     if typing.get_origin(kind) is Literal:
         return gr.Dropdown(list(typing.get_args(kind)), value=None, **hidden), str
     if typing.get_origin(kind) is list:

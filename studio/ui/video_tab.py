@@ -1,5 +1,6 @@
 """The Video tab: text-to-video, and the inputs the chosen model takes besides (a start image, an end
-frame, an input video to restyle, a control video and reference image), as its family says. Builds the form
+frame, an input video to restyle, a control video and reference image, a camera trajectory file), as its
+family says. Builds the form
 from the card's defaults and turns it into a video TaskSpec; nothing else."""
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ def _values(studio: Studio, model_id: str | None) -> dict[str, Any]:
             "negative": card.defaults.get("negative_prompt", ""), "image": "image" in takes,
             "end": "end_image" in takes,
             # A control-video model (Wan2.1-Fun Control) takes a start image too, but does without one.
-            "start_label": "Start image (optional)" if "control_video" in takes else "Start image",
+            "start_label": "Start image (optional)" if takes & {"control_video", "camera"} else "Start image",
             "restyle": "video" in takes, "control": "control_video" in takes,
-            "reference": "reference_image" in takes, "scale": "control_scale" in takes, "takes": takes, **values}
+            "reference": "reference_image" in takes, "scale": "control_scale" in takes,
+            "camera": "camera" in takes, "takes": takes, **values}
 
 
 def build(studio: Studio) -> TabForm:
@@ -50,6 +52,10 @@ def build(studio: Studio) -> TabForm:
                              elem_id="video-image")
             end = gr.Image(label="End image (the last frame to arrive at; optional)", type="filepath",
                            visible=initial.get("end", False), elem_id="video-end-image")
+            camera = gr.File(label="Camera trajectory (a CameraCtrl pose .txt: a header line, then per frame "
+                                   "frame_time fx fy cx cy 0 0 and the 3x4 world-to-camera matrix)",
+                             file_types=[".txt"], type="filepath", visible=initial.get("camera", False),
+                             elem_id="video-camera")
             with gr.Accordion("Restyle a video (video-to-video)", open=False,
                               visible=initial.get("restyle", False)) as restyle:
                 source = gr.Video(label="Input video", sources=["upload"], elem_id="video-source")
@@ -62,6 +68,10 @@ def build(studio: Studio) -> TabForm:
                                      elem_id="video-reference", visible=initial.get("reference", False))
                 control_scale = gr.Slider(0.0, 2.0, value=initial.get("control_scale", 1.0), step=0.05,
                                           label="Control strength", visible=initial.get("scale", False))
+            # The reference image of a camera model (V1.1 Control-Camera with ref_conv), outside the control group.
+            reference_cam = gr.Image(label="Reference image (a subject or style to keep; optional)", type="filepath",
+                                     elem_id="video-camera-reference",
+                                     visible=initial.get("reference", False) and initial.get("camera", False))
             size = gr.Dropdown(initial.get("sizes", []), value=initial.get("size"), label="Size (width x height)",
                                allow_custom_value=True, elem_id="video-size")
             with gr.Row():
@@ -88,13 +98,15 @@ def build(studio: Studio) -> TabForm:
                 end: gr.update(visible=values["end"]),
                 negative: values["negative"],
                 restyle: gr.update(visible=values["restyle"]), control_group: gr.update(visible=values["control"]),
-                reference: gr.update(visible=values["reference"]),
+                reference: gr.update(visible=values["reference"] and values["control"]),
+                reference_cam: gr.update(visible=values["reference"] and values["camera"]),
+                camera: gr.update(visible=values["camera"]),
                 control_scale: gr.update(visible=values["scale"], value=values.get("control_scale", 1.0)),
                 **controls.updates(values["card"])}
 
     def read(model_id, prompt_text, negative_text, image_path, size_v, frames_v, fps_v, steps_v, cfg_v, seed_v,
              source_video=None, strength_v=0.8, control_video=None, reference_path=None, control_scale_v=1.0,
-             end_path=None, *option_values) -> dict[str, Any]:
+             end_path=None, camera_path=None, reference_cam_path=None, *option_values) -> dict[str, Any]:
         """The form as video TaskSpec parameters; only the inputs the chosen model takes."""
         try:
             width, height = parse_size(size_v or "")
@@ -107,7 +119,8 @@ def build(studio: Studio) -> TabForm:
         if card is None:
             return params
         params.update(image=image_path, end_image=end_path, control_video=control_video,
-                      reference_image=reference_path, control_scale=control_scale_v)
+                      reference_image=reference_path or reference_cam_path, control_scale=control_scale_v,
+                      camera=camera_path)
         if source_video:
             params.update(video=source_video, strength=strength_v)
         params.update(controls.params(card, list(option_values)))
@@ -126,9 +139,9 @@ def build(studio: Studio) -> TabForm:
 
     model_updates = start_follows_model(studio, run, model, model_updates)
     model_outputs = [note, run, size, frames, fps, steps, cfg, start, end, negative, restyle, control_group,
-                     reference, control_scale, *controls.outputs]
+                     reference, control_scale, camera, reference_cam, *controls.outputs]
     inputs = [model, prompt, negative, start, size, frames, fps, steps, cfg, seed, source, strength, control,
-              reference, control_scale, end, *controls.components]
+              reference, control_scale, end, camera, reference_cam, *controls.components]
     # Input files (start image, clips) are not refilled: a past job's uploads may be gone, so they are picked again.
     form = TabForm(modality="video", tab_id="video", model=model, inputs=inputs, read=read,
                    fields={"prompt": prompt, "negative_prompt": negative, "frames": frames, "fps": fps, "steps": steps,

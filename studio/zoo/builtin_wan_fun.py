@@ -27,27 +27,31 @@ TINY_WIDTH = 32
 TINY_CLIP_WIDTH = 32
 
 
-def tiny_fun_config(in_dim: int, reference: bool = False) -> dict[str, Any]:
+def tiny_fun_config(in_dim: int, reference: bool = False, camera: bool = False) -> dict[str, Any]:
     """A VideoX-Fun config.json as the Fun repos write it (WanModel keys), at toy size; `reference`:
-    V1.1 Control's, with `add_ref_conv`."""
+    V1.1 Control's, with `add_ref_conv`; `camera`: V1.1 Control-Camera's, with `add_control_adapter`."""
     config = {"_class_name": "WanModel", "_diffusers_version": "0.30.0", "dim": TINY_WIDTH, "eps": 1e-06,
               "ffn_dim": 64, "freq_dim": 256, "in_dim": in_dim, "model_type": "i2v", "num_heads": 2,
               "num_layers": 2, "out_dim": 16, "text_len": 512, "text_dim": 32}
     if reference:
         config.update(add_ref_conv=True, in_dim_ref_conv=16)
+    if camera:
+        config.update(add_control_adapter=True, in_dim_control_adapter=24, downscale_factor_control_adapter=8)
     return config
 
 
-def tiny_fun_state(in_dim: int, seed: int, reference: bool = False) -> dict[str, Any]:
+def tiny_fun_state(in_dim: int, seed: int, reference: bool = False, camera: bool = False) -> dict[str, Any]:
     """Seeded random weights under the original Wan names. Norm scales sit near 1 and everything else
     is small but not zero, so every input channel (mask, control, start image) changes the output."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
     state = {}
-    for name, shape in original_layout_for(in_dim, reference).items():
+    for name, shape in original_layout_for(in_dim, reference, camera).items():
         values = torch.randn(shape, generator=generator)
-        if ("norm" in name and name.endswith(".weight")) or name.endswith(("proj.0.weight", "proj.4.weight")):
+        if name.startswith("control_adapter.") and len(shape) > 1:  # 1536-wide fan-in: kept near unit scale
+            values = values * 0.02
+        elif ("norm" in name and name.endswith(".weight")) or name.endswith(("proj.0.weight", "proj.4.weight")):
             values = 1 + 0.1 * values
         else:
             values = values * (0.2 if len(shape) > 1 else 0.05)
@@ -55,19 +59,20 @@ def tiny_fun_state(in_dim: int, seed: int, reference: bool = False) -> dict[str,
     return state
 
 
-def original_layout_for(in_dim: int, reference: bool = False) -> dict[str, tuple[int, ...]]:
+def original_layout_for(in_dim: int, reference: bool = False, camera: bool = False) -> dict[str, tuple[int, ...]]:
     from ..engines.wan_fun.convert import original_layout
 
-    return original_layout(tiny_fun_config(in_dim, reference), image_dim=TINY_CLIP_WIDTH)
+    return original_layout(tiny_fun_config(in_dim, reference, camera), image_dim=TINY_CLIP_WIDTH)
 
 
-def _transformer_files(in_dim: int, seed: int, reference: bool = False) -> FileSet:
+def _transformer_files(in_dim: int, seed: int, reference: bool = False, camera: bool = False) -> FileSet:
     from safetensors.torch import save_file
 
     def weights(path: Path) -> None:
-        save_file(tiny_fun_state(in_dim, seed, reference), str(path))
+        save_file(tiny_fun_state(in_dim, seed, reference, camera), str(path))
+    config = tiny_fun_config(in_dim, reference, camera)
     return FileSet({
-        "config.json": lambda path: path.write_text(json.dumps(tiny_fun_config(in_dim, reference), indent=2)),
+        "config.json": lambda path: path.write_text(json.dumps(config, indent=2)),
         "diffusion_pytorch_model.safetensors": weights,
     })
 
@@ -85,6 +90,12 @@ def build_tiny_wan_fun_control() -> FileSet:
 def build_tiny_wan_fun_control_ref() -> FileSet:
     """Fun V1.1 Control: as Control, plus `ref_conv` (the reference image's tokens)."""
     return _transformer_files(48, SEED + 42, reference=True)
+
+
+def build_tiny_wan_fun_camera() -> FileSet:
+    """Fun V1.1 Control-Camera: 32 input channels (noise, start-image latents) and `control_adapter`
+    (VideoX-Fun's SimpleAdapter over the trajectory's Plücker rays)."""
+    return _transformer_files(32, SEED + 43, camera=True)
 
 
 def build_tiny_wan_fun_text_vae() -> FileSet:

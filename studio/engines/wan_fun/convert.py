@@ -6,9 +6,10 @@ uses), against an explicit diffusers config built from VideoX-Fun's `config.json
 alone would guess a 16-channel text-to-video 1.3B from the patch embedding's width and fail on the
 Fun models' 36/48 input channels and image-attention keys. V1.1 Control's `ref_conv` (a Conv2d turning
 the reference image's latents into tokens put before the video's) has no slot there: it is loaded into a
-module of its own (`RefConv`). The load is strict both ways: a key the checkpoint has and neither model
-holds (Control-Camera's `control_adapter`, `ref_conv` without `add_ref_conv`) is refused by name, never
-dropped. `original_layout` is the inverse description (names and shapes of the original
+module of its own (`RefConv`), and so is V1.1 Control-Camera's `control_adapter` (VideoX-Fun's
+`SimpleAdapter`: the camera's Plücker rays into features added to the patch embeddings; `ControlAdapter`).
+The load is strict both ways: a key the checkpoint has and no model holds (`ref_conv` without
+`add_ref_conv`, `control_adapter` without `add_control_adapter`) is refused by name, never dropped. `original_layout` is the inverse description (names and shapes of the original
 checkpoint), used to write the built-in tiny checkpoints and to check real-size configs on the meta device.
 """
 
@@ -32,7 +33,6 @@ CLIP_WIDTH = 1280
 # Additions diffusers' WanTransformer3DModel has no slot for: what each is, and whether the studio runs it.
 EXTRAS = {"ref_conv": "V1.1 Control's reference-image tokens (ref_conv)",
           "control_adapter": "Control-Camera's camera adapter (control_adapter)"}
-UNSUPPORTED = ("control_adapter",)
 
 
 def read_fun_config(folder: Path, title: str) -> dict[str, Any]:
@@ -44,10 +44,6 @@ def read_fun_config(folder: Path, title: str) -> dict[str, Any]:
     if raw.get("_class_name") not in ("WanModel", "WanTransformer3DModel"):
         raise ModelNotAvailable(f"{title}: config.json is not a VideoX-Fun Wan transformer "
                                 f"(_class_name {raw.get('_class_name')!r})")
-    extras = [name for name in UNSUPPORTED if raw.get(f"add_{name}")]
-    if extras:
-        raise ModelNotAvailable(f"{title}: its config asks for {', '.join(EXTRAS[e] for e in extras)}, "
-                                "which the studio does not run yet")
     config = {**FUN_DEFAULTS, **raw}
     if tuple(config["window_size"]) != (-1, -1):
         raise ModelNotAvailable(f"{title}: local attention (window_size {config['window_size']}) is not supported")
@@ -101,6 +97,13 @@ def original_layout(fun: dict[str, Any], image_dim: int = CLIP_WIDTH) -> dict[st
     if fun.get("add_ref_conv"):  # V1.1 Control
         shapes["ref_conv.weight"] = (dim, int(fun.get("in_dim_ref_conv", 16)), ph, pw)
         shapes["ref_conv.bias"] = (dim,)
+    if fun.get("add_control_adapter"):  # V1.1 Control-Camera's SimpleAdapter (VideoX-Fun's defaults 24, 8)
+        scale = int(fun.get("downscale_factor_control_adapter", 8))
+        shapes["control_adapter.conv.weight"] = (dim, int(fun.get("in_dim_control_adapter", 24)) * scale * scale, ph, pw)
+        shapes["control_adapter.conv.bias"] = (dim,)
+        for conv in ("conv1", "conv2"):
+            shapes[f"control_adapter.residual_blocks.0.{conv}.weight"] = (dim, dim, 3, 3)
+            shapes[f"control_adapter.residual_blocks.0.{conv}.bias"] = (dim,)
     if i2v:  # MLPProj: LayerNorm, Linear, GELU, Linear, LayerNorm
         shapes.update({"img_emb.proj.0.weight": (image_dim,), "img_emb.proj.0.bias": (image_dim,),
                        "img_emb.proj.1.weight": (image_dim, image_dim), "img_emb.proj.1.bias": (image_dim,),
@@ -111,14 +114,14 @@ def original_layout(fun: dict[str, Any], image_dim: int = CLIP_WIDTH) -> dict[st
 
 def convert_state(state: dict[str, torch.Tensor], title: str) -> dict[str, torch.Tensor]:
     """Original Wan names -> diffusers names (diffusers' converter), refusing weights with no slot (the
-    caller takes `ref_conv.*` out first when its config declares it)."""
+    caller takes `ref_conv.*` / `control_adapter.*` out first when its config declares them)."""
     from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
 
     extras = sorted(k for k in state if k.split(".")[0] in EXTRAS)
     if extras:
         kinds = sorted({EXTRAS[k.split(".")[0]] for k in extras})
         shown = ", ".join(extras[:4]) + (f" and {len(extras) - 4} more" if len(extras) > 4 else "")
-        raise ModelNotAvailable(f"{title}: holds {', '.join(kinds)}, which the studio does not run yet "
+        raise ModelNotAvailable(f"{title}: holds {', '.join(kinds)} that its config.json does not declare "
                                 f"(weights {shown}); they would be dropped, so it is refused")
     return convert_wan_transformer_to_diffusers(dict(state))
 
@@ -184,9 +187,70 @@ def split_ref_conv(fun: dict[str, Any], state: dict[str, torch.Tensor], dtype: t
     return module.to(dtype).eval()
 
 
-def load_transformer(folder: Path, dtype: torch.dtype, title: str) -> tuple[Any, dict[str, Any], RefConv | None]:
-    """(the diffusers transformer, VideoX-Fun's config, V1.1's RefConv or None) from a Fun repo's folder;
-    safetensors only."""
+class ResidualBlock(torch.nn.Module):
+    """VideoX-Fun's ResidualBlock: x + conv2(relu(conv1(x))), 3x3 convolutions."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(dim, dim, kernel_size=3, padding=1)
+        self.conv2 = torch.nn.Conv2d(dim, dim, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(torch.relu(self.conv1(x)))
+
+
+class ControlAdapter(torch.nn.Module):
+    """VideoX-Fun's `SimpleAdapter` (wan_camera_adapter.py), its names kept (`conv`, `residual_blocks.0.*`):
+    per latent frame, PixelUnshuffle(8) of the 24 packed Plücker channels, a patch-sized strided Conv2d
+    to the model width and one residual block -> (B, dim, F, H/16, W/16), added to the patch embeddings."""
+
+    def __init__(self, in_channels: int, dim: int, patch: tuple[int, int], downscale: int = 8) -> None:
+        super().__init__()
+        self.pixel_unshuffle = torch.nn.PixelUnshuffle(downscale)
+        self.conv = torch.nn.Conv2d(in_channels * downscale * downscale, dim, kernel_size=patch, stride=patch)
+        self.residual_blocks = torch.nn.Sequential(ResidualBlock(dim))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.conv.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.conv.weight.device
+
+    def forward(self, camera: torch.Tensor) -> torch.Tensor:
+        b, c, f, h, w = camera.shape
+        x = camera.to(self.conv.weight.dtype).permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+        out = self.residual_blocks(self.conv(self.pixel_unshuffle(x)))
+        return out.view(b, f, *out.shape[1:]).permute(0, 2, 1, 3, 4)
+
+
+def split_control_adapter(fun: dict[str, Any], state: dict[str, torch.Tensor], dtype: torch.dtype,
+                          title: str) -> ControlAdapter | None:
+    """Take `control_adapter.*` out of `state` into a ControlAdapter when the config declares it (strictly)."""
+    if not fun.get("add_control_adapter"):
+        return None
+    prefix = "control_adapter."
+    weights = {k.removeprefix(prefix): state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+    module = ControlAdapter(int(fun.get("in_dim_control_adapter", 24)), int(fun["dim"]),
+                            tuple(fun["patch_size"][1:]), int(fun.get("downscale_factor_control_adapter", 8)))
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in weights.items()}
+    if got != expected:
+        missing = sorted(set(expected) - set(got))
+        odd = sorted(k for k in got if expected.get(k) != got[k])
+        raise ModelNotAvailable(f"{title}: config.json has add_control_adapter, but the checkpoint's control_adapter "
+                                f"weights do not match VideoX-Fun's SimpleAdapter (missing: "
+                                f"{', '.join(prefix + k for k in missing) or 'none'}; unexpected or wrong shape: "
+                                f"{', '.join(prefix + k for k in odd) or 'none'})")
+    module.load_state_dict(weights, strict=True)
+    return module.to(dtype).eval()
+
+
+def load_transformer(folder: Path, dtype: torch.dtype,
+                     title: str) -> tuple[Any, dict[str, Any], RefConv | None, ControlAdapter | None]:
+    """(the diffusers transformer, VideoX-Fun's config, V1.1's RefConv or None, Control-Camera's
+    ControlAdapter or None) from a Fun repo's folder; safetensors only."""
     from safetensors.torch import load_file
 
     fun = read_fun_config(folder, title)
@@ -195,4 +259,5 @@ def load_transformer(folder: Path, dtype: torch.dtype, title: str) -> tuple[Any,
         raise ModelNotAvailable(f"{title}: diffusion_pytorch_model.safetensors is missing; download it again")
     state = load_file(str(weights))
     ref_conv = split_ref_conv(fun, state, dtype, title)
-    return build_transformer(fun, state, dtype, title), fun, ref_conv
+    adapter = split_control_adapter(fun, state, dtype, title)
+    return build_transformer(fun, state, dtype, title), fun, ref_conv, adapter

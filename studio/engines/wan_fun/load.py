@@ -11,7 +11,7 @@ import torch
 
 from ...errors import ModelNotAvailable
 from .convert import load_transformer
-from .options import CONTROL, IN_CHANNELS, INPAINT, FunModel, engine_options
+from .options import CAMERA, CONTROL, IN_CHANNELS, INPAINT, FunModel, engine_options
 
 
 def fun_scheduler() -> Any:
@@ -48,14 +48,18 @@ def load_wan_fun(card: Any, folder: Path, required: dict[str, Path], dtype: torc
     files = engine_options(card)
     if not isinstance(files, FunModel):
         raise ModelNotAvailable(f"{card.title} is a component: it runs as part of a Wan-Fun model")
-    transformer, fun, ref_conv = load_transformer(Path(folder), dtype, card.title)
+    transformer, fun, ref_conv, adapter = load_transformer(Path(folder), dtype, card.title)
+    if (adapter is not None) != (card.pipeline == CAMERA):
+        has = "has" if adapter is not None else "has no"
+        raise ModelNotAvailable(f"{card.title}: its checkpoint {has} control_adapter (Control-Camera's camera "
+                                f"adapter), but the card's pipeline is {card.pipeline}")
     if (ref_conv is not None) != files.reference_image:
         # The card's word decides what the Video tab offers; the file's must agree with it.
         has = "has" if ref_conv is not None else "has no"
         raise ModelNotAvailable(f"{card.title}: its checkpoint {has} ref_conv (V1.1 Control's reference image), "
                                 f"but the card says reference_image: {str(files.reference_image).lower()}")
     if int(fun["in_dim"]) != IN_CHANNELS[card.pipeline]:
-        kind = {INPAINT: "InP", CONTROL: "Control"}[card.pipeline]
+        kind = {INPAINT: "InP", CONTROL: "Control", CAMERA: "Control-Camera"}[card.pipeline]
         raise ModelNotAvailable(f"{card.title}: its config.json has in_dim {fun['in_dim']}, but a Fun {kind} "
                                 f"transformer takes {IN_CHANNELS[card.pipeline]}")
     try:
@@ -71,6 +75,6 @@ def load_wan_fun(card: Any, folder: Path, required: dict[str, Path], dtype: torc
     if card.pipeline == INPAINT:
         pipeline = WanFunInpaintPipeline(**parts)
     else:
-        pipeline = WanFunControlPipeline(**parts, ref_conv=ref_conv)
+        pipeline = WanFunControlPipeline(**parts, ref_conv=ref_conv, control_adapter=adapter)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline

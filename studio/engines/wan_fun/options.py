@@ -1,6 +1,6 @@
 """What a Wan-Fun card says about its files (torch-free): the `engine:` section of a `wan-fun-*` card.
 
-A model card (`pipeline: wan-fun-inp` or `wan-fun-control`) names the two component cards it loads
+A model card (`pipeline: wan-fun-inp`, `wan-fun-control` or `wan-fun-camera`) names the two component cards it loads
 besides its own transformer: `text_and_vae` (umT5-XXL, its tokenizer and the Wan VAE, in diffusers
 format: Wan-AI/Wan2.1-T2V-1.3B-Diffusers) and `image_encoder` (the CLIP ViT-H/14 image encoder and
 its processor: Wan-AI/Wan2.1-I2V-14B-480P-Diffusers). A component card (`pipeline: wan-fun`,
@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..card_files import check_fetched
 
-INPAINT, CONTROL, COMPONENT = "wan-fun-inp", "wan-fun-control", "wan-fun"
-PIPELINES = (INPAINT, CONTROL, COMPONENT)
+INPAINT, CONTROL, CAMERA, COMPONENT = "wan-fun-inp", "wan-fun-control", "wan-fun-camera", "wan-fun"
+PIPELINES = (INPAINT, CONTROL, CAMERA, COMPONENT)
 # The transformer in VideoX-Fun's "civitai" layout (config/wan2.1/wan_civitai.yaml: transformer_subpath ./).
 TRANSFORMER_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 # What each component's folders must hold once downloaded (the sharded weights come with them).
@@ -26,8 +26,10 @@ COMPONENT_FILES = {
     "image_encoder": ("image_encoder/config.json", "image_processor/preprocessor_config.json"),
 }
 # Input channels of the transformer per kind: InP 16 noise + 4 mask + 16 masked-video latents;
-# Control 16 noise + 16 control-video latents + 16 start-image latents (first latent frame only).
-IN_CHANNELS = {INPAINT: 36, CONTROL: 48}
+# Control 16 noise + 16 control-video latents + 16 start-image latents (first latent frame only);
+# Control-Camera 16 noise + 16 start-image latents (VideoX-Fun's camera branch has no control latents:
+# the camera enters through control_adapter, added to the patch embeddings).
+IN_CHANNELS = {INPAINT: 36, CONTROL: 48, CAMERA: 32}
 
 
 class FunModel(BaseModel):
@@ -62,7 +64,7 @@ def engine_options(card: Any) -> FunModel | FunComponent | None:
     for name in needed(files):
         check_fetched(card, name)
     if isinstance(files, FunModel):
-        if files.reference_image and card.pipeline != CONTROL:
+        if files.reference_image and card.pipeline not in (CONTROL, CAMERA):
             raise ValueError("engine: reference_image: only a Fun Control checkpoint (V1.1) takes a reference image")
         for needed_card in (files.text_and_vae, files.image_encoder):
             if needed_card not in card.requires:

@@ -15,6 +15,10 @@
   tokens placed before the video's as a latent frame of their own (RoPE frame 0, the video 1..F); the
   transformer is run on one more frame and that frame's patch embedding is replaced by those tokens
   (a forward hook), then its output dropped: the same sequence VideoX-Fun's `full_ref` builds.
+- Control-Camera (32 channels: noise, the start image's latents in the first latent frame) is the same
+  loop with VideoX-Fun's camera branch: no control latents; the trajectory's Plücker rays, packed 24
+  channels per latent frame (`trajectory.py`), go through `control_adapter` once and are added to the
+  video's patch embeddings (the same forward hook), as `WanTransformer3DModel.forward` adds `y_camera`.
 """
 
 from __future__ import annotations
@@ -53,8 +57,8 @@ class WanFunInpaintPipeline(WanImageToVideoPipeline):
 class WanFunControlPipeline(DiffusionPipeline):
     """A Wan-Fun Control checkpoint following a control clip, optionally from a start image."""
 
-    model_cpu_offload_seq = "text_encoder->image_encoder->ref_conv->transformer->vae"
-    _optional_components = ["image_encoder", "image_processor", "ref_conv"]
+    model_cpu_offload_seq = "text_encoder->image_encoder->ref_conv->control_adapter->transformer->vae"
+    _optional_components = ["image_encoder", "image_processor", "ref_conv", "control_adapter"]
 
     # Prompt encoding exactly as diffusers' Wan pipelines do it (umT5, padded with zeros to the length).
     _get_t5_prompt_embeds = WanPipeline._get_t5_prompt_embeds
@@ -62,11 +66,12 @@ class WanFunControlPipeline(DiffusionPipeline):
     encode_image = clip_image_features
 
     def __init__(self, tokenizer: Any, text_encoder: Any, vae: Any, scheduler: Any, transformer: Any,
-                 image_encoder: Any = None, image_processor: Any = None, ref_conv: Any = None) -> None:
+                 image_encoder: Any = None, image_processor: Any = None, ref_conv: Any = None,
+                 control_adapter: Any = None) -> None:
         super().__init__()
         self.register_modules(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
                               transformer=transformer, image_encoder=image_encoder, image_processor=image_processor,
-                              ref_conv=ref_conv)
+                              ref_conv=ref_conv, control_adapter=control_adapter)
         self.vae_scale_factor_temporal = self.vae.config.scale_factor_temporal
         self.vae_scale_factor_spatial = self.vae.config.scale_factor_spatial
         self.video_processor = VideoProcessor(vae_scale_factor=self.vae_scale_factor_spatial)
@@ -113,14 +118,19 @@ class WanFunControlPipeline(DiffusionPipeline):
         return self.ref_conv(ref_latents.to(device)).unsqueeze(2)
 
     @torch.no_grad()
-    def __call__(self, prompt: str, control_video: list[Image.Image], negative_prompt: str = "",
+    def __call__(self, prompt: str, control_video: list[Image.Image] | None = None, negative_prompt: str = "",
                  image: Image.Image | None = None, reference_image: Image.Image | None = None,
                  height: int = 480, width: int = 832, num_frames: int = 49,
                  num_inference_steps: int = 50, guidance_scale: float = 6.0,
                  generator: torch.Generator | None = None, output_type: str = "np",
-                 callback_on_step_end: Callable | None = None) -> WanPipelineOutput:
-        if len(control_video) != num_frames:
-            raise ValueError(f"the control video has {len(control_video)} frames; num_frames is {num_frames}")
+                 callback_on_step_end: Callable | None = None,
+                 control_camera: torch.Tensor | None = None) -> WanPipelineOutput:
+        """`control_video` for a Control checkpoint; `control_camera` (1, 24, latent frames, height,
+        width: trajectory.camera_latents) for a Control-Camera one."""
+        if (control_camera is not None) != (self.control_adapter is not None):
+            raise ValueError("a Control-Camera checkpoint takes a camera trajectory (and only it does)")
+        if control_camera is None and (control_video is None or len(control_video) != num_frames):
+            raise ValueError(f"the control video has {len(control_video or [])} frames; num_frames is {num_frames}")
         device = self._execution_device
         dtype = self.transformer.dtype
         cfg = guidance_scale > 1.0
@@ -136,13 +146,20 @@ class WanFunControlPipeline(DiffusionPipeline):
         shape = (1, self.vae.config.z_dim, (num_frames - 1) // self.vae_scale_factor_temporal + 1,
                  height // self.vae_scale_factor_spatial, width // self.vae_scale_factor_spatial)
         latents = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-        clip = self.video_processor.preprocess_video(control_video, height=height, width=width)
-        control = self._encode(clip, device)
         start = torch.zeros_like(latents)
         if image is not None:  # only the first latent frame holds the start image; the rest stay zero
             pixels = self.video_processor.preprocess(image, height=height, width=width).unsqueeze(2)
             start[:, :, :1] = self._encode(pixels, device)
-        condition = torch.cat([control, start], dim=1)
+        camera_features = None
+        if control_camera is not None:  # VideoX-Fun's camera branch: y is the start image's latents alone
+            if tuple(control_camera.shape[2:]) != (shape[2], height, width):
+                raise ValueError(f"the camera embedding is {tuple(control_camera.shape)}; this job needs "
+                                 f"{shape[2]} latent frames at {height}x{width}")
+            condition = start
+            camera_features = self.control_adapter(control_camera.to(device))
+        else:
+            clip = self.video_processor.preprocess_video(control_video, height=height, width=width)
+            condition = torch.cat([self._encode(clip, device), start], dim=1)
         ref_tokens = self._reference_tokens(reference_image, latents, height, width, device)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -156,10 +173,13 @@ class WanFunControlPipeline(DiffusionPipeline):
             return out[:, :, 1:] if ref_tokens is not None else out
 
         hook = None
-        if ref_tokens is not None:
-            def put_reference(_module: Any, _args: Any, embedded: torch.Tensor) -> torch.Tensor:
-                return torch.cat([ref_tokens.to(embedded), embedded[:, :, 1:]], dim=2)
-            hook = self.transformer.patch_embedding.register_forward_hook(put_reference)
+        if ref_tokens is not None or camera_features is not None:
+            def embed(_module: Any, _args: Any, embedded: torch.Tensor) -> torch.Tensor:
+                video = embedded[:, :, 1:] if ref_tokens is not None else embedded
+                if camera_features is not None:  # y_camera, added before the reference frame is put in
+                    video = video + camera_features.to(video)
+                return torch.cat([ref_tokens.to(embedded), video], dim=2) if ref_tokens is not None else video
+            hook = self.transformer.patch_embedding.register_forward_hook(embed)
         try:
             for i, t in enumerate(timesteps):
                 model_input = torch.cat([latents, condition], dim=1).to(dtype)

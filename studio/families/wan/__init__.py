@@ -1,7 +1,8 @@
 """Wan 2.1 on diffusers (WanPipeline, WanImageToVideoPipeline, WanVACEPipeline): text-, image- and
 video-to-video, and control video with an optional reference image (VACE). Also VideoX-Fun's own
 Wan2.1-Fun checkpoints in their original layout (studio.engines.wan_fun): InP (start and end frame)
-and Control (a control clip, optionally from a start image; V1.1's reference image), with the umT5,
+and Control (a control clip, optionally from a start image; V1.1's reference image), V1.1 Control-Camera
+(a camera trajectory file, optionally from a start image), with the umT5,
 VAE and CLIP components as cards they require. Its options are the flow shift of the scheduler
 (VideoX-Fun's 3.0 for 480p on UniPC; the Fun cards' Euler sampler uses 5; cards set theirs) and step
 caching (`speed`, text- and image-to-video only)."""
@@ -37,6 +38,7 @@ FAMILY = register(Family(
               "tiny-wan-fun-inp": "studio.zoo.builtin_wan_fun:build_tiny_wan_fun_inp",
               "tiny-wan-fun-control": "studio.zoo.builtin_wan_fun:build_tiny_wan_fun_control",
               "tiny-wan-fun-control-ref": "studio.zoo.builtin_wan_fun:build_tiny_wan_fun_control_ref",
+              "tiny-wan-fun-camera": "studio.zoo.builtin_wan_fun:build_tiny_wan_fun_camera",
               "tiny-wan-fun-text-vae": "studio.zoo.builtin_wan_fun:build_tiny_wan_fun_text_vae",
               "tiny-wan-fun-clip": "studio.zoo.builtin_wan_fun:build_tiny_wan_fun_clip"},
 ))

@@ -12,19 +12,21 @@ from ...tasks.video import load_input_image, load_input_video, run_diffusers_vid
 
 TEXT, IMAGE, VACE = "WanPipeline", "WanImageToVideoPipeline", "WanVACEPipeline"
 # VideoX-Fun's Wan2.1-Fun checkpoints (studio.engines.wan_fun.options; named here without importing it).
-FUN_INPAINT, FUN_CONTROL = "wan-fun-inp", "wan-fun-control"
+FUN_INPAINT, FUN_CONTROL, FUN_CAMERA = "wan-fun-inp", "wan-fun-control", "wan-fun-camera"
 
 
 def takes(card: Any, task: str) -> list[str]:
     fields = ["negative_prompt", "shift", *(["speed"] if card.pipeline in (TEXT, IMAGE) else [])]
-    if card.pipeline in (IMAGE, FUN_INPAINT, FUN_CONTROL):
-        fields.append("image")  # Fun Control: optional, the clip's first frame
+    if card.pipeline in (IMAGE, FUN_INPAINT, FUN_CONTROL, FUN_CAMERA):
+        fields.append("image")  # Fun Control and Control-Camera: optional, the clip's first frame
     if card.pipeline == FUN_INPAINT:
         fields.append("end_image")
     if card.pipeline == FUN_CONTROL:
         fields.append("control_video")
-        if card.engine.get("reference_image"):  # V1.1 Control's ref_conv
-            fields.append("reference_image")
+    if card.pipeline == FUN_CAMERA:
+        fields.append("camera")  # V1.1 Control-Camera's trajectory file
+    if card.pipeline in (FUN_CONTROL, FUN_CAMERA) and card.engine.get("reference_image"):  # V1.1's ref_conv
+        fields.append("reference_image")
     if card.pipeline == VACE:
         fields += ["control_video", "reference_image", "control_scale"]
     if card.pipeline == TEXT and "strength" in card.defaults:
@@ -60,7 +62,7 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
             pipeline.scheduler = type(pipeline.scheduler).from_config(config, **{key: shift})
     inputs: dict[str, Any] = {}
     num_frames = True
-    if card.pipeline in (IMAGE, FUN_INPAINT) or (card.pipeline == FUN_CONTROL and spec.image):
+    if card.pipeline in (IMAGE, FUN_INPAINT) or (card.pipeline in (FUN_CONTROL, FUN_CAMERA) and spec.image):
         inputs["image"] = load_input_image(spec.image, card)
     if card.pipeline == FUN_INPAINT and spec.end_image:
         inputs["last_image"] = load_input_image(spec.end_image, card, "end image")
@@ -74,6 +76,11 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
         num_frames = False  # its length is the input clip's
     if card.pipeline == FUN_CONTROL:
         inputs["control_video"] = load_input_video(spec.control_video, spec.frames, spec.width, spec.height, card)
+    if card.pipeline == FUN_CAMERA:
+        from ...engines.wan_fun.trajectory import camera_latents
+
+        inputs["control_camera"] = camera_latents(spec.camera, spec.frames, spec.width, spec.height)
+    if card.pipeline in (FUN_CONTROL, FUN_CAMERA):
         if spec.reference_image:
             inputs["reference_image"] = load_input_image(spec.reference_image, card, "reference image")
     if card.pipeline == VACE:
