@@ -9,8 +9,9 @@ the reference image's latents into tokens put before the video's) has no slot th
 module of its own (`RefConv`), and so is V1.1 Control-Camera's `control_adapter` (VideoX-Fun's
 `SimpleAdapter`: the camera's Plücker rays into features added to the patch embeddings; `ControlAdapter`).
 The load is strict both ways: a key the checkpoint has and no model holds (`ref_conv` without
-`add_ref_conv`, `control_adapter` without `add_control_adapter`) is refused by name, never dropped. `original_layout` is the inverse description (names and shapes of the original
-checkpoint), used to write the built-in tiny checkpoints and to check real-size configs on the meta device.
+`add_ref_conv`, `control_adapter` without `add_control_adapter`) is refused by name, never dropped.
+`original_layout` is the inverse description (names and shapes of the original checkpoint), used to
+write the built-in tiny checkpoints and to check real-size configs on the meta device.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def original_layout(fun: dict[str, Any], image_dim: int = CLIP_WIDTH) -> dict[st
         shapes["ref_conv.bias"] = (dim,)
     if fun.get("add_control_adapter"):  # V1.1 Control-Camera's SimpleAdapter (VideoX-Fun's defaults 24, 8)
         scale = int(fun.get("downscale_factor_control_adapter", 8))
-        shapes["control_adapter.conv.weight"] = (dim, int(fun.get("in_dim_control_adapter", 24)) * scale * scale, ph, pw)
+        packed = int(fun.get("in_dim_control_adapter", 24)) * scale * scale
+        shapes["control_adapter.conv.weight"] = (dim, packed, ph, pw)
         shapes["control_adapter.conv.bias"] = (dim,)
         for conv in ("conv1", "conv2"):
             shapes[f"control_adapter.residual_blocks.0.{conv}.weight"] = (dim, dim, 3, 3)
