@@ -16,7 +16,7 @@ SHIPPED = REPO_ROOT / "model_zoo"
 # Engines the studio implements itself (DESIGN.md: a native engine only where neither library has one).
 NATIVE_ENGINES = {"llamagen", "infinity", "lumina-t2i", "lumina-audio",
                   # VideoX-Fun's Wan2.1-Fun checkpoints in their original layout, and their components.
-                  "wan-fun-inp", "wan-fun-control", "wan-fun"}
+                  "wan-fun-inp", "wan-fun-control", "wan-fun-camera", "wan-fun"}
 
 # The image models that run today; they must stay runnable.
 RUNNABLE_TODAY = {"lumina-next-sft", "lumina-image-2", "tiny-lumina-next", "tiny-lumina2"}
@@ -37,7 +37,8 @@ RUNNABLE_NOW = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "cog
                 # VideoX-Fun's Wan2.1-Fun InP and Control, and the umT5 + VAE and CLIP cards they require.
                 "wan2.1-fun-1.3b-inp", "wan2.1-fun-14b-inp", "wan2.1-fun-v1.1-1.3b-inp", "wan2.1-fun-v1.1-14b-inp",
                 "wan2.1-fun-1.3b-control", "wan2.1-fun-14b-control", "wan2.1-fun-v1.1-1.3b-control",
-                "wan2.1-fun-v1.1-14b-control", "wan2.1-umt5-vae", "wan2.1-clip-vit-h"}
+                "wan2.1-fun-v1.1-14b-control",
+                "wan2.1-fun-v1.1-1.3b-control-camera", "wan2.1-fun-v1.1-14b-control-camera", "wan2.1-umt5-vae", "wan2.1-clip-vit-h"}
 
 # What a Wan2.1-Fun card fetches of its repo: the transformer in VideoX-Fun's layout, none of the .pth pickles.
 FUN_FILES = {"config.json", "diffusion_pytorch_model.safetensors"}
@@ -88,6 +89,8 @@ CATALOGUE = [
     ("alibaba-pai/Wan2.1-Fun-14B-Control", "wan-fun-control", FUN_FILES, "video"),
     ("alibaba-pai/Wan2.1-Fun-V1.1-1.3B-Control", "wan-fun-control", FUN_FILES, "video"),
     ("alibaba-pai/Wan2.1-Fun-V1.1-14B-Control", "wan-fun-control", FUN_FILES, "video"),
+    ("alibaba-pai/Wan2.1-Fun-V1.1-1.3B-Control-Camera", "wan-fun-camera", FUN_FILES, "video"),
+    ("alibaba-pai/Wan2.1-Fun-V1.1-14B-Control-Camera", "wan-fun-camera", FUN_FILES, "video"),
     ("Wan-AI/Wan2.1-T2V-1.3B-Diffusers", "wan-fun",
      {"text_encoder/*.json", "text_encoder/*.safetensors", "tokenizer/*", "vae/config.json",
       "vae/diffusion_pytorch_model.safetensors"}, "component"),
