@@ -38,7 +38,8 @@ RUNNABLE_NOW = {"wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.1-i2v-14b-480p", "cog
                 "wan2.1-fun-1.3b-inp", "wan2.1-fun-14b-inp", "wan2.1-fun-v1.1-1.3b-inp", "wan2.1-fun-v1.1-14b-inp",
                 "wan2.1-fun-1.3b-control", "wan2.1-fun-14b-control", "wan2.1-fun-v1.1-1.3b-control",
                 "wan2.1-fun-v1.1-14b-control",
-                "wan2.1-fun-v1.1-1.3b-control-camera", "wan2.1-fun-v1.1-14b-control-camera", "wan2.1-umt5-vae", "wan2.1-clip-vit-h"}
+                "wan2.1-fun-v1.1-1.3b-control-camera", "wan2.1-fun-v1.1-14b-control-camera",
+                "wan2.1-umt5-vae", "wan2.1-clip-vit-h"}
 
 # What a Wan2.1-Fun card fetches of its repo: the transformer in VideoX-Fun's layout, none of the .pth pickles.
 FUN_FILES = {"config.json", "diffusion_pytorch_model.safetensors"}
