@@ -374,3 +374,71 @@ def test_the_real_camera_cards_take_the_predict_scripts_defaults(studio):
         assert card.allow_patterns == ["config.json", "diffusion_pytorch_model.safetensors"]
         assert card.requires == ["wan2.1-umt5-vae", "wan2.1-clip-vit-h"] and card.runnable
         assert "camera" in VideoSpec.takes(card) and "reference_image" not in VideoSpec.takes(card)
+
+
+# -- the Video tab, the API and the CLI ------------------------------------------------------------------------
+
+def test_the_video_tab_offers_a_camera_upload_for_a_camera_model_and_sends_it(studio, trajectory):
+    import gradio as gr
+
+    from studio.ui.video_tab import build
+
+    with gr.Blocks():
+        form = build(studio)
+    by_id = {getattr(c, "elem_id", None): c for c in form.inputs}
+    camera, start = by_id["video-camera"], by_id["video-image"]
+    assert isinstance(camera, gr.File) and camera.type == "filepath"
+    shown = form.model_updates(CAMERA)
+    assert shown[camera]["visible"] is True and shown[start]["label"] == "Start image (optional)"
+    assert form.model_updates(CONTROL)[camera]["visible"] is False
+    values = {c: getattr(c, "value", None) for c in form.inputs}
+    values.update({form.model: CAMERA, form.fields["prompt"]: "a hall", form.fields["seed"]: 4,
+                   form.fields["steps"]: 2, camera: trajectory("up")})
+    sent = form.read(*[values[c] for c in form.inputs])
+    assert sent["camera"] == trajectory("up") and "control_video" not in sent
+    done(studio.run("video", sent))
+    values[form.model] = CONTROL  # a camera file left in the hidden upload is not sent to a model without one
+    assert "camera" not in form.read(*[values[c] for c in form.inputs])
+
+
+def test_generate_video_takes_a_camera_upload_and_submit_job_refuses_a_path(studio, trajectory):
+    from gradio_client import Client, handle_file
+
+    from helpers import free_port
+    from studio.ui.app import build_app
+    from studio.ui.launch import launch_options
+
+    demo = build_app(studio)
+    demo.queue().launch(prevent_thread_lock=True, quiet=True,
+                        **launch_options(studio.settings.replace(port=free_port()), None))
+    try:
+        client = Client(demo.local_url, verbose=False)
+        named = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        assert "camera" in {p["parameter_name"] for p in named["/generate_video"]["parameters"]}
+        video, status = client.predict(prompt="a hall", model=CAMERA, camera=handle_file(trajectory("up")),
+                                       steps=2, seed=3, api_name="/generate_video")
+        assert "Done" in status, status
+        [record] = studio.history.list_jobs()
+        assert record.params["camera"].endswith("up.txt") and record.params["camera"] != trajectory("up")
+        with pytest.raises(Exception, match="camera: send input files through /generate_video, not as paths"):
+            client.predict("video", {"model": CAMERA, "prompt": "a hall", "camera": trajectory("up")},
+                           api_name="/submit_job")
+    finally:
+        demo.close()
+
+
+def test_studio_generate_video_takes_a_camera_file(tmp_path, model_cache, capsys, trajectory):
+    from studio.cli import main
+    from studio.history import HistoryStore
+
+    home = tmp_path / "home"
+    argv = ["generate", "video", "--home", str(home), "--model-cache", str(model_cache), "--model", CAMERA,
+            "--prompt", "a hall", "--steps", "2", "--seed", "2", "--camera", trajectory("up")]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.strip().splitlines()[0].endswith(": done")
+    store = HistoryStore(home / "studio.db")
+    try:
+        [record] = store.list_jobs()
+    finally:
+        store.close()
+    assert record.params["camera"] == trajectory("up")
