@@ -20,3 +20,15 @@ def check_fetched(card: Any, name: str) -> None:
     """ValueError unless the card's `allow_patterns` (None: the library's usual set) let `name` through."""
     if card.allow_patterns is not None and not any(fnmatch.fnmatch(name, p) for p in card.allow_patterns):
         raise ValueError(f"{name} is not in allow_patterns, so a download would not fetch it")
+
+
+def read_section(model: Any, card: Any) -> Any:
+    """The card's `engine:` section validated as the pydantic `model`; ValueError names each problem
+    (`engine: gpt_file: ...`)."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(card.engine)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'engine'}: {e['msg']}" for e in err.errors())
+        raise ValueError(f"engine: {problems}") from None

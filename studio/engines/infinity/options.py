@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from ..card_files import check_fetched, plain_file_name
+from ..card_files import check_fetched, plain_file_name, read_section
 from .schedules import BUDGETS, size_names
 
 MODEL_TYPES = ("infinity_2b", "infinity_8b", "infinity_layer12", "infinity_layer16", "infinity_layer24", "tiny")
@@ -48,21 +48,13 @@ def is_vae_card(card: Any) -> bool:
     return "component" in card.tasks
 
 
-def _parse(model: type[BaseModel], card: Any) -> Any:
-    try:
-        return model.model_validate(card.engine)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'engine'}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"engine: {problems}") from None
-
-
 def engine_options(card: Any) -> TransformerFiles | VAEFiles:
     """The card's `engine:` section; ValueError says what is wrong with it."""
     if is_vae_card(card):
-        files = _parse(VAEFiles, card)
+        files = read_section(VAEFiles, card)
         check_fetched(card, files.vae_file)
         return files
-    files = _parse(TransformerFiles, card)
+    files = read_section(TransformerFiles, card)
     check_fetched(card, files.file)
     for needed in (files.vae, files.text_encoder):
         if needed not in card.requires:

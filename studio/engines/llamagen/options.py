@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from ..card_files import check_fetched, plain_file_name
+from ..card_files import check_fetched, plain_file_name, read_section
 
 # name -> (n_layer, n_head, dim), as in the original's GPT_models; n_kv_head is never set there.
 GPT_CONFIGS: dict[str, tuple[int, int, int]] = {
@@ -69,11 +69,7 @@ def needed_files(card: Any) -> list[str]:
 
 def engine_options(card: Any) -> LlamaGenFiles:
     """The card's `engine:` section as LlamaGenFiles; ValueError says what is wrong with it."""
-    try:
-        files = LlamaGenFiles.model_validate(card.engine)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'engine'}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"engine: {problems}") from None
+    files = read_section(LlamaGenFiles, card)
     if card.min_size != card.max_size:
         raise ValueError("a LlamaGen checkpoint makes one size: set min_size and max_size to it")
     if card.max_size % VQ_DOWNSAMPLE[files.vq_size]:

@@ -26,9 +26,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from ..card_files import check_fetched
+from ..card_files import check_fetched, read_section
 
 VOCODER_FILES = ("best_netG.pt", "args.yml")
 DIT_FIELDS = ("in_channels", "context_dim", "hidden_size", "depth", "num_heads", "max_len")
@@ -107,11 +107,7 @@ def is_component(card: Any) -> bool:
 def engine_options(card: Any) -> ModelFiles | TokenizerFiles:
     """The card's `engine:` section; ValueError says what is wrong with it."""
     model = TokenizerFiles if is_component(card) else ModelFiles
-    try:
-        files = model.model_validate(card.engine)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'engine'}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"engine: {problems}") from None
+    files = read_section(model, card)
     for name in needed(files):
         check_fetched(card, name)
     if isinstance(files, ModelFiles):

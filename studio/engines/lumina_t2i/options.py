@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from ..card_files import check_fetched, plain_file_name
+from ..card_files import check_fetched, plain_file_name, read_section
 
 VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")  # a diffusers AutoencoderKL folder
 
@@ -51,11 +51,7 @@ def is_component(card: Any) -> bool:
 def engine_options(card: Any) -> DiTFiles | VAEFolder:
     """The card's `engine:` section; ValueError says what is wrong with it."""
     model = VAEFolder if is_component(card) else DiTFiles
-    try:
-        files = model.model_validate(card.engine)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'engine'}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"engine: {problems}") from None
+    files = read_section(model, card)
     for name in needed(files):
         check_fetched(card, name)
     if isinstance(files, DiTFiles):

@@ -153,15 +153,10 @@ def build_transformer(fun: dict[str, Any], state: dict[str, torch.Tensor], dtype
     return model.eval()
 
 
-class RefConv(torch.nn.Module):
-    """VideoX-Fun's `ref_conv`: Conv2d(in_dim_ref_conv, dim, patch, stride patch) over the reference
-    image's latents; its tokens go before the video's as one more latent frame (see pipeline.py)."""
+class _ConvSide(torch.nn.Module):
+    """A module beside the diffusers transformer, led by its `conv`: the dtype and device a diffusers
+    pipeline asks of each of its modules when it moves them."""
 
-    def __init__(self, in_channels: int, dim: int, patch: tuple[int, int]) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
-
-    # What a diffusers pipeline asks of each of its modules when it moves them.
     @property
     def dtype(self) -> torch.dtype:
         return self.conv.weight.dtype
@@ -169,6 +164,15 @@ class RefConv(torch.nn.Module):
     @property
     def device(self) -> torch.device:
         return self.conv.weight.device
+
+
+class RefConv(_ConvSide):
+    """VideoX-Fun's `ref_conv`: Conv2d(in_dim_ref_conv, dim, patch, stride patch) over the reference
+    image's latents; its tokens go before the video's as one more latent frame (see pipeline.py)."""
+
+    def __init__(self, in_channels: int, dim: int, patch: tuple[int, int]) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(in_channels, dim, kernel_size=patch, stride=patch)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         return self.conv(latents.to(self.conv.weight.dtype))
@@ -201,7 +205,7 @@ class ResidualBlock(torch.nn.Module):
         return x + self.conv2(torch.relu(self.conv1(x)))
 
 
-class ControlAdapter(torch.nn.Module):
+class ControlAdapter(_ConvSide):
     """VideoX-Fun's `SimpleAdapter` (wan_camera_adapter.py), its names kept (`conv`, `residual_blocks.0.*`):
     per latent frame, PixelUnshuffle(8) of the 24 packed Plücker channels, a patch-sized strided Conv2d
     to the model width and one residual block -> (B, dim, F, H/16, W/16), added to the patch embeddings."""
@@ -211,14 +215,6 @@ class ControlAdapter(torch.nn.Module):
         self.pixel_unshuffle = torch.nn.PixelUnshuffle(downscale)
         self.conv = torch.nn.Conv2d(in_channels * downscale * downscale, dim, kernel_size=patch, stride=patch)
         self.residual_blocks = torch.nn.Sequential(ResidualBlock(dim))
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.conv.weight.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self.conv.weight.device
 
     def forward(self, camera: torch.Tensor) -> torch.Tensor:
         b, c, f, h, w = camera.shape

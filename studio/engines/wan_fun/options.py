@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from ..card_files import check_fetched
+from ..card_files import check_fetched, read_section
 
 INPAINT, CONTROL, CAMERA, COMPONENT = "wan-fun-inp", "wan-fun-control", "wan-fun-camera", "wan-fun"
 PIPELINES = (INPAINT, CONTROL, CAMERA, COMPONENT)
@@ -56,11 +56,7 @@ def engine_options(card: Any) -> FunModel | FunComponent | None:
     component = card.pipeline == COMPONENT
     if component != ("component" in card.tasks):
         raise ValueError("pipeline: wan-fun is for component cards (tasks: [component]) only")
-    try:
-        files = (FunComponent if component else FunModel).model_validate(card.engine)
-    except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'engine'}: {e['msg']}" for e in err.errors())
-        raise ValueError(f"engine: {problems}") from None
+    files = read_section(FunComponent if component else FunModel, card)
     for name in needed(files):
         check_fetched(card, name)
     if isinstance(files, FunModel):
