@@ -11,6 +11,7 @@ import torch
 from .errors import StudioError
 from .history import HistoryStore
 from .job import Job, Stage
+from .runtime.lora import adapters, infotext_hashes
 from .runtime.memory import MemoryScheduler
 from .runtime.quantize import describe as quantization_of
 
@@ -23,19 +24,28 @@ class OutOfMemory(StudioError):
 
 def run_with_memory(scheduler: MemoryScheduler, history: HistoryStore, job: Job, task: Any, card: Any,
                     on_step: Callable[[int, int], None],
-                    on_stage: Callable[[Stage, str], None] = lambda stage, detail: None) -> Any:
+                    on_stage: Callable[[Stage, str], None] = lambda stage, detail: None, loras: Any = None) -> Any:
     """Run the task on its pipeline; on out-of-memory, free everything else and retry once with
     the next more frugal placement. The placement that ran is recorded on the job. `on_stage` hears
-    when the model is being loaded (and from where) and when the prompt is being encoded."""
+    when the model is being loaded (and from where) and when the prompt is being encoded. The job's
+    LoRAs (found in `loras`, a zoo.loras.LoraLibrary) are in the model for the run only
+    (runtime/lora.py), their bytes counted in the job's working memory."""
     spec = job.spec
-    working = task.working_bytes(spec, card)
+    files = loras.for_job(getattr(spec, "loras", None), card) if loras is not None else []
+    working = task.working_bytes(spec, card) + sum(lora.data_bytes for lora, _ in files)
+    record: dict[str, Any] = {}
+
+    def run_on(lease: Any) -> Any:
+        with adapters(lease.pipeline, files, lease.placement.value, record):
+            return task.run(lease.pipeline, spec, card, on_step)
+
     on_stage(Stage.LOADING, f"{card.title} {scheduler.whereabouts(card.id)}")
     with scheduler.acquire(card, working) as lease:
         # Every pipeline encodes the prompt before its first step: the stage lasts until that step.
         on_stage(Stage.ENCODING, "")
         try:
             ran = lease.pipeline
-            output = task.run(lease.pipeline, spec, card, on_step)
+            output = run_on(lease)
             placement = lease.placement
         except torch.OutOfMemoryError:
             log.warning("job %s: out of memory with %s", job.id, lease.placement.value)
@@ -44,7 +54,7 @@ def run_with_memory(scheduler: MemoryScheduler, history: HistoryStore, job: Job,
                 raise OutOfMemory(oom_message(scheduler, card, spec, lease.placement, working)) from None
             try:
                 ran = retry.pipeline
-                output = task.run(retry.pipeline, spec, card, on_step)
+                output = run_on(retry)
             except torch.OutOfMemoryError:
                 raise OutOfMemory(oom_message(scheduler, card, spec, retry.placement, working)) from None
             placement = retry.placement
@@ -54,6 +64,10 @@ def run_with_memory(scheduler: MemoryScheduler, history: HistoryStore, job: Job,
     # when it is not the plain dtype.
     quantization = quantization_of(ran)
     output.used["quantization"] = quantization or "none"
+    if record.get("loras"):
+        output.used["loras"] = record["loras"]
+        hashes = infotext_hashes(record["loras"])
+        output.used["infotext"] = {**(output.used.get("infotext") or {}), "Lora hashes": hashes}
     if quantization:
         output.used["infotext"] = {**(output.used.get("infotext") or {}), "Quantization": quantization}
     return output

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 
-from .errors import StudioError, internal_reason
+from .errors import InvalidInput, StudioError, internal_reason
 
 from .history import AssetRecord, HistoryStore, JobRecord, JobStatus
 from .history.bounds import MAX_ERROR, clip
@@ -69,11 +69,12 @@ def _clip(value: Any) -> str:
 
 class JobQueue:
     def __init__(self, cards: CardRegistry, history: HistoryStore, scheduler: MemoryScheduler,
-                 outputs_dir: Path) -> None:
+                 outputs_dir: Path, loras: Any = None) -> None:
         self._cards = cards
         self._history = history
         self._scheduler = scheduler
         self._outputs_dir = outputs_dir
+        self._loras = loras  # zoo.loras.LoraLibrary: the LoRAs a job may name (None: no LoRA folder)
         self._live: dict[str, Job] = {}  # handles of unfinished jobs, by id (front ends follow these)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -91,7 +92,12 @@ class JobQueue:
         """Validate and enqueue a job. Invalid input gives a job that is already failed, with the reason."""
         try:
             task = get_task(task_name)
-            spec = task.spec_type.parse(params).resolved(self._cards.get(str(params.get("model", ""))))
+            card = self._cards.get(str(params.get("model", "")))
+            spec = task.spec_type.parse(params).resolved(card)
+            if getattr(spec, "loras", None):  # names, files and headers checked before the job queues
+                if self._loras is None:
+                    raise InvalidInput("loras: this studio has no LoRA folder")
+                self._loras.for_job(spec.loras, card)
         except StudioError as err:
             return self._record_rejected(task_name, params, str(err))
         # The handle is known before its row exists: the worker may claim the row the moment it is
@@ -384,7 +390,7 @@ class JobQueue:
                 job.stage = Stage.DECODING if total and step >= total else Stage.STEPS
                 self._notify(job)
 
-            output = run_with_memory(self._scheduler, self._history, job, task, card, on_step, on_stage)
+            output = run_with_memory(self._scheduler, self._history, job, task, card, on_step, on_stage, self._loras)
             if job._cancel.is_set():
                 raise Cancelled()
             on_stage(Stage.SAVING, "")

@@ -26,6 +26,7 @@ from .runtime.quantize import estimate_gb
 from .settings import Settings
 from .zoo.cards import CardRegistry
 from .zoo.downloads import DownloadManager
+from .zoo.loras import LoraLibrary
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ class Studio:
             placement_for=self._placement_for,
             estimate_gb=lambda card: estimate_gb(card, settings),
         )
-        self.jobs = JobQueue(self.cards, self.history, self.scheduler, settings.outputs_dir)
+        self.loras = LoraLibrary(settings.lora_dir, self.cards, settings)
+        self.jobs = JobQueue(self.cards, self.history, self.scheduler, settings.outputs_dir, self.loras)
         self.gallery = Gallery(self.history, self.jobs, settings.outputs_dir, self.cards)
         # Presets are data; what makes one valid for its tab's task is decided here, once, for all of them.
         self.preset_check = task_problem

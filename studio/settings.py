@@ -79,6 +79,8 @@ class Settings:
     hf_token: str | None = field(default=None, repr=False)
     presets_dir: Path = REPO_ROOT / "presets"  # the shipped prompt libraries and style templates
     max_upload_mb: int = 500  # the largest file a browser may upload (a video to restyle, a start image)
+    # The LoRA folder: its .safetensors files are the LoRAs a job names (zoo/loras.py); default <home>/loras.
+    lora_dir: Path | None = None
 
     @property
     def db_path(self) -> Path:
@@ -116,6 +118,7 @@ class Settings:
             "hf_token": env.get("HF_TOKEN") or None,
             "presets_dir": Path(env.get("STUDIO_PRESETS") or REPO_ROOT / "presets"),
             "max_upload_mb": env.get("STUDIO_MAX_UPLOAD_MB", cls.max_upload_mb),
+            "lora_dir": Path(env["STUDIO_LORA_DIR"]) if env.get("STUDIO_LORA_DIR") else home / "loras",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls._validated(values)
@@ -152,7 +155,9 @@ class Settings:
             raise InvalidInput(f"max_upload_mb must be a whole number of MB, got {values['max_upload_mb']!r}") from None
         if values["max_upload_mb"] < 1:
             raise InvalidInput("max_upload_mb must be at least 1")
-        path_keys = ("home", "outputs_dir", "model_cache", "model_zoo_dir", "presets_dir")
+        if values.get("lora_dir") is None:
+            values["lora_dir"] = Path(values["home"]) / "loras"
+        path_keys = ("home", "outputs_dir", "model_cache", "model_zoo_dir", "presets_dir", "lora_dir")
         paths = {k: Path(values[k]).expanduser().resolve() for k in path_keys}
         return cls(**{**values, **paths, "port": port, "device": device})
 
@@ -160,7 +165,7 @@ class Settings:
         return self._validated({**dataclasses.asdict(self), **changes})
 
     def ensure_dirs(self) -> None:
-        for path in (self.home, self.outputs_dir, self.model_cache, self.user_cards_dir):
+        for path in (self.home, self.outputs_dir, self.model_cache, self.user_cards_dir, self.lora_dir):
             path.mkdir(parents=True, exist_ok=True)
 
     def torch_device(self) -> str:

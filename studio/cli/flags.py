@@ -13,7 +13,7 @@ from ..settings import Settings
 from ..zoo.cards import parse_size
 
 SETTINGS_KEYS = ("home", "outputs_dir", "model_cache", "device", "dtype", "vram_budget_gb", "ram_budget_gb",
-                 "placement", "fp8", "quantization", "attention", "compile", "channels_last")
+                 "placement", "fp8", "quantization", "attention", "compile", "channels_last", "lora_dir")
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +36,8 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
                              "env STUDIO_QUANTIZATION")
     parser.add_argument("--attention", help="sdpa (default), flash (CUDA + the flash extra) or sage (CUDA + "
                         "sageattention), on every diffusers model whose attention takes a backend")
+    parser.add_argument("--lora-dir", help="LoRA folder: its .safetensors files are the LoRAs a job may name "
+                        "(default: <home>/loras); env STUDIO_LORA_DIR")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the transformer")
     parser.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
 

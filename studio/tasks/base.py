@@ -31,7 +31,7 @@ MAX_PROMPT_CHARS = 10_000
 StepCallback = Callable[[int, int], None]
 
 # How a refusal names a task field a family has no use for.
-FIELD_LABELS = {"negative_prompt": "negative prompt", "steps": "denoising steps"}
+FIELD_LABELS = {"negative_prompt": "negative prompt", "steps": "denoising steps", "loras": "LoRA adapters"}
 
 
 def batch_seeds(seed: int, count: int) -> list[int]:

@@ -15,6 +15,7 @@ from .. import __version__
 from ..errors import InvalidInput
 from ..media import SavedFile, format_infotext
 from ..zoo.cards import ModelCard
+from .loras import Loras, prompt_tags
 from .base import (JobContext, StepCallback, TaskOutput, TaskSpec, batch_seeds, family_lines, png_writer, run_family,
                    save_all)
 
@@ -27,13 +28,15 @@ __all__ = ["ImageSpec", "ImageTask", "SAMPLER_NAMES", "run_diffusers_image"]
 class ImageSpec(TaskSpec):
     task: ClassVar[str] = "image"
     FALLBACKS: ClassVar[dict[str, Any]] = {"width": 1024, "height": 1024, "steps": 30, "cfg": 4.0}
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("negative_prompt", "steps")
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("negative_prompt", "steps", "loras")
+    INPUTS: ClassVar[tuple[str, ...]] = ("loras",)  # LoRA adapters (tasks/loras.py): brought, not a setting
 
     width: int | None = Field(default=None, gt=0)
     height: int | None = Field(default=None, gt=0)
     steps: int | None = Field(default=None, ge=1, le=1000)
     cfg: float | None = Field(default=None, ge=0, le=100, allow_inf_nan=False)
     num_images: int = Field(default=1, ge=1, le=8)
+    loras: Loras = None  # [{"name", "weight"}]: LoRA adapters loaded for this job only
 
     def check_against(self, card: ModelCard) -> None:
         problem = card.size_problem(self.width, self.height)
@@ -72,7 +75,7 @@ class ImageTask:
 
     def infotext(self, spec: ImageSpec, card: ModelCard, sampler: str, extra: dict[str, Any] | None = None) -> str:
         # `extra`: facts of the run a family reports beside its options (Infinity's scales and VAE).
-        return format_infotext(spec.prompt, spec.negative_prompt, {
+        return format_infotext(prompt_tags(spec.prompt, spec.loras), spec.negative_prompt, {
             "Steps": spec.steps, "Sampler": sampler, "CFG scale": spec.cfg, "Seed": spec.seed,
             "Size": f"{spec.width}x{spec.height}", "Model": card.id, **family_lines(self.name, spec, card),
             **(extra or {}), "Version": f"studio {__version__}"})

@@ -23,6 +23,7 @@ from ..errors import InvalidInput, MediaError
 from ..media import MAX_DECODE_PIXELS, SavedFile, check_pixels, format_infotext, output_relpath
 from ..media_av import poster_frame, save_mp4
 from ..zoo.cards import ModelCard
+from .loras import Loras, prompt_tags
 from .base import (JobContext, StepCallback, TaskOutput, TaskSpec, family_lines, job_json, png_writer, run_family,
                    save_all)
 
@@ -86,9 +87,9 @@ class VideoSpec(TaskSpec):
     FALLBACKS: ClassVar[dict[str, Any]] = {"width": 832, "height": 480, "frames": 81, "fps": 16, "steps": 50,
                                            "cfg": 6.0}
     OPTIONAL: ClassVar[tuple[str, ...]] = ("negative_prompt", "image", "end_image", "video", "strength",
-                                           "control_video", "reference_image", "control_scale", "camera")
+                                           "control_video", "reference_image", "control_scale", "camera", "loras")
     INPUTS: ClassVar[tuple[str, ...]] = ("image", "end_image", "video", "strength", "control_video",
-                                         "reference_image", "control_scale", "camera")
+                                         "reference_image", "control_scale", "camera", "loras")
     NEEDS: ClassVar[tuple[str, ...]] = ("image", "control_video", "camera")
     REFUSALS: ClassVar[dict[str, str]] = {
         "image": "{title} makes videos from text only; pick an image-to-video model for a start image",
@@ -115,6 +116,7 @@ class VideoSpec(TaskSpec):
     reference_image: str | None = None  # VACE only: a subject or style to keep
     control_scale: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)  # VACE's conditioning
     camera: str | None = None  # camera trajectory (Wan2.1-Fun Control-Camera): a CameraCtrl pose .txt path
+    loras: Loras = None  # [{"name", "weight"}]: LoRA adapters loaded for this job only (tasks/loras.py)
 
     def check_against(self, card: ModelCard) -> None:
         problem = card.size_problem(self.width, self.height)
@@ -167,7 +169,7 @@ class VideoTask:
 
     def save(self, output: TaskOutput, spec: VideoSpec, card: ModelCard, ctx: JobContext) -> list[SavedFile]:
         frames, start_image = output.items
-        infotext = format_infotext(spec.prompt, spec.negative_prompt, {
+        infotext = format_infotext(prompt_tags(spec.prompt, spec.loras), spec.negative_prompt, {
             "Steps": spec.steps, "Sampler": output.used["sampler"], "CFG scale": spec.cfg, "Seed": spec.seed,
             "Size": f"{spec.width}x{spec.height}", "Frames": spec.frames, "FPS": spec.fps, "Model": card.id,
             **family_lines(self.name, spec, card), **(output.used.get("infotext") or {})})

@@ -49,6 +49,21 @@ class TransformerGGUF(BaseModel):
     file: str = Field(pattern=r"^[^/\\]+\.gguf$")
 
 
+class LoraSource(BaseModel):
+    """A LoRA card's adapter (`tasks: [lora]`): the one safetensors file in the repo that holds it
+    (zoo/loras.py). The card's `family:` is the base model's family."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = Field(pattern=r"^[\w.+-]+(/[\w.+-]+)*\.safetensors$")
+
+    @model_validator(mode="after")
+    def _no_parent(self) -> "LoraSource":
+        if ".." in self.file.split("/"):
+            raise ValueError("lora.file: a path inside the repo, without '..'")
+        return self
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -75,6 +90,8 @@ class ModelCard(BaseModel):
     quantization: Literal["none", "int8", "fp8"] | None = None
     # The transformer from a GGUF file instead of the source's own weights (a card of its own, in `requires`).
     transformer_gguf: TransformerGGUF | None = None
+    # A LoRA card's file (tasks: [lora]): downloaded like a component, loaded into a model of its family.
+    lora: LoraSource | None = None
     # GB of the transformer's weights in bf16, part of memory_gb: scaled when it is quantized.
     transformer_gb: float | None = Field(default=None, gt=0)
     memory_gb: float = Field(gt=0)
@@ -108,6 +125,11 @@ class ModelCard(BaseModel):
         if self.transformer_gguf is not None and self.transformer_gguf.card not in self.requires:
             raise ValueError(f"transformer_gguf: the card {self.transformer_gguf.card!r} holding the GGUF file "
                              "must also be in `requires` (so Download fetches it)")
+        if ("lora" in self.tasks) != (self.lora is not None):
+            raise ValueError("a LoRA card has `tasks: [lora]` and a `lora: {file: NAME.safetensors}`, both or neither")
+        if self.lora is not None and (self.runnable or self.allow_patterns != [self.lora.file]):
+            raise ValueError("a LoRA card is `runnable: false` and downloads its file only "
+                             "(`allow_patterns: [<lora.file>]`)")
         check_card(self)  # its family's word on whether it can run this card as written
         return self
 

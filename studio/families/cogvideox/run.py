@@ -13,7 +13,7 @@ IMAGE, CONTROL = "CogVideoXImageToVideoPipeline", "CogVideoXFunControlPipeline"
 
 
 def takes(card: Any, task: str) -> list[str]:
-    return ["negative_prompt", "speed", *(["image"] if card.pipeline == IMAGE else []),
+    return ["negative_prompt", "speed", "loras", *(["image"] if card.pipeline == IMAGE else []),
             *(["control_video"] if card.pipeline == CONTROL else [])]
 
 

@@ -14,5 +14,7 @@ FAMILY = register(Family(
     options=(
         time_shift(None, "a flow-matching scheduler's time shift; unset keeps the scheduler's own"),
     ),
+    unused={"loras": "LoRAs load into the families whose key layouts the studio checks (Lumina-Image 2.0, "
+                     "Lumina-Next, Wan 2.1, CogVideoX), not into any diffusers pipeline"},
     run="studio.families.diffusers.run:run",
 ))

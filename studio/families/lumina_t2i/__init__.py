@@ -32,6 +32,8 @@ FAMILY = register(Family(
                advanced=True, group="Lumina sampling"),
     ),
     defaults={"steps": 30, "cfg": 4.0},
+    unused={"loras": "its native Flag-DiT has no LoRA loader (LoRAs load into Lumina-Image 2.0, Lumina-Next, "
+                     "Wan 2.1 and CogVideoX models)"},
     run="studio.families.lumina_t2i.run:run",
     load=f"{ENGINE}.pipeline:load_lumina_t2i",
     check_card=f"{ENGINE}.options:engine_options",

@@ -16,7 +16,7 @@ FUN_INPAINT, FUN_CONTROL, FUN_CAMERA = "wan-fun-inp", "wan-fun-control", "wan-fu
 
 
 def takes(card: Any, task: str) -> list[str]:
-    fields = ["negative_prompt", "shift", *(["speed"] if card.pipeline in (TEXT, IMAGE) else [])]
+    fields = ["negative_prompt", "shift", "loras", *(["speed"] if card.pipeline in (TEXT, IMAGE) else [])]
     if card.pipeline in (IMAGE, FUN_INPAINT, FUN_CONTROL, FUN_CAMERA):
         fields.append("image")  # Fun Control and Control-Camera: optional, the clip's first frame
     if card.pipeline == FUN_INPAINT:
