@@ -49,8 +49,7 @@ def make_lora(studio, model: str, name: str, seed: int = 0, layout: str = "diffu
 
 
 def run(studio, model, **params):
-    job = studio.run("image", image_params(model=model, **params))
-    return job
+    return studio.run("image", image_params(model=model, width=128, height=128, **params))
 
 
 @pytest.mark.parametrize("model", ["tiny-lumina2", "tiny-lumina-next"])
@@ -117,10 +116,13 @@ def test_bad_loras_fail_clearly_and_the_worker_lives_on(studio):
         assert not job.outputs and studio.history.get_job(job.id).status is JobStatus.FAILED
     heavy = run(studio, "tiny-lumina2", loras="cut:4.5")
     assert heavy.status is JobStatus.FAILED and "less than or equal to 4" in heavy.error
-    refused = studio.run("image", image_params(model="tiny-llamagen-t2i", loras="x"))
-    assert refused.status is JobStatus.FAILED and "takes no LoRA adapters" in refused.error
+    for other in ("tiny-llamagen-t2i", "tiny-lumina-t2i", "tiny-infinity"):
+        refused = studio.run("image", {"model": other, "prompt": "a cat", "loras": "x"})
+        assert refused.status is JobStatus.FAILED and "takes no LoRA adapters" in refused.error, refused.error
+    audio = studio.run("audio", {"model": "tiny-stable-audio", "prompt": "rain", "loras": "x"})
+    assert audio.status is JobStatus.FAILED and "loras: not a parameter" in audio.error
+    assert not list(studio.settings.outputs_dir.rglob("*.png"))
     assert run(studio, "tiny-lumina2").status is JobStatus.DONE  # the worker runs on, the model unharmed
-    assert not list(studio.settings.outputs_dir.rglob("*.png")) or True
 
 
 def test_a_failed_load_leaves_the_model_as_it_was(studio):
