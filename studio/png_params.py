@@ -9,6 +9,7 @@ kept as text in `details` for display. Malformed values never raise: they are sh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -252,10 +253,30 @@ def _from_a1111(meta: PngMetadata) -> FoundParameters | None:
     return _from_infotext(text, "a1111") if text and text.strip() else None
 
 
+# A1111's LoRA tag in a prompt: <lora:name>, <lora:name:weight> (a third number, the UNet's own weight, is
+# A1111's; the text encoder's weight is the one kept, as Studio loads LoRAs into one model).
+_RE_LORA_TAG = re.compile(r"\s*<lora:([^:<>]+)(?::([^:<>]*))?(?::[^<>]*)?>")
+
+
+def _lora_tags(prompt: str, found: "_Found") -> str:
+    """The prompt less its `<lora:…>` tags, each put in params["loras"] (a weight that does not parse: in details)."""
+    loras = []
+    for match in _RE_LORA_TAG.finditer(prompt):
+        weight = 1.0 if not (match[2] or "").strip() else _float(match[2])
+        if weight is None:
+            found.detail(f"LoRA {match[1].strip()}", match[2])
+        else:
+            loras.append({"name": match[1].strip(), "weight": weight})
+    if loras:
+        found.params["loras"] = loras
+    return _RE_LORA_TAG.sub("", prompt).strip() if loras else prompt
+
+
 def _from_infotext(text: str, source: str) -> FoundParameters:
     info = parse_infotext(text)
     fields = dict(info.fields)
     found = _Found()
+    info = dataclasses.replace(info, prompt=_lora_tags(info.prompt, found))
     if "Size" in fields:
         found.size("Size", fields.pop("Size"), _RE_A1111_SIZE)
     for name, label in (("steps", "Steps"), ("cfg", "CFG scale"), ("seed", "Seed")):

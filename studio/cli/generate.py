@@ -63,6 +63,8 @@ HELP = {
     "prompts": "a reading of the picture (2 to 4, each with its --view)",
     "views": "the view the matching --prompt is read under (default: identity, rotate_180)",
     "style": "words put before every prompt, e.g. 'an oil painting of'",
+    "loras": "a LoRA to load, NAME[:WEIGHT] (weight -4 to 4, default 1; repeat for several): a .safetensors "
+             "file's stem in the LoRA folder (--lora-dir) or a downloaded LoRA card's id",
 }
 # What `generate` fills when it is not given: compose's grid (one row), the anagram views.
 DEFAULT_VIEWS = ["identity", "rotate_180"]

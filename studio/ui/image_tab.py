@@ -18,6 +18,7 @@ from ..zoo.cards import parse_size
 from .common import (card_note, default_model, generate, model_choices, only_taken, stop_button, styled_job,
                      wire_generate)
 from .family_controls import FamilyControls
+from .lora_controls import LoraControls
 from .results import captioned, job_summary, reuse_seed_button
 from .forms import TabForm, nearest_shape, preset_controls, size_text, wire_presets
 
@@ -51,6 +52,7 @@ def build(studio: Studio) -> TabForm:
             negative = gr.Textbox(label="Negative prompt", lines=1, elem_id="image-negative",
                                   visible="negative_prompt" in takes)
             controls.place_prompt_options()
+            loras = LoraControls(studio, ImageSpec, card, "image")
             presets = preset_controls(studio, "image")
             size = gr.Dropdown(initial.get("sizes", []), value=initial.get("size"), label="Size (width x height)",
                                allow_custom_value=True, elem_id="image-size")
@@ -75,7 +77,7 @@ def build(studio: Studio) -> TabForm:
                 status = gr.Markdown(elem_id="image-status")
                 reuse_seed_button("image", seed, gallery)
 
-    model_outputs = [note, size, steps, cfg, seed, prompt, negative, run, *controls.outputs]
+    model_outputs = [note, size, steps, cfg, seed, prompt, negative, run, *controls.outputs, *loras.outputs]
 
     def model_updates(model_id: str) -> dict:
         values = _form_values(studio, model_id)
@@ -89,9 +91,10 @@ def build(studio: Studio) -> TabForm:
                    negative: gr.update(visible="negative_prompt" in values["takes"]),
                    run: gr.update(interactive=card.runnable)}
         updates.update(controls.updates(card))
+        updates.update(loras.updates(card))
         return updates
 
-    def read(model_id, prompt_text, negative_text, size_v, steps_v, cfg_v, seed_v, count, *option_values
+    def read(model_id, prompt_text, negative_text, size_v, steps_v, cfg_v, seed_v, count, *rest
              ) -> dict[str, Any]:
         """The form as image TaskSpec parameters; only what the chosen model takes."""
         try:
@@ -102,9 +105,11 @@ def build(studio: Studio) -> TabForm:
         params = {"model": model_id or "", "prompt": prompt_text or "", "negative_prompt": negative_text or "",
                   "width": width, "height": height, "steps": steps_v, "cfg": cfg_v,
                   "seed": -1 if seed_v is None else seed_v, "num_images": count}
+        *option_values, lora_text = rest
         if card is None:
             return params
         params.update(controls.params(card, list(option_values)))
+        params.update(loras.params(card, lora_text))
         replaced = controls.prompt_option(card)
         if replaced is not None:  # the picked choice (e.g. "207 · golden retriever") is the prompt
             option = controls.options[replaced]
@@ -125,10 +130,10 @@ def build(studio: Studio) -> TabForm:
     def present(job: Any, seconds: float) -> tuple:
         return captioned(job), job_summary(job, seconds)
 
-    inputs = [model, prompt, negative, size, steps, cfg, seed, num_images, *controls.components]
+    inputs = [model, prompt, negative, size, steps, cfg, seed, num_images, *controls.components, *loras.components]
     form = TabForm(modality="image", tab_id="image", model=model, inputs=inputs, read=read,
                    fields={"prompt": prompt, "negative_prompt": negative, "steps": steps, "cfg": cfg,
-                           "seed": seed, "num_images": num_images, **controls.widgets},
+                           "seed": seed, "num_images": num_images, **controls.widgets, "loras": loras.text},
                    model_updates=model_updates,
                    extra_fill=lambda params, model_id: _size_fill(studio, size, params, model_id),
                    outputs=[model, num_images, *model_outputs])

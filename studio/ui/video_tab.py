@@ -16,6 +16,7 @@ from ..zoo.cards import parse_size
 from .common import (card_note, generate, model_header, only_taken, sampling_controls,
                      start_follows_model, stop_button, styled_job, wire_generate)
 from .family_controls import FamilyControls
+from .lora_controls import LoraControls
 from .results import job_summary, reuse_seed_button
 from .forms import TabForm, preset_controls, size_text, wire_presets
 
@@ -46,6 +47,7 @@ def build(studio: Studio) -> TabForm:
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Describe the shot…", elem_id="video-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=1, value=initial.get("negative", ""),
                                   elem_id="video-negative")
+            loras = LoraControls(studio, VideoSpec, initial.get("card"), "video")
             presets = preset_controls(studio, "video")
             start = gr.Image(label=initial.get("start_label", "Start image"), type="filepath",
                              visible=initial.get("image", False),
@@ -102,17 +104,18 @@ def build(studio: Studio) -> TabForm:
                 reference_cam: gr.update(visible=values["reference"] and values["camera"]),
                 camera: gr.update(visible=values["camera"]),
                 control_scale: gr.update(visible=values["scale"], value=values.get("control_scale", 1.0)),
-                **controls.updates(values["card"])}
+                **controls.updates(values["card"]), **loras.updates(values["card"])}
 
     def read(model_id, prompt_text, negative_text, image_path, size_v, frames_v, fps_v, steps_v, cfg_v, seed_v,
              source_video=None, strength_v=0.8, control_video=None, reference_path=None, control_scale_v=1.0,
-             end_path=None, camera_path=None, reference_cam_path=None, *option_values) -> dict[str, Any]:
+             end_path=None, camera_path=None, reference_cam_path=None, *rest) -> dict[str, Any]:
         """The form as video TaskSpec parameters; only the inputs the chosen model takes."""
         try:
             width, height = parse_size(size_v or "")
         except ValueError as err:
             raise InvalidInput(str(err)) from None
         card = studio.cards.cards.get(model_id or "")
+        *option_values, lora_text = rest or [None]
         params = {"model": model_id or "", "prompt": prompt_text or "", "negative_prompt": negative_text or "",
                   "width": width, "height": height, "frames": frames_v, "fps": fps_v, "steps": steps_v,
                   "cfg": cfg_v, "seed": -1 if seed_v is None else seed_v}
@@ -124,6 +127,7 @@ def build(studio: Studio) -> TabForm:
         if source_video:
             params.update(video=source_video, strength=strength_v)
         params.update(controls.params(card, list(option_values)))
+        params.update(loras.params(card, lora_text))
         return only_taken(VideoSpec, card, params)
 
     def on_generate(request: gr.Request, *values, progress=gr.Progress()):
@@ -139,14 +143,14 @@ def build(studio: Studio) -> TabForm:
 
     model_updates = start_follows_model(studio, run, model, model_updates)
     model_outputs = [note, run, size, frames, fps, steps, cfg, start, end, negative, restyle, control_group,
-                     reference, control_scale, camera, reference_cam, *controls.outputs]
+                     reference, control_scale, camera, reference_cam, *controls.outputs, *loras.outputs]
     inputs = [model, prompt, negative, start, size, frames, fps, steps, cfg, seed, source, strength, control,
-              reference, control_scale, end, camera, reference_cam, *controls.components]
+              reference, control_scale, end, camera, reference_cam, *controls.components, *loras.components]
     # Input files (start image, clips) are not refilled: a past job's uploads may be gone, so they are picked again.
     form = TabForm(modality="video", tab_id="video", model=model, inputs=inputs, read=read,
                    fields={"prompt": prompt, "negative_prompt": negative, "frames": frames, "fps": fps, "steps": steps,
                            "cfg": cfg, "seed": seed, "strength": strength, "control_scale": control_scale,
-                           **controls.widgets},
+                           **controls.widgets, "loras": loras.text},
                    model_updates=model_updates, extra_fill=lambda params, _model: {size: size_text(params)}
                    if size_text(params) else {}, outputs=[model, prompt, seed, strength, *model_outputs])
     model.input(model_updates, model, model_outputs, api_visibility="private")
