@@ -48,6 +48,43 @@ def make_lora(studio, model: str, name: str, seed: int = 0, layout: str = "diffu
     return name
 
 
+def test_a_lora_card_downloads_like_a_model_and_loads_by_its_id(tmp_path, model_cache):
+    import yaml
+    from fakehub import FakeHub, hub_online
+
+    from studio.services import Studio
+    from studio.settings import Settings
+
+    settings = Settings.load(env={}, home=tmp_path / "home", model_cache=model_cache)
+    with Studio(settings) as studio:
+        make_lora(studio, "tiny-lumina-next", "made")
+        weights = (settings.lora_dir / "made.safetensors").read_bytes()
+        plain = run(studio, "tiny-lumina-next")
+        folder = run(studio, "tiny-lumina-next", loras="made")
+    (settings.lora_dir / "made.safetensors").unlink()
+    card = {"id": "tiny-next-style", "title": "Tiny Lumina-Next style (LoRA)", "family": "lumina-next",
+            "tasks": ["lora"], "source": {"repo": "test-org/tiny-next-lora"}, "library": "native", "pipeline": "lora",
+            "lora": {"file": "style.safetensors"}, "allow_patterns": ["style.safetensors"], "runnable": False,
+            "memory_gb": 0.01, "license": "mit"}
+    settings.user_cards_dir.mkdir(parents=True, exist_ok=True)
+    (settings.user_cards_dir / "tiny-next-style.yaml").write_text(yaml.safe_dump(card))
+    with FakeHub() as hub, hub_online():
+        hub.add_repo("test-org/tiny-next-lora", {"style.safetensors": weights, "style.ckpt": b"pickle"})
+        with Studio(settings.replace(hf_endpoint=hub.endpoint)) as studio:
+            missing = run(studio, "tiny-lumina-next", loras="tiny-next-style")
+            assert missing.status is JobStatus.FAILED and "not downloaded yet" in missing.error
+            state = studio.downloads.enqueue("tiny-next-style")
+            assert state.wait(60) and state.error is None
+            assert hub.gets("test-org/tiny-next-lora", "style.ckpt") == []
+            assert studio.loras.names("lumina-next") == ["tiny-next-style"] and studio.loras.names("wan") == []
+            carded = run(studio, "tiny-lumina-next", loras="tiny-next-style:1")
+            assert carded.status is JobStatus.DONE, carded.error
+            assert np.array_equal(pixels(carded.outputs[0].path), pixels(folder.outputs[0].path))
+            assert not np.array_equal(pixels(carded.outputs[0].path), pixels(plain.outputs[0].path))
+            other = run(studio, "tiny-lumina2", loras="tiny-next-style")
+            assert other.status is JobStatus.FAILED and "is for Lumina-Next models" in other.error
+
+
 def run(studio, model, **params):
     return studio.run("image", image_params(model=model, width=128, height=128, **params))
 
@@ -161,3 +198,46 @@ def test_wan_takes_a_lora(studio):
     meta = read_png_metadata(posters[1].path)
     assert "<lora:motion:1>" in meta.infotext.prompt and "Lora hashes" in meta.infotext.fields
     assert json.dumps(studio.history.get_job(styled.id).params["loras"]) == '[{"name": "motion", "weight": 1.0}]'
+
+
+def test_the_image_tab_reads_and_fills_the_lora_box(studio):
+    import gradio as gr
+
+    from studio.ui.image_tab import build
+
+    make_lora(studio, "tiny-lumina2", "style")
+    with gr.Blocks():
+        form = build(studio)
+    box = form.fields["loras"]
+    picker = next(c for c in form.outputs if getattr(c, "elem_id", None) == "image-lora-picker")
+    updates = form.model_updates("tiny-lumina2")
+    assert updates[picker]["choices"] == [("style", "style")] or updates[picker]["choices"] == ["style"]
+    assert form.model_updates("tiny-llamagen-t2i")[picker]["choices"] == []
+    values = {component: getattr(component, "value", None) for component in form.inputs}
+    values.update({form.model: "tiny-lumina2", form.fields["prompt"]: "a lamp", box: "style:0.5"})
+    params = form.read(*[values[c] for c in form.inputs])
+    assert params["loras"] == "style:0.5"
+    values[form.model] = "tiny-llamagen-t2i"
+    assert "loras" not in form.read(*[values[c] for c in form.inputs])  # a model without LoRAs is sent none
+    assert box.postprocess([{"name": "style", "weight": 0.5}, {"name": "b", "weight": 1.0}]) == "style:0.5, b:1"
+
+
+def test_cli_named_api_and_a1111_text_take_loras(studio, tmp_path):
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from studio.cli import build_parser
+    from studio.cli.generate import job_params
+    from studio.ui.named_api import parameters
+
+    args = build_parser().parse_args(["generate", "image", "--model", "tiny-lumina2", "--prompt", "a",
+                                      "--lora", "style:0.5", "--lora", "other", "--lora-dir", str(tmp_path)])
+    assert job_params(args)["loras"] == ["style:0.5", "other"] and args.lora_dir == str(tmp_path)
+    assert any(p.name == "loras" for p in parameters("image")) and any(p.name == "loras" for p in parameters("video"))
+    info = PngInfo()
+    info.add_text("parameters", "a cat <lora:ink:0.7> <lora:grain:0.3:1>, best\nSteps: 20, Seed: 3, Size: 64x64")
+    path = tmp_path / "a1111.png"
+    Image.new("RGB", (8, 8)).save(path, pnginfo=info)
+    found = read_parameters(path)
+    assert found.prompt == "a cat , best" or found.prompt == "a cat, best"
+    assert found.params["loras"] == [{"name": "ink", "weight": 0.7}, {"name": "grain", "weight": 0.3}]
