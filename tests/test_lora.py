@@ -17,7 +17,7 @@ from studio.png_params import read_parameters
 from helpers import image_params, pixels, snapshot
 
 TRANSFORMERS = {"tiny-lumina2": "Lumina2Transformer2DModel", "tiny-lumina-next": "LuminaNextDiT2DModel",
-                "tiny-wan": "WanTransformer3DModel"}
+                "tiny-wan": "WanTransformer3DModel", "tiny-cogvideox": "CogVideoXTransformer3DModel"}
 
 
 def make_lora(studio, model: str, name: str, seed: int = 0, layout: str = "diffusers", rank: int = 4,
@@ -185,9 +185,10 @@ def test_lora_card_and_folder_names(studio):
     assert "listed" in studio.loras.names()
 
 
-def test_wan_takes_a_lora(studio):
-    make_lora(studio, "tiny-wan", "motion")
-    params = {"model": "tiny-wan", "prompt": "waves", "steps": 2, "frames": 5, "seed": 3}
+@pytest.mark.parametrize("model", ["tiny-wan", "tiny-cogvideox"])
+def test_video_models_take_a_lora(studio, model):
+    make_lora(studio, model, "motion")
+    params = {"model": model, "prompt": "waves", "steps": 2, "frames": 9, "seed": 3}
     plain = studio.run("video", params)
     styled = studio.run("video", {**params, "loras": "motion:1"})
     after = studio.run("video", params)

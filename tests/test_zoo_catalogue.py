@@ -153,6 +153,8 @@ def test_every_card_names_a_loader_that_exists(registry):
         elif card.library == "transformers":
             cls = getattr(transformers, card.pipeline, None)
             assert isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel), card.id
+        elif card.lora is not None:  # a LoRA card: loaded into a model of its family (runtime/lora.py)
+            assert card.pipeline == "lora" and card.tasks == ["lora"] and not card.runnable, card.id
         elif gguf_file_card(card):  # a file a GGUF card's transformer loads from: the class it loads as
             cls = getattr(diffusers, card.pipeline, None)
             assert isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin), card.id
