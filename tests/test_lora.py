@@ -242,3 +242,47 @@ def test_cli_named_api_and_a1111_text_take_loras(studio, tmp_path):
     found = read_parameters(path)
     assert found.prompt == "a cat , best" or found.prompt == "a cat, best"
     assert found.params["loras"] == [{"name": "ink", "weight": 0.7}, {"name": "grain", "weight": 0.3}]
+
+
+def test_the_adapter_math_and_its_removal_when_the_job_fails(tmp_path):
+    """On a plain torch module: W x + weight * alpha / rank * B A x per layer, kohya names mapped back to
+    the module's, two ranks in one file; and the very modules restored when the body raises."""
+    import types
+
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from safetensors.torch import save_file
+
+    from studio.runtime.lora import adapters
+    from studio.zoo.loras import LoraLibrary
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = torch.nn.ModuleList([torch.nn.Linear(8, 6), torch.nn.Linear(6, 8)])
+
+        def forward(self, x):
+            return self.blocks[1](self.blocks[0](x))
+
+    torch.manual_seed(0)
+    net = Net()
+    originals = list(net.modules())
+    a0, b0, a1, b1 = torch.randn(4, 8), torch.randn(6, 4), torch.randn(2, 6), torch.randn(8, 2)
+    save_file({"lora_unet_blocks_0.lora_down.weight": a0, "lora_unet_blocks_0.lora_up.weight": b0,
+               "lora_unet_blocks_0.alpha": torch.tensor(2.0),
+               "lora_unet_blocks_1.lora_down.weight": a1, "lora_unet_blocks_1.lora_up.weight": b1},
+              str(tmp_path / "k.safetensors"))
+    lora = LoraLibrary(tmp_path, cards=None).resolve("k")
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        h = net.blocks[0](x) + 0.7 * (2.0 / 4) * x @ a0.T @ b0.T
+        expected = net.blocks[1](h) + 0.7 * h @ a1.T @ b1.T
+        plain = net(x)
+        record: dict = {}
+        with pytest.raises(RuntimeError, match="the job failed"):
+            with adapters(types.SimpleNamespace(transformer=net), [(lora, 0.7)], record=record):
+                assert all(isinstance(b, BaseTunerLayer) for b in net.blocks)
+                torch.testing.assert_close(net(x), expected)
+                raise RuntimeError("the job failed")
+        assert list(net.modules()) == originals and not hasattr(net, "peft_config")
+        assert torch.equal(net(x), plain)
+    assert record["loras"] == [{"name": "k", "weight": 0.7, "hash": record["loras"][0]["hash"], "layers": 2}]
