@@ -55,7 +55,8 @@ def _as_picks(value: Any) -> Any:
     if len(value) > MAX_LORAS:
         raise ValueError(f"at most {MAX_LORAS} LoRAs a job, got {len(value)}")
     names = [p.get("name") if isinstance(p, dict) else getattr(p, "name", None) for p in value]
-    twice = sorted({n for n in names if n is not None and names.count(n) > 1})
+    names = [n for n in names if isinstance(n, str)]  # anything else pydantic refuses below
+    twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ValueError(f"{', '.join(map(str, twice))} named twice: give each LoRA once, with one weight")
     return value or None
