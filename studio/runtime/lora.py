@@ -84,6 +84,9 @@ def _pairs(model: Any, state: dict[str, Any], name: str) -> dict[str, tuple[Any,
             slot = "B"
         elif key.endswith(".alpha"):
             base, slot = key.removesuffix(".alpha"), "alpha"
+        elif key.endswith((".bias", ".diff", ".diff_b")):
+            raise InvalidInput(f"LoRA {name!r}: {key[:80]!r} changes a bias or a whole weight (diff / diff_b); only "
+                               "LoRA pairs (lora_A/lora_B, lora_down/lora_up) and their alpha are loaded")
         elif key.endswith(".dora_scale") or key.startswith("__"):
             raise InvalidInput(f"LoRA {name!r}: {key[:80]!r} is a DoRA / other adapter layer; only plain LoRA "
                                "layers (lora_A/lora_B or lora_down/lora_up) are loaded")
