@@ -269,7 +269,7 @@ def _lora_tags(prompt: str, found: "_Found") -> str:
             loras.append({"name": match[1].strip(), "weight": weight})
     if loras:
         found.params["loras"] = loras
-    return _RE_LORA_TAG.sub("", prompt).strip() if loras else prompt
+    return _RE_LORA_TAG.sub("", prompt).strip().rstrip(",").rstrip() if loras else prompt
 
 
 def _from_infotext(text: str, source: str) -> FoundParameters:

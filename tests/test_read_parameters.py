@@ -77,10 +77,11 @@ def test_a1111_png(tmp_path: Path) -> None:
     found = read_parameters(_png(tmp_path / "00012-3141592653.png", {"parameters": A1111_TEXT}))
 
     assert found.source == "a1111" and found.task == "image"
-    assert found.prompt == ("masterpiece, best quality, a lighthouse on a cliff at dusk, (dramatic sky:1.2), "
-                            "<lora:add_detail:0.5>")
+    # The <lora:…> tag is the job's LoRA (the prompt without it), as the studio's own PNGs write it.
+    assert found.prompt == "masterpiece, best quality, a lighthouse on a cliff at dusk, (dramatic sky:1.2)"
     assert found.negative_prompt == "lowres, blurry, watermark, (bad hands:1.3)"
-    assert found.params == {"width": 832, "height": 1216, "steps": 28, "cfg": 6.5, "seed": 3141592653}
+    assert found.params == {"width": 832, "height": 1216, "steps": 28, "cfg": 6.5, "seed": 3141592653,
+                            "loras": [{"name": "add_detail", "weight": 0.5}]}
     assert found.details == {"Sampler": "DPM++ 2M", "Schedule type": "Karras", "Model hash": "31e35c80fc",
                              "Model": "sd_xl_base_1.0", "Lora hashes": "add_detail: 7c6bad76eb54",
                              "ADetailer prompt": "a face, smiling", "Version": "v1.10.1"}
