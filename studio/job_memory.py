@@ -1,5 +1,6 @@
 """Running a job's task within the GPU memory budget: on out-of-memory, free everything else and retry
-once with the next more frugal placement; the placement that ran is recorded on the job."""
+once with the next more frugal placement; the placement that ran is recorded on the job. Live previews
+(runtime/preview.py) are on for the run when asked, each one kept on the job's handle."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from .errors import StudioError
 from .history import HistoryStore
 from .job import Job, Stage
+from .runtime import preview
 from .runtime.memory import MemoryScheduler
 from .runtime.quantize import describe as quantization_of
 
@@ -23,10 +25,19 @@ class OutOfMemory(StudioError):
 
 def run_with_memory(scheduler: MemoryScheduler, history: HistoryStore, job: Job, task: Any, card: Any,
                     on_step: Callable[[int, int], None],
-                    on_stage: Callable[[Stage, str], None] = lambda stage, detail: None) -> Any:
+                    on_stage: Callable[[Stage, str], None] = lambda stage, detail: None,
+                    preview_every: int = 0) -> Any:
     """Run the task on its pipeline; on out-of-memory, free everything else and retry once with
     the next more frugal placement. The placement that ran is recorded on the job. `on_stage` hears
-    when the model is being loaded (and from where) and when the prompt is being encoded."""
+    when the model is being loaded (and from where) and when the prompt is being encoded. With
+    `preview_every` N > 0, every Nth step's preview lands in `job.preview` (a tiny model's random VAE
+    gets a fitted projection, never the published factors of the VAE it imitates)."""
+    with preview.previews(preview_every, lambda shown: setattr(job, "preview", shown), published=not card.tiny):
+        return _run(scheduler, history, job, task, card, on_step, on_stage)
+
+
+def _run(scheduler: MemoryScheduler, history: HistoryStore, job: Job, task: Any, card: Any,
+         on_step: Callable[[int, int], None], on_stage: Callable[[Stage, str], None]) -> Any:
     spec = job.spec
     working = task.working_bytes(spec, card)
     on_stage(Stage.LOADING, f"{card.title} {scheduler.whereabouts(card.id)}")

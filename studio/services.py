@@ -47,7 +47,8 @@ class Studio:
             placement_for=self._placement_for,
             estimate_gb=lambda card: estimate_gb(card, settings),
         )
-        self.jobs = JobQueue(self.cards, self.history, self.scheduler, settings.outputs_dir)
+        self.jobs = JobQueue(self.cards, self.history, self.scheduler, settings.outputs_dir,
+                             preview_every=settings.preview_every)
         self.gallery = Gallery(self.history, self.jobs, settings.outputs_dir, self.cards)
         # Presets are data; what makes one valid for its tab's task is decided here, once, for all of them.
         self.preset_check = task_problem

@@ -79,6 +79,7 @@ class Settings:
     hf_token: str | None = field(default=None, repr=False)
     presets_dir: Path = REPO_ROOT / "presets"  # the shipped prompt libraries and style templates
     max_upload_mb: int = 500  # the largest file a browser may upload (a video to restyle, a start image)
+    preview_every: int = 2  # a live preview of the prediction every N steps while sampling; 0 = off (docs/preview.md)
 
     @property
     def db_path(self) -> Path:
@@ -116,6 +117,7 @@ class Settings:
             "hf_token": env.get("HF_TOKEN") or None,
             "presets_dir": Path(env.get("STUDIO_PRESETS") or REPO_ROOT / "presets"),
             "max_upload_mb": env.get("STUDIO_MAX_UPLOAD_MB", cls.max_upload_mb),
+            "preview_every": env.get("STUDIO_PREVIEW_EVERY", cls.preview_every),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls._validated(values)
@@ -152,6 +154,13 @@ class Settings:
             raise InvalidInput(f"max_upload_mb must be a whole number of MB, got {values['max_upload_mb']!r}") from None
         if values["max_upload_mb"] < 1:
             raise InvalidInput("max_upload_mb must be at least 1")
+        try:
+            values["preview_every"] = int(values["preview_every"])
+        except (TypeError, ValueError):
+            raise InvalidInput(f"preview_every must be a whole number of steps (0 = off), got "
+                               f"{values['preview_every']!r}") from None
+        if values["preview_every"] < 0:
+            raise InvalidInput("preview_every must be 0 (off) or more steps")
         path_keys = ("home", "outputs_dir", "model_cache", "model_zoo_dir", "presets_dir")
         paths = {k: Path(values[k]).expanduser().resolve() for k in path_keys}
         return cls(**{**values, **paths, "port": port, "device": device})

@@ -13,7 +13,7 @@ from ..settings import Settings
 from ..zoo.cards import parse_size
 
 SETTINGS_KEYS = ("home", "outputs_dir", "model_cache", "device", "dtype", "vram_budget_gb", "ram_budget_gb",
-                 "placement", "fp8", "quantization", "attention", "compile", "channels_last")
+                 "placement", "fp8", "quantization", "attention", "compile", "channels_last", "preview_every")
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +38,9 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
                         "sageattention), on every diffusers model whose attention takes a backend")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the transformer")
     parser.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
+    parser.add_argument("--preview-every", type=int, metavar="N",
+                        help="a live preview of the image being sampled every N steps, 0 = off "
+                             f"(default {Settings.preview_every}); env STUDIO_PREVIEW_EVERY")
 
 
 def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
