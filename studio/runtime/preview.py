@@ -13,7 +13,8 @@ The projection per VAE: the published factors where ComfyUI has them (comfy/late
 SDXL's VAE, which Lumina-Next and Lumina-T2I use; FLUX's, which Lumina-Image 2.0 uses; Wan 2.1's),
 recognised from the VAE's class and config; otherwise (a random tiny VAE, CogVideoX's, an unknown
 one) fitted by least squares from the VAE itself: a few random latents decoded, each decoded pixel
-block averaged down to its latent pixel. A fit is made once per loaded VAE and kept while it lives.
+block averaged down to its latent pixel. A fit is made once per VAE (the same weights loaded again
+reuse it) and kept for the process.
 """
 
 from __future__ import annotations
@@ -142,7 +143,15 @@ def fit_projection(vae: Any) -> Projection:
                       "fitted from the VAE")
 
 
-_fits: "weakref.WeakKeyDictionary[Any, Projection]" = weakref.WeakKeyDictionary()
+_fits: "weakref.WeakKeyDictionary[Any, Projection]" = weakref.WeakKeyDictionary()  # per loaded VAE
+_fits_by_weights: dict[tuple, Projection] = {}  # the same weights loaded again (a reload, another studio)
+
+
+@torch.no_grad()
+def _fingerprint(vae: Any) -> tuple:
+    """What makes two VAE objects the same VAE: class, config and a sum of every weight (cheap next to a fit)."""
+    sums = tuple(round(float(p.detach().float().sum()), 4) for p in vae.parameters())
+    return type(vae).__name__, repr(sorted(_config(vae).items())), sums
 
 
 def projection_for(vae: Any, published: bool = True) -> Projection:
@@ -152,7 +161,10 @@ def projection_for(vae: Any, published: bool = True) -> Projection:
         if known is not None:
             return known
     if vae not in _fits:
-        _fits[vae] = fit_projection(vae)
+        key = _fingerprint(vae)
+        if key not in _fits_by_weights:
+            _fits_by_weights[key] = fit_projection(vae)
+        _fits[vae] = _fits_by_weights[key]
     return _fits[vae]
 
 
