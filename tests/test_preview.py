@@ -163,3 +163,23 @@ def test_the_cli_flag_sets_it(tmp_path):
     add_settings_flags(parser)
     args = parser.parse_args(["--home", str(tmp_path), "--preview-every", "3"])
     assert settings_from(args).preview_every == 3
+
+
+def test_a_preview_that_fails_costs_the_job_nothing_but_its_previews(caplog):
+    class Unreadable(torch.nn.Module):
+        """A VAE without published factors whose decoder fails (as one might on a device it cannot reach)."""
+
+        config = {"latent_channels": 4}
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def decode(self, z):
+            raise RuntimeError("cannot decode here")
+
+    got = []
+    with preview.previews(1, got.append):
+        for step in (1, 2):
+            preview.offer(step, 2, torch.zeros(1, 4, 2, 2), Unreadable())
+    assert got == [] and "continues without previews" in caplog.text

@@ -20,6 +20,7 @@ reuse it) and kept for the process.
 from __future__ import annotations
 
 import contextlib
+import logging
 import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ _WAN21 = ([[-0.1299, -0.1692, 0.2932], [0.0671, 0.0406, 0.0442], [0.3568, 0.2548
            [-0.1293, 0.0740, 0.1636], [0.0680, 0.3019, 0.1128], [0.0032, 0.0581, 0.0639],
            [-0.1251, 0.0927, 0.1699], [0.0060, -0.0633, 0.0005], [0.3477, 0.2275, 0.2950],
            [0.1984, 0.0913, 0.1861]], [-0.1835, -0.0868, -0.3360])
+
+log = logging.getLogger(__name__)
 
 LatentHook = Callable[[int, int, torch.Tensor], None]  # (step, total steps, latents)
 
@@ -184,15 +187,21 @@ class Previewer:
         self.every, self.sink, self.published = every, sink, published
 
     def due(self, step: int) -> bool:
-        return step > 0 and step % self.every == 0
+        return self.every > 0 and step > 0 and step % self.every == 0
 
     def offer(self, step: int, total: int, latents: torch.Tensor, vae: Any, channels_dim: int = 1) -> None:
         if not self.due(step) or vae is None:
             return
-        projection = projection_for(vae, self.published)
-        if latents.dim() == 5:  # video: the first latent frame, which is the clip's first frame
-            latents = latents[:, :, 0] if channels_dim == 1 else latents[:, 0]
-        self.sink(Preview(step, total, [projection.picture(one) for one in latents]))
+        try:
+            projection = projection_for(vae, self.published)
+            if latents.dim() == 5:  # video: the first latent frame, which is the clip's first frame
+                latents = latents[:, :, 0] if channels_dim == 1 else latents[:, 0]
+            pictures = [projection.picture(one) for one in latents]
+        except Exception:  # a preview must never cost the job: no more previews for it, and say why
+            log.exception("live preview failed; this job continues without previews")
+            self.every = 0
+            return
+        self.sink(Preview(step, total, pictures))
 
 
 _active: ContextVar[Previewer | None] = ContextVar("studio_preview", default=None)
