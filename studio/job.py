@@ -6,10 +6,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from .history import JobStatus
 from .media import SavedFile
 from .tasks.base import TaskSpec
+
+if TYPE_CHECKING:
+    from .runtime.preview import Preview
 
 
 class Stage(str, Enum):
@@ -40,6 +44,7 @@ class Job:
     outputs: list[SavedFile] = field(default_factory=list)
     error: str | None = None
     started: float | None = None  # time.monotonic() when it started running
+    preview: "Preview | None" = None  # the latest live preview while it samples (runtime/preview.py)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
 

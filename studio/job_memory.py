@@ -1,5 +1,6 @@
 """Running a job's task within the GPU memory budget: on out-of-memory, free everything else and retry
-once with the next more frugal placement; the placement that ran is recorded on the job."""
+once with the next more frugal placement; the placement that ran is recorded on the job. Live previews
+(runtime/preview.py) are on for the run when asked, each one kept on the job's handle."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from .errors import StudioError
 from .history import HistoryStore
 from .job import Job, Stage
 from .runtime.lora import adapters, infotext_hashes
+from .runtime import preview
 from .runtime.memory import MemoryScheduler
 from .runtime.quantize import describe as quantization_of
 
@@ -24,12 +26,21 @@ class OutOfMemory(StudioError):
 
 def run_with_memory(scheduler: MemoryScheduler, history: HistoryStore, job: Job, task: Any, card: Any,
                     on_step: Callable[[int, int], None],
-                    on_stage: Callable[[Stage, str], None] = lambda stage, detail: None, loras: Any = None) -> Any:
+                    on_stage: Callable[[Stage, str], None] = lambda stage, detail: None, loras: Any = None,
+                    preview_every: int = 0) -> Any:
     """Run the task on its pipeline; on out-of-memory, free everything else and retry once with
     the next more frugal placement. The placement that ran is recorded on the job. `on_stage` hears
     when the model is being loaded (and from where) and when the prompt is being encoded. The job's
     LoRAs (found in `loras`, a zoo.loras.LoraLibrary) are in the model for the run only
-    (runtime/lora.py), their bytes counted in the job's working memory."""
+    (runtime/lora.py), their bytes counted in the job's working memory. With `preview_every` N > 0,
+    every Nth step's preview lands in `job.preview` (a tiny model's random VAE gets a fitted
+    projection, never the published factors of the VAE it imitates)."""
+    with preview.previews(preview_every, lambda shown: setattr(job, "preview", shown), published=not card.tiny):
+        return _run(scheduler, history, job, task, card, on_step, on_stage, loras)
+
+
+def _run(scheduler: MemoryScheduler, history: HistoryStore, job: Job, task: Any, card: Any,
+         on_step: Callable[[int, int], None], on_stage: Callable[[Stage, str], None], loras: Any) -> Any:
     spec = job.spec
     files = loras.for_job(getattr(spec, "loras", None), card) if loras is not None else []
     working = task.working_bytes(spec, card) + sum(lora.data_bytes for lora, _ in files)

@@ -69,8 +69,9 @@ def _clip(value: Any) -> str:
 
 class JobQueue:
     def __init__(self, cards: CardRegistry, history: HistoryStore, scheduler: MemoryScheduler,
-                 outputs_dir: Path, loras: Any = None) -> None:
+                 outputs_dir: Path, loras: Any = None, *, preview_every: int = 0) -> None:
         self._cards = cards
+        self.preview_every = preview_every  # a live preview every N steps, 0 = none (Settings.preview_every)
         self._history = history
         self._scheduler = scheduler
         self._outputs_dir = outputs_dir
@@ -390,7 +391,8 @@ class JobQueue:
                 job.stage = Stage.DECODING if total and step >= total else Stage.STEPS
                 self._notify(job)
 
-            output = run_with_memory(self._scheduler, self._history, job, task, card, on_step, on_stage, self._loras)
+            output = run_with_memory(self._scheduler, self._history, job, task, card, on_step, on_stage,
+                                     self._loras, preview_every=self.preview_every)
             if job._cancel.is_set():
                 raise Cancelled()
             on_stage(Stage.SAVING, "")

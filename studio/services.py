@@ -49,7 +49,8 @@ class Studio:
             estimate_gb=lambda card: estimate_gb(card, settings),
         )
         self.loras = LoraLibrary(settings.lora_dir, self.cards, settings)
-        self.jobs = JobQueue(self.cards, self.history, self.scheduler, settings.outputs_dir, self.loras)
+        self.jobs = JobQueue(self.cards, self.history, self.scheduler, settings.outputs_dir, self.loras,
+                             preview_every=settings.preview_every)
         self.gallery = Gallery(self.history, self.jobs, settings.outputs_dir, self.cards)
         # Presets are data; what makes one valid for its tab's task is decided here, once, for all of them.
         self.preset_check = task_problem

@@ -81,6 +81,7 @@ class Settings:
     max_upload_mb: int = 500  # the largest file a browser may upload (a video to restyle, a start image)
     # The LoRA folder: its .safetensors files are the LoRAs a job names (zoo/loras.py); default <home>/loras.
     lora_dir: Path | None = None
+    preview_every: int = 2  # a live preview of the prediction every N steps while sampling; 0 = off (docs/preview.md)
 
     @property
     def db_path(self) -> Path:
@@ -119,6 +120,7 @@ class Settings:
             "presets_dir": Path(env.get("STUDIO_PRESETS") or REPO_ROOT / "presets"),
             "max_upload_mb": env.get("STUDIO_MAX_UPLOAD_MB", cls.max_upload_mb),
             "lora_dir": Path(env["STUDIO_LORA_DIR"]) if env.get("STUDIO_LORA_DIR") else home / "loras",
+            "preview_every": env.get("STUDIO_PREVIEW_EVERY", cls.preview_every),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls._validated(values)
@@ -157,6 +159,13 @@ class Settings:
             raise InvalidInput("max_upload_mb must be at least 1")
         if values.get("lora_dir") is None:
             values["lora_dir"] = Path(values["home"]) / "loras"
+        try:
+            values["preview_every"] = int(values["preview_every"])
+        except (TypeError, ValueError):
+            raise InvalidInput(f"preview_every must be a whole number of steps (0 = off), got "
+                               f"{values['preview_every']!r}") from None
+        if values["preview_every"] < 0:
+            raise InvalidInput("preview_every must be 0 (off) or more steps")
         path_keys = ("home", "outputs_dir", "model_cache", "model_zoo_dir", "presets_dir", "lora_dir")
         paths = {k: Path(values[k]).expanduser().resolve() for k in path_keys}
         return cls(**{**values, **paths, "port": port, "device": device})

@@ -13,7 +13,8 @@ from ..settings import Settings
 from ..zoo.cards import parse_size
 
 SETTINGS_KEYS = ("home", "outputs_dir", "model_cache", "device", "dtype", "vram_budget_gb", "ram_budget_gb",
-                 "placement", "fp8", "quantization", "attention", "compile", "channels_last", "lora_dir")
+                 "placement", "fp8", "quantization", "attention", "compile", "channels_last", "lora_dir",
+                 "preview_every")
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +41,9 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
                         "(default: <home>/loras); env STUDIO_LORA_DIR")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the transformer")
     parser.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
+    parser.add_argument("--preview-every", type=int, metavar="N",
+                        help="a live preview of the image being sampled every N steps, 0 = off "
+                             f"(default {Settings.preview_every}); env STUDIO_PREVIEW_EVERY")
 
 
 def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:

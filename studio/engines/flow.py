@@ -22,6 +22,8 @@ from .solvers import (ADAPTIVE_SOLVERS, ATOL, EVALS_PER_STEP, FIXED_SOLVERS, RTO
 
 Velocity = Callable[[torch.Tensor, float], torch.Tensor]  # (x, t) -> dx/dt
 StepHook = Callable[[int, int, torch.Tensor], None]  # (steps done, total steps, x)
+# (time point, total, x0): the predicted clean sample at a time point, x0 = x_t + (1 - t) v(x_t, t)
+EstimateHook = Callable[[int, int, torch.Tensor], None]
 
 ONE_THIRD, TWO_THIRDS = 1 / 3, 2 / 3
 
@@ -113,8 +115,24 @@ class _Rhs:
         self.accepted += 1
 
 
+class _Estimating:
+    """The velocity as one fixed step calls it; its first evaluation, at the step's own state and time
+    (every fixed solver starts with f(x, t0)), gives that time point's clean-sample estimate."""
+
+    def __init__(self, v: CountingVelocity, point: int, total: int, on_estimate: EstimateHook) -> None:
+        self.v, self.point, self.total, self.on_estimate, self.first = v, point, total, on_estimate, True
+
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        out = self.v(x, t)
+        if self.first:
+            self.first = False
+            self.on_estimate(self.point, self.total, x + (1.0 - t) * out)
+        return out
+
+
 def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: float = 1.0, atol: float = ATOL,
-              rtol: float = RTOL, tolerance_lists: bool = False, on_step: StepHook | None = None) -> Integration:
+              rtol: float = RTOL, tolerance_lists: bool = False, on_step: StepHook | None = None,
+              on_estimate: EstimateHook | None = None) -> Integration:
     """Integrate dx/dt = v(x, t) from t=0 to t=1 on the authors' grid of `steps` time points.
 
     `tolerance_lists`: pass the adaptive solvers' tolerances as one-element lists, as Lumina-T2I's
@@ -124,6 +142,11 @@ def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: f
 
     Progress counts time points reached, 1 to `steps`: the first is t = 0 (the noise itself), so the
     hook's count is the one the user asked for while the solver takes steps - 1 steps.
+
+    `on_estimate` hears the predicted clean sample x0 = x_t + (1 - t) v at each time point (fixed
+    solvers; an adaptive one only its end state): during the step that leaves the point, from that
+    step's first model evaluation, so it costs no evaluation; the last point's is the state itself.
+    It only reads: the integration is the same with it or without.
     """
     problem = steps_problem(steps)
     if problem:
@@ -140,6 +163,8 @@ def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: f
         out = odeint(rhs, x, times, method=solver, **tolerances)[-1]
         if on_step is not None:
             on_step(1, 1, out)
+        if on_estimate is not None:
+            on_estimate(1, 1, out)
         return Integration(out, counted.evaluations, rhs.accepted)
     if solver not in FIXED_SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
@@ -147,7 +172,10 @@ def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: f
     if on_step is not None:
         on_step(1, steps, x)
     for i in range(len(grid) - 1):
-        x = step(solver, counted, x, grid[i], grid[i + 1])
+        velocity = counted if on_estimate is None else _Estimating(counted, i + 1, steps, on_estimate)
+        x = step(solver, velocity, x, grid[i], grid[i + 1])
         if on_step is not None:
             on_step(i + 2, steps, x)
+    if on_estimate is not None:
+        on_estimate(steps, steps, x)
     return Integration(x, counted.evaluations, len(grid) - 1)

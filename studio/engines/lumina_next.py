@@ -164,11 +164,13 @@ def progress_hook(on_step: Callable[[int, int], None] | None) -> Callable[[int, 
 @torch.no_grad()
 def sample(pipe: Any, *, prompt: str, negative_prompt: str, width: int, height: int, num_images: int,
            generator: torch.Generator | list[torch.Generator], opts: LuminaNextOptions,
-           on_step: Callable[[int, int], None] | None = None) -> tuple[list[Any], Integration]:
-    """Generate images; returns (PIL images, how the integration went: model evaluations, solver steps)."""
+           on_step: Callable[[int, int], None] | None = None,
+           on_latents: Callable[[int, int, torch.Tensor], None] | None = None) -> tuple[list[Any], Integration]:
+    """Generate images; returns (PIL images, how the integration went: model evaluations, solver steps).
+    `on_latents` hears the predicted clean latents at each step (a live preview's; flow.integrate)."""
     embeds, mask = encode(pipe, [prompt], negative_prompt, num_images, opts.cfg > 1.0)
     latents = initial_latents(pipe, num_images, width, height, embeds.dtype, generator)
     velocity = make_velocity(pipe, embeds, mask, width, height, opts)
     result = integrate(velocity, latents, solver=opts.solver, steps=opts.steps, shift=opts.shift,
-                       on_step=progress_hook(on_step))
+                       on_step=progress_hook(on_step), on_estimate=on_latents)
     return decode(pipe, result.x), result

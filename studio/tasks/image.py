@@ -14,6 +14,7 @@ from pydantic import Field
 from .. import __version__
 from ..errors import InvalidInput
 from ..media import SavedFile, format_infotext
+from ..runtime import preview
 from ..zoo.cards import ModelCard
 from .loras import Loras, prompt_tags
 from .base import (JobContext, StepCallback, TaskOutput, TaskSpec, batch_seeds, family_lines, png_writer, run_family,
@@ -98,6 +99,7 @@ def run_diffusers_image(pipeline: Any, spec: ImageSpec, on_step: StepCallback) -
 
     def step_end(_pipe: Any, index: int, _timestep: Any, tensors: dict) -> dict:
         on_step(index + 1, spec.steps)
+        preview.offer(index + 1, spec.steps, tensors["latents"], getattr(pipeline, "vae", None))  # the state x_t
         return tensors
 
     extra: dict[str, Any] = {}

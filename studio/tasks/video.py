@@ -22,6 +22,7 @@ from pydantic import Field
 from ..errors import InvalidInput, MediaError
 from ..media import MAX_DECODE_PIXELS, SavedFile, check_pixels, format_infotext, output_relpath
 from ..media_av import poster_frame, save_mp4
+from ..runtime import preview
 from ..zoo.cards import ModelCard
 from .loras import Loras, prompt_tags
 from .base import (JobContext, StepCallback, TaskOutput, TaskSpec, family_lines, job_json, png_writer, run_family,
@@ -194,11 +195,14 @@ def run_diffusers_video(pipeline: Any, spec: VideoSpec, on_step: StepCallback, i
     """A diffusers video pipeline's own call with the job's fields and the family's `inputs` (start
     image, clips…); `num_frames` False for pipelines that take their length from an input clip.
     The items are the frames (uint8) and the picture to keep beside them (start image or first input frame)."""
+    vae = getattr(pipeline, "vae", None)
+    channels_dim = 2 if type(vae).__name__ == "AutoencoderKLCogVideoX" else 1  # CogVideoX's are (B, F, C, H, W)
+
     def step_end(_pipe: Any, index: int, _t: Any, tensors: dict) -> dict:
         on_step(index + 1, spec.steps)
+        preview.offer(index + 1, spec.steps, tensors["latents"], vae, channels_dim)  # the state x_t
         return tensors
 
-    vae = getattr(pipeline, "vae", None)
     if vae is not None and hasattr(vae, "enable_tiling") and spec.width * spec.height >= 1280 * 720:
         vae.enable_tiling()  # a 720p decode is where video VAEs run out of memory first
     kwargs = dict(inputs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Generator, Iterator, Mapping
 
 import gradio as gr
 
@@ -146,6 +146,13 @@ def run_job(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.P
     """Submit a job and follow it to the end, feeding the progress bar from its stages and steps.
     When other jobs are ahead of it, a toast says it was queued behind them (a second Generate click
     while one runs is another job, not a lost click)."""
+    return _last(stream_job(studio, task, params, progress, request))
+
+
+def stream_job(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.Progress,
+               request: gr.Request | None = None) -> Generator[Any, None, Job]:
+    """`run_job`, yielding each new live preview (a runtime.preview.Preview) while the job samples;
+    returns the job."""
     job = studio.jobs.submit(task, params)
     key = (request.session_hash or "", task) if request is not None else None
     if key:
@@ -155,12 +162,22 @@ def run_job(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.P
         gr.Info(f"Queued: {ahead} job{'s' if ahead != 1 else ''} ahead of this one. It starts when "
                 f"{'they are' if ahead != 1 else 'that one is'} done.")
     try:
-        return follow_job(job, progress, studio)
+        yield from watch_job(job, progress, studio)
+        return job
     finally:
         if key and job.id in _waiting.get(key, []):
             _waiting[key].remove(job.id)
             if not _waiting[key]:
                 del _waiting[key]
+
+
+def _last(stream: Generator[Any, None, Job]) -> Job:
+    """What a stream returns, its yields left unused."""
+    while True:
+        try:
+            next(stream)
+        except StopIteration as end:
+            return end.value
 
 
 def generate(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.Progress,
@@ -173,6 +190,27 @@ def generate(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.
         gr.Warning(job.error)
     remember(request, task, job)
     return present(job, timer.seconds)
+
+
+def generate_live(studio: Studio, task: str, params: Mapping[str, Any], progress: gr.Progress,
+                  request: gr.Request | None, present: Callable[[Job, float], tuple],
+                  preview: Callable[[Any], tuple]) -> Iterator[tuple]:
+    """`generate` for a tab that shows live previews: what `preview` makes of each new preview (a
+    runtime.preview.Preview: its step and pictures) while the job samples (Settings.preview_every), then
+    what `present` makes of the finished job, which replaces it."""
+    with Timer() as timer:
+        stream = stream_job(studio, task, params, progress, request)
+        while True:
+            try:
+                shown = next(stream)
+            except StopIteration as end:
+                job = end.value
+                break
+            yield preview(shown)
+    if job.error:
+        gr.Warning(job.error)
+    remember(request, task, job)
+    yield present(job, timer.seconds)
 
 
 def wire_generate(run: gr.Button, handler: Callable[..., Any], inputs: list[Any], results: list[Any]) -> None:
@@ -202,8 +240,14 @@ def stop_button(studio: Studio, task: str) -> gr.Button:
 def follow_job(job: Job, progress: gr.Progress, studio: Studio | None = None) -> Job:
     """Wait for a submitted job and say what stage it is in: its place in line while it waits, then
     loading the model (and from where), encoding the prompt, its steps N/M, decoding, saving."""
+    return _last(watch_job(job, progress, studio))
+
+
+def watch_job(job: Job, progress: gr.Progress, studio: Studio | None = None) -> Generator[Any, None, Job]:
+    """`follow_job`, yielding each new live preview of the job (runtime.preview.Preview) as it arrives."""
     progress(0, desc="queued")
     checked = 0.0
+    shown = None
     while not job.wait(0.1):
         if job.status is JobStatus.RUNNING:
             if job.stage is Stage.STEPS and job.total_steps:
@@ -212,6 +256,10 @@ def follow_job(job: Job, progress: gr.Progress, studio: Studio | None = None) ->
             else:
                 # No fraction while loading or encoding: a bar at "0/30 steps" would say it is stuck.
                 progress(None, desc=job.describe())
+            latest = job.preview
+            if latest is not None and latest is not shown:
+                shown = latest
+                yield latest
         elif studio is not None and time.monotonic() - checked > 0.5:
             checked = time.monotonic()
             ahead = studio.jobs.ahead(job.id)

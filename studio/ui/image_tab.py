@@ -15,7 +15,7 @@ from ..errors import InvalidInput
 from ..services import Studio
 from ..tasks.image import ImageSpec
 from ..zoo.cards import parse_size
-from .common import (card_note, default_model, generate, model_choices, only_taken, stop_button, styled_job,
+from .common import (card_note, default_model, generate_live, model_choices, only_taken, stop_button, styled_job,
                      wire_generate)
 from .family_controls import FamilyControls
 from .lora_controls import LoraControls
@@ -124,11 +124,16 @@ def build(studio: Studio) -> TabForm:
             params = styled_job(studio, ImageSpec, style_key, read(*form_values))
         except InvalidInput as err:
             gr.Warning(str(err))
-            return [], f"❌ {err}"
-        return generate(studio, "image", params, progress, request, present)
+            yield [], f"❌ {err}"
+            return
+        # Live previews while it samples (docs/preview.md), then the images.
+        yield from generate_live(studio, "image", params, progress, request, present, shown)
 
     def present(job: Any, seconds: float) -> tuple:
         return captioned(job), job_summary(job, seconds)
+
+    def shown(live: Any) -> tuple:
+        return [(image, f"preview · step {live.step}/{live.total}") for image in live.images], gr.skip()
 
     inputs = [model, prompt, negative, size, steps, cfg, seed, num_images, *controls.components, *loras.components]
     form = TabForm(modality="image", tab_id="image", model=model, inputs=inputs, read=read,

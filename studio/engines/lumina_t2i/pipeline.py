@@ -125,9 +125,11 @@ class LuminaT2IPipeline(ModuleBundle):
 
     @torch.no_grad()
     def __call__(self, *, prompt: str, negative_prompt: str, width: int, height: int, opts: T2IOptions,
-                 generators: list[torch.Generator], on_step: Callable[[int, int], None] | None = None
+                 generators: list[torch.Generator], on_step: Callable[[int, int], None] | None = None,
+                 on_latents: Callable[[int, int, torch.Tensor], None] | None = None
                  ) -> tuple[list[Image.Image], Integration]:
-        """One picture per generator; on_step(time points reached, steps)."""
+        """One picture per generator; on_step(time points reached, steps); on_latents(time point, steps,
+        the guided half's predicted clean latents), for a live preview."""
         if width % SIZE_UNIT or height % SIZE_UNIT:
             raise InvalidInput(f"Lumina-T2I makes sizes in multiples of {SIZE_UNIT} (got {width}x{height})")
         count = len(generators)
@@ -140,8 +142,10 @@ class LuminaT2IPipeline(ModuleBundle):
             noise = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device, dtype)
             state = torch.cat([noise, noise])
             hook = (lambda done, total, _x: on_step(done, total)) if on_step is not None else None
+            estimate = (lambda done, total, x0: on_latents(done, total, x0[:count])) if on_latents else None
             result = integrate(self.velocity(feats, mask, width, height, opts), state, solver=opts.solver,
-                               steps=opts.steps, shift=opts.shift, tolerance_lists=True, on_step=hook)
+                               steps=opts.steps, shift=opts.shift, tolerance_lists=True, on_step=hook,
+                               on_estimate=estimate)
             latents = result.x[:count].float() / VAE_FACTORS[self.args.vae]
             # One image at a time: less decode memory, and image k is bit for bit what its seed makes alone.
             pixels = torch.cat([self.vae.decode(latents[i:i + 1]).sample for i in range(count)])

@@ -10,6 +10,7 @@ import torch
 from ...engines import anagram, compose, lumina_next, lumina_next_anagram
 from ...engines.flow import Integration
 from ...engines.lumina_next import LuminaNextOptions
+from ...runtime import preview
 from ...tasks.anagram import run_anagram
 from ...tasks.base import StepCallback, TaskOutput
 from ...tasks.image import SAMPLER_NAMES, seeded_generators
@@ -42,7 +43,7 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
         images, result = lumina_next.sample(
             pipeline, prompt=spec.prompt, negative_prompt=spec.negative_prompt, width=spec.width,
             height=spec.height, num_images=spec.num_images, generator=seeded_generators(spec.seed, spec.num_images),
-            opts=opts, on_step=on_step)
+            opts=opts, on_step=on_step, on_latents=preview.hook(pipeline.vae))
         return TaskOutput(items=images, used=integration_used(sampler, result))
     if task == "compose":
         images, result = compose.sample(

@@ -7,6 +7,7 @@ from typing import Any
 
 from ...engines.solvers import steps_problem
 from ...errors import InvalidInput
+from ...runtime import preview
 from ...tasks.base import StepCallback, TaskOutput
 from ...tasks.image import SAMPLER_NAMES, seeded_generators
 
@@ -34,6 +35,6 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
     # A generator per image (seed, seed+1, …): image k of a batch is the one its seed makes alone.
     images, result = pipeline(prompt=spec.prompt, negative_prompt=spec.negative_prompt or "", width=spec.width,
                               height=spec.height, opts=opts, generators=seeded_generators(spec.seed, spec.num_images),
-                              on_step=on_step)
+                              on_step=on_step, on_latents=preview.hook(pipeline.vae))
     return TaskOutput(items=images, used={"sampler": SAMPLER_NAMES[opts.solver],
                                           "model_evaluations": result.evaluations, "solver_steps": result.solver_steps})
