@@ -9,7 +9,7 @@ are cards the model card requires. Where Studio differs from the authors on purp
 """
 
 from ..registry import Family, Option, register
-from ..shared_options import time_shift
+from ..shared_options import IMAGE_EDITING, time_shift
 
 ENGINE = "studio.engines.lumina_t2i"
 # The demo's solver choices, as torchdiffeq names them.
@@ -32,6 +32,7 @@ FAMILY = register(Family(
                advanced=True, group="Lumina sampling"),
     ),
     defaults={"steps": 30, "cfg": 4.0},
+    inputs=IMAGE_EDITING,  # image to image, inpainting, outpainting, hires fix (docs/image_editing.md)
     run="studio.families.lumina_t2i.run:run",
     load=f"{ENGINE}.pipeline:load_lumina_t2i",
     check_card=f"{ENGINE}.options:engine_options",
