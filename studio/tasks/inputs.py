@@ -3,6 +3,11 @@ from the header before anything is decoded, so a huge or corrupt upload is refus
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,40 +48,47 @@ def load_input_image(path: str | None, card: ModelCard, what: str = "start image
 INPUTS_FOLDER = "inputs"  # under the outputs folder: the files jobs were given, content-addressed
 
 
-def keep_file(source: Path, outputs_dir: Path) -> Path:
-    """A copy of `source` at outputs/inputs/<sha256[:16]><ext>, written atomically; a file already there
-    with that name is kept when its content is the same (a re-run), and never overwritten when it is not
-    (the full hash names the copy then)."""
-    import hashlib
-    import os
-    import tempfile
+def _safe_name(name: str) -> str:
+    """A file name that is safe in any folder: letters, digits, '.', '-' and '_' only, at most 100 characters."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[-100:]
+    return cleaned or "input"
 
-    folder = Path(outputs_dir) / INPUTS_FOLDER
-    if source.parent.resolve() == folder.resolve():
-        return source  # already kept (a re-run of a job that recorded its copy)
+
+def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with source.open("rb") as f:
+    with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    ext = source.suffix.lower()[:10] if source.suffix[1:].isalnum() else ""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in (digest.hexdigest()[:16], digest.hexdigest()):
-        target = folder / f"{name}{ext}"
+    return digest.hexdigest()
+
+
+def keep_file(source: Path, outputs_dir: Path) -> Path:
+    """A copy of `source` at outputs/inputs/<sha256[:16]>/<its name>, written atomically (a temporary file
+    renamed into place). Content-addressed by the folder: a re-run, or the same upload again, finds its copy;
+    a file already there with other content is never overwritten (the full hash names the folder then).
+    The name is kept so the job still says which file it was given."""
+    root = Path(outputs_dir) / INPUTS_FOLDER
+    if root.resolve() in source.resolve().parents:
+        return source  # already kept (a re-run of a job that recorded its copy)
+    digest = _sha256(source)
+    name = _safe_name(source.name)
+    for folder in (root / digest[:16], root / digest):
+        target = folder / name
         if target.exists():
-            if hashlib.sha256(target.read_bytes()).hexdigest() == digest.hexdigest():
+            if _sha256(target) == digest:
                 return target
             continue
+        folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".incoming-")
         try:
             with os.fdopen(fd, "wb") as out, source.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    out.write(block)
+                shutil.copyfileobj(f, out, 1 << 20)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
         return target
-    raise InvalidInput(f"{source.name!r} cannot be kept with the job: {folder} holds other files under its names")
+    raise InvalidInput(f"{source.name!r} cannot be kept with the job: {root} holds other files under its names")
 
 
 def keep_inputs(spec: Any, outputs_dir: Path) -> Any:
