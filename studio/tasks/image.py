@@ -13,6 +13,7 @@ from pydantic import Field
 
 from .. import __version__
 from ..errors import InvalidInput
+from ..families.shared_options import IMAGE_EDITING
 from ..media import SavedFile, format_infotext
 from ..zoo.cards import ModelCard
 from .base import (JobContext, StepCallback, TaskOutput, TaskSpec, batch_seeds, family_lines, png_writer, run_family,
@@ -25,8 +26,7 @@ __all__ = ["ImageSpec", "ImageTask", "SAMPLER_NAMES", "run_diffusers_image"]
 
 
 # The editing fields (studio/tasks/image_edit.py): a flow family takes them by listing them in `Family.inputs`.
-EDITING = ("image", "strength", "mask", "mask_blur", "inpaint_area", "mask_padding", "outpaint_left",
-           "outpaint_top", "outpaint_right", "outpaint_bottom", "hires_scale", "hires_strength", "hires_steps")
+EDITING = IMAGE_EDITING
 OUTPAINT = ("outpaint_left", "outpaint_top", "outpaint_right", "outpaint_bottom")
 MASKING = ("mask_blur", "inpaint_area", "mask_padding")  # how a mask (or an outpainted border) is used
 HIRES = ("hires_scale", "hires_strength", "hires_steps")

@@ -4,7 +4,7 @@ ImageEditor over it, inpaint, and see the result; the job got the start image an
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 from playwright.sync_api import expect
 
 from ui_helpers import artifact, choose, set_number, text_box
@@ -48,4 +48,5 @@ def test_paint_a_mask_and_inpaint(page, served, tmp_path):
     out = np.asarray(Image.open(studio.settings.outputs_dir / job.assets[0].path).convert("RGB")).astype(int)
     assert out.shape == (128, 128, 3)
     changed = np.abs(out - np.asarray(Image.open(start)).astype(int)).max(axis=-1)
-    assert changed[mask == 0].max() <= 1 and changed[mask == 255].mean() > 5  # kept outside, redrawn inside
+    far = np.asarray(Image.fromarray(mask).filter(ImageFilter.MaxFilter(25))) == 0  # beyond the mask's blur
+    assert changed[far].max() == 0 and changed[mask == 255].mean() > 5  # kept outside, redrawn inside
