@@ -17,6 +17,8 @@ def test_paint_a_mask_and_inpaint(page, served, tmp_path):
     Image.fromarray(np.stack([x * 2, y * 2, np.full_like(x, 90)], -1).astype(np.uint8)).save(start)
 
     choose(page, "image-model", "Tiny Lumina-Next", "Tiny Lumina-Next — test model")
+    expect(page.locator("#image-size input")).to_have_value("256x256")  # the card's size, before the upload's
+    page.wait_for_timeout(500)
     page.locator("#image-edit").get_by_text("Image to image / Inpaint").first.click()
     page.locator("#image-init input[type=file]").set_input_files(str(start))
     expect(page.locator("#image-size input")).to_have_value("128x128", timeout=30_000)  # filled from the image
