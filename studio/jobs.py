@@ -36,6 +36,7 @@ from .families import FAMILIES
 from .job import Job, QueueEntry, Stage
 from .job_memory import run_with_memory
 from .tasks.base import JobContext
+from .tasks.inputs import keep_inputs
 from .zoo.cards import CardRegistry
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class JobQueue:
                 if self._loras is None:
                     raise InvalidInput("loras: this studio has no LoRA folder")
                 self._loras.for_job(spec.loras, card)
+            spec = keep_inputs(spec, self._outputs_dir)  # the job's own copy of each file it was given
         except StudioError as err:
             return self._record_rejected(task_name, params, str(err))
         # The handle is known before its row exists: the worker may claim the row the moment it is

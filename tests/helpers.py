@@ -99,3 +99,11 @@ def write_listed_only_card(settings) -> None:
         f"id: {LISTED_ONLY}\ntitle: \"{LISTED_ONLY_TITLE}\"\nfamily: flag-dit-preview\ntasks: [image]\n"
         "source: {repo: example-org/flag-dit-preview}\nlibrary: native\npipeline: flag-dit-preview\n"
         "memory_gb: 30\nlicense: apache-2.0\nrunnable: false\n")
+
+
+def kept(recorded, given) -> bool:
+    """Whether a job recorded its own copy of the file it was given: an absolute path under the outputs'
+    inputs/ folder, with the same name and bytes (tasks/inputs.keep_inputs)."""
+    recorded, given = Path(recorded), Path(given)
+    return (recorded.is_absolute() and recorded.parent.parent.name == "inputs" and recorded.name == given.name
+            and recorded.read_bytes() == given.read_bytes())

@@ -131,7 +131,8 @@ class _Estimating:
 
 
 def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: float = 1.0, atol: float = ATOL,
-              rtol: float = RTOL, tolerance_lists: bool = False, on_step: StepHook | None = None,
+              rtol: float = RTOL, tolerance_lists: bool = False, on_step: StepHook | None = None, start: int = 0,
+              after_step: Callable[[torch.Tensor, float], torch.Tensor] | None = None,
               on_estimate: EstimateHook | None = None) -> Integration:
     """Integrate dx/dt = v(x, t) from t=0 to t=1 on the authors' grid of `steps` time points.
 
@@ -142,6 +143,10 @@ def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: f
 
     Progress counts time points reached, 1 to `steps`: the first is t = 0 (the noise itself), so the
     hook's count is the one the user asked for while the solver takes steps - 1 steps.
+
+    `start`: begin at that point of the grid (image to image: engines/flow_edit.py), `x` being the state
+    there; `after_step(x, t)`: what the state becomes after each step (inpainting's blend); fixed-step
+    solvers only, as an adaptive solver's steps are its own.
 
     `on_estimate` hears the predicted clean sample x0 = x_t + (1 - t) v at each time point (fixed
     solvers; an adaptive one only its end state): during the step that leaves the point, from that
@@ -157,8 +162,12 @@ def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: f
 
         # Adaptive: the solver picks its own steps. The authors pass their whole grid as output times;
         # torchdiffeq only interpolates at those, so the state at t = 1 is the same as from [0, 1].
+        if after_step is not None:
+            raise InvalidInput(f"inpainting blends the kept region back after every step, which {solver} (adaptive: "
+                               "it chooses its own steps) does not expose: pick a fixed-step solver (euler, midpoint)")
         rhs = _Rhs(counted)
-        times = torch.tensor([0.0, 1.0], dtype=torch.float32, device=x.device)
+        t0 = sampling_grid(steps, shift)[start] if start else 0.0
+        times = torch.tensor([t0, 1.0], dtype=torch.float32, device=x.device)
         tolerances = {"atol": [atol], "rtol": [rtol]} if tolerance_lists else {"atol": atol, "rtol": rtol}
         out = odeint(rhs, x, times, method=solver, **tolerances)[-1]
         if on_step is not None:
@@ -168,14 +177,17 @@ def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: f
         return Integration(out, counted.evaluations, rhs.accepted)
     if solver not in FIXED_SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; choose one of {', '.join(SOLVERS)}")
-    grid = sampling_grid(steps, shift)
+    grid = sampling_grid(steps, shift)[start:]
+    total = len(grid)
     if on_step is not None:
-        on_step(1, steps, x)
+        on_step(1, total, x)
     for i in range(len(grid) - 1):
-        velocity = counted if on_estimate is None else _Estimating(counted, i + 1, steps, on_estimate)
+        velocity = counted if on_estimate is None else _Estimating(counted, i + 1, total, on_estimate)
         x = step(solver, velocity, x, grid[i], grid[i + 1])
+        if after_step is not None:
+            x = after_step(x, grid[i + 1])
         if on_step is not None:
-            on_step(i + 2, steps, x)
+            on_step(i + 2, total, x)
     if on_estimate is not None:
-        on_estimate(steps, steps, x)
+        on_estimate(total, total, x)
     return Integration(x, counted.evaluations, len(grid) - 1)

@@ -162,15 +162,36 @@ def progress_hook(on_step: Callable[[int, int], None] | None) -> Callable[[int, 
 
 
 @torch.no_grad()
+def encode_images(pipe: Any, images: list[Any], dtype: torch.dtype) -> torch.Tensor:
+    """Start pictures as the latents the flow ends at (t = 1): the VAE's mean, times its scaling factor
+    (the reference samples the posterior; the mean keeps a re-run exact without a second generator)."""
+    from .flow_edit import pixels
+
+    x = pixels(images, pipe._execution_device, pipe.vae.dtype)
+    return (pipe.vae.encode(x).latent_dist.mode() * pipe.vae.config.scaling_factor).to(dtype)
+
+
+@torch.no_grad()
 def sample(pipe: Any, *, prompt: str, negative_prompt: str, width: int, height: int, num_images: int,
            generator: torch.Generator | list[torch.Generator], opts: LuminaNextOptions,
-           on_step: Callable[[int, int], None] | None = None,
+           on_step: Callable[[int, int], None] | None = None, edit: Any = None,
            on_latents: Callable[[int, int, torch.Tensor], None] | None = None) -> tuple[list[Any], Integration]:
     """Generate images; returns (PIL images, how the integration went: model evaluations, solver steps).
+    `edit` (images, strength, mask; tasks/image_edit.Edit): start from those pictures (engines/flow_edit.py).
     `on_latents` hears the predicted clean latents at each step (a live preview's; flow.integrate)."""
+    from .flow import sampling_grid
+    from .flow_edit import edit_start, latent_mask
+
     embeds, mask = encode(pipe, [prompt], negative_prompt, num_images, opts.cfg > 1.0)
     latents = initial_latents(pipe, num_images, width, height, embeds.dtype, generator)
+    start, after_step = 0, None
+    if edit is not None:
+        x1 = encode_images(pipe, edit.images, latents.dtype)
+        region = (latent_mask(edit.mask, *latents.shape[-2:], latents.device, latents.dtype)
+                  if edit.mask is not None else None)
+        latents, start, after_step = edit_start(latents, x1, sampling_grid(opts.steps, opts.shift), edit.strength,
+                                                opts.steps, region)
     velocity = make_velocity(pipe, embeds, mask, width, height, opts)
     result = integrate(velocity, latents, solver=opts.solver, steps=opts.steps, shift=opts.shift,
-                       on_step=progress_hook(on_step), on_estimate=on_latents)
+                       on_step=progress_hook(on_step), start=start, after_step=after_step, on_estimate=on_latents)
     return decode(pipe, result.x), result

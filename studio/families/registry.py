@@ -127,6 +127,9 @@ class Family:
     task_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # The task's optional fields this family has no use for, with why (refused when set, hidden in the tab).
     unused: Mapping[str, str] = field(default_factory=dict)
+    # The task's opt-in fields (TaskSpec.OPT_IN: image editing's start image, strength, mask, hires fix…) it
+    # takes; a family that lists none takes none of them (refused by name, hidden in the tab).
+    inputs: tuple[str, ...] = ()
     run: Hook | None = None
     load: Hook | None = None
     check_card: Hook | None = None

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from .registry import Option
 
+# The Image task's editing fields (tasks/image.py: img2img, inpainting, outpainting, hires fix) a flow family
+# takes by listing them in `Family.inputs`.
+IMAGE_EDITING = ("image", "strength", "mask", "mask_blur", "inpaint_area", "mask_padding", "outpaint_left",
+                 "outpaint_top", "outpaint_right", "outpaint_bottom", "hires_scale", "hires_strength", "hires_steps")
+
 
 def time_shift(default: float | None, help: str) -> Option:
     """The flow-matching time shift (s > 1 spends more steps near the noise end). None as the default

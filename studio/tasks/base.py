@@ -31,7 +31,8 @@ MAX_PROMPT_CHARS = 10_000
 StepCallback = Callable[[int, int], None]
 
 # How a refusal names a task field a family has no use for.
-FIELD_LABELS = {"negative_prompt": "negative prompt", "steps": "denoising steps", "loras": "LoRA adapters"}
+FIELD_LABELS = {"negative_prompt": "negative prompt", "steps": "denoising steps", "loras": "LoRA adapters",
+                "image": "start image", "mask": "inpainting mask"}
 
 
 def batch_seeds(seed: int, count: int) -> list[int]:
@@ -62,6 +63,12 @@ class TaskSpec(BaseModel):
     # and of those, the ones a model that takes them cannot do without.
     INPUTS: ClassVar[tuple[str, ...]] = ()
     NEEDS: ClassVar[tuple[str, ...]] = ()
+    # Optional fields a family takes only when its declaration lists them in `Family.inputs` (image
+    # editing), so a family written before them, or outside the repository, never takes them unawares.
+    OPT_IN: ClassVar[tuple[str, ...]] = ()
+    # Fields that name a file the user brings: JobQueue.submit keeps a content-addressed copy of each
+    # under the outputs folder and records that path, so a re-run still has its inputs.
+    FILES: ClassVar[tuple[str, ...]] = ()
 
     model: str = Field(min_length=1)
     prompt: str
@@ -88,7 +95,8 @@ class TaskSpec(BaseModel):
         hook = family.hook("takes")
         if hook is not None:
             return set(hook(card, cls.task))
-        return ({name for name in cls.OPTIONAL if name not in family.unused}
+        return ({name for name in cls.OPTIONAL if name not in family.unused
+                 and (name not in cls.OPT_IN or name in family.inputs)}
                 | {option.name for option in family.options_for(cls.task)})
 
     @classmethod
@@ -222,7 +230,7 @@ def refuse_what_is_not_taken(params: dict[str, Any], takes: set[str], family: Fa
     """InvalidInput naming the family and the field for anything set that this card does not take."""
     for name in spec_type.OPTIONAL:
         if name not in takes and is_set(params.get(name)):
-            if name in spec_type.REFUSALS:
+            if name in spec_type.REFUSALS and not (name in spec_type.OPT_IN and name in family.unused):
                 raise InvalidInput(spec_type.REFUSALS[name].format(title=card.title))
             label = FIELD_LABELS.get(name, name.replace("_", " "))
             why = family.unused.get(name)

@@ -101,6 +101,7 @@ class MusicSpec(TaskSpec):
     task: ClassVar[str] = "music"
     FALLBACKS: ClassVar[dict[str, Any]] = {"seconds": 10.0, "cfg": 3.0, "steps": 100}
     OPTIONAL: ClassVar[tuple[str, ...]] = ("negative_prompt", "steps", "melody")
+    FILES: ClassVar[tuple[str, ...]] = ("melody",)
     INPUTS: ClassVar[tuple[str, ...]] = ("melody",)
     REFUSALS: ClassVar[dict[str, str]] = {
         "melody": "{title} takes no melody clip: pick a model that follows one (MusicGen Melody)",

@@ -20,11 +20,12 @@ from PIL import Image
 from pydantic import Field
 
 from ..errors import InvalidInput, MediaError
-from ..media import MAX_DECODE_PIXELS, SavedFile, check_pixels, format_infotext, output_relpath
+from ..media import SavedFile, check_pixels, format_infotext, output_relpath
 from ..media_av import poster_frame, save_mp4
 from ..runtime import preview
 from ..zoo.cards import ModelCard
 from .loras import Loras, prompt_tags
+from .inputs import input_pixel_limit, load_input_image  # noqa: F401 (re-exported for the families)
 from .base import (JobContext, StepCallback, TaskOutput, TaskSpec, family_lines, job_json, png_writer, run_family,
                    save_all)
 
@@ -56,32 +57,6 @@ def load_input_video(path: str | None, frames: int, width: int, height: int, car
     return clip
 
 
-def input_pixel_limit(card: ModelCard) -> int:
-    """The most pixels an input image or video frame may have for this model: four times its largest
-    side, squared (it is resized to the job's size anyway), and never past what the studio decodes."""
-    return min(MAX_DECODE_PIXELS, (4 * card.max_size) ** 2)
-
-
-def load_input_image(path: str | None, card: ModelCard, what: str = "start image") -> Image.Image:
-    """The uploaded start image (or end frame, reference: `what`), or a clear error if it is missing or
-    not an image."""
-    if not path:
-        raise InvalidInput(f"this model turns an image into a video: add a {what}")
-    file = Path(path)
-    if not file.is_file():
-        raise InvalidInput(f"the {what} {file.name!r} is missing (upload it again)")
-    try:
-        with Image.open(file) as im:  # reads the header only: the size is known before anything is decoded
-            check_pixels(*im.size, input_pixel_limit(card), f"the image {file.name!r}")
-            return im.convert("RGB")
-    except MediaError as err:
-        raise InvalidInput(str(err)) from None
-    except Image.DecompressionBombError:
-        raise InvalidInput(f"{file.name!r} has more pixels than the studio decodes: scale it down first") from None
-    except Exception:
-        raise InvalidInput(f"{file.name!r} is not an image the studio can read (use PNG, JPEG or WebP)") from None
-
-
 class VideoSpec(TaskSpec):
     task: ClassVar[str] = "video"
     # VideoX-Fun's defaults for Wan 1.3B; cards override (CogVideoX: 720x480, 49 frames, 8 fps).
@@ -92,6 +67,7 @@ class VideoSpec(TaskSpec):
     INPUTS: ClassVar[tuple[str, ...]] = ("image", "end_image", "video", "strength", "control_video",
                                          "reference_image", "control_scale", "camera", "loras")
     NEEDS: ClassVar[tuple[str, ...]] = ("image", "control_video", "camera")
+    FILES: ClassVar[tuple[str, ...]] = ("image", "end_image", "video", "control_video", "reference_image", "camera")
     REFUSALS: ClassVar[dict[str, str]] = {
         "image": "{title} makes videos from text only; pick an image-to-video model for a start image",
         "end_image": "{title} takes no end frame; pick a model that does (Wan2.1-Fun InP)",

@@ -66,6 +66,9 @@ class TabForm:
     after_fill: tuple[Callable[..., Any], list[Any], list[Any]] | None = None
     results: list[Any] = field(default_factory=list)  # what its Generate shows (the named API returns them too)
     present: Callable[[Any, float], tuple] | None = None  # (finished job, seconds) -> values for `results`
+    # Tabs that edit a picture (the Image tab): a file path -> updates that make it the start image.
+    send_image: Callable[[str], Updates] | None = None
+    send_outputs: list[Any] = field(default_factory=list)  # what `send_image` changes
 
     def chain_after_fill(self, event: Any) -> Any:
         """`event`, followed by this form's after-fill step when it has one."""

@@ -101,6 +101,7 @@ def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab, forms: list[TabForm]) -> N
             with gr.Row():
                 rerun = gr.Button("↻ Re-run", elem_id="gallery-rerun")
                 send = gr.Button("Send to tab", elem_id="gallery-send")
+                to_edit = gr.Button("Send to img2img / inpaint", elem_id="gallery-send-edit")
                 star = gr.Button("☆ Favorite", elem_id="gallery-star")
                 delete = gr.Button("Delete", variant="stop", elem_id="gallery-delete")
             with gr.Row(visible=False) as confirm_row:
@@ -194,6 +195,16 @@ def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab, forms: list[TabForm]) -> N
         if form is None:
             return {message: f"No tab makes {job.task} jobs."}
         return {tabs: gr.Tabs(selected=form.tab_id), message: "", **form.fill(job.params)}
+
+    editing = next((f for f in forms if f.send_image is not None), None)
+
+    def on_send_edit(job_id):
+        job = studio.history.get_job(job_id) if job_id else None
+        picture = next((a for a in (job.assets if job else []) if a.mime == "image/png"), None)
+        if editing is None or picture is None:
+            return {message: "Pick a picture first: a job whose output is an image."}
+        path = str(studio.settings.outputs_dir / picture.path)
+        return {tabs: gr.Tabs(selected=editing.tab_id), message: "", **editing.send_image(path)}
 
     def on_star(job_id):
         job = studio.history.get_job(job_id) if job_id else None
@@ -310,6 +321,8 @@ def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab, forms: list[TabForm]) -> N
     rerun.click(on_rerun, current, [message, *detail_outputs], **private, **GENERATE).then(
         lambda n, *v: show_page(1, *v), [page_no, *filter_inputs], page_outputs, **private)
     sent = send.click(on_send, current, [tabs, message, *all_form_outputs], **private)
+    if editing is not None:
+        to_edit.click(on_send_edit, current, [tabs, message, *editing.send_outputs], **private)
     star.click(on_star, current, [message, *detail_outputs], **private).then(
         lambda n, *v: show_page(n, *v), [page_no, *filter_inputs], page_outputs, **private)
     delete.click(on_delete, current, [confirm_row, confirm_text, message], **private)

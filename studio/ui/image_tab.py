@@ -19,6 +19,7 @@ from .common import (card_note, default_model, generate_live, model_choices, onl
                      wire_generate)
 from .family_controls import FamilyControls
 from .lora_controls import LoraControls
+from .image_edit_panel import EditPanel
 from .results import captioned, job_summary, reuse_seed_button
 from .forms import TabForm, nearest_shape, preset_controls, size_text, wire_presets
 
@@ -43,6 +44,7 @@ def build(studio: Studio) -> TabForm:
     controls = FamilyControls("image", "image", card)
     takes = initial.get("takes", set())
     by_option = controls.prompt_option(card)
+    edits = EditPanel(card)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=320):
             model = gr.Dropdown(model_choices(studio, "image"), value=model_id, label="Model", elem_id="image-model")
@@ -62,6 +64,7 @@ def build(studio: Studio) -> TabForm:
                 cfg = gr.Slider(1.0, 20.0, value=initial.get("cfg", 4.0), step=0.5, label="CFG scale")
             with gr.Row():
                 controls.place(advanced=False)
+            edits.place()
             with gr.Accordion("Advanced", open=False):
                 with gr.Row():
                     seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="image-seed")
@@ -76,8 +79,14 @@ def build(studio: Studio) -> TabForm:
             with gr.Row(equal_height=True):
                 status = gr.Markdown(elem_id="image-status")
                 reuse_seed_button("image", seed, gallery)
+            with gr.Row():
+                to_img2img = gr.Button("Send to img2img", size="sm", elem_id="image-send-img2img",
+                                       visible=edits.taken)
+                to_inpaint = gr.Button("Send to inpaint", size="sm", elem_id="image-send-inpaint",
+                                       visible=edits.taken)
 
-    model_outputs = [note, size, steps, cfg, seed, prompt, negative, run, *controls.outputs, *loras.outputs]
+    model_outputs = [note, size, steps, cfg, seed, prompt, negative, run, to_img2img, to_inpaint, *controls.outputs,
+                     *edits.outputs, *loras.outputs]
 
     def model_updates(model_id: str) -> dict:
         values = _form_values(studio, model_id)
@@ -92,6 +101,9 @@ def build(studio: Studio) -> TabForm:
                    run: gr.update(interactive=card.runnable)}
         updates.update(controls.updates(card))
         updates.update(loras.updates(card))
+        updates.update(edits.updates(card))
+        taken = "image" in values["takes"]
+        updates.update({to_img2img: gr.update(visible=taken), to_inpaint: gr.update(visible=taken)})
         return updates
 
     def read(model_id, prompt_text, negative_text, size_v, steps_v, cfg_v, seed_v, count, *rest
@@ -108,7 +120,9 @@ def build(studio: Studio) -> TabForm:
         *option_values, lora_text = rest
         if card is None:
             return params
-        params.update(controls.params(card, list(option_values)))
+        count_options = len(controls.components)
+        params.update(controls.params(card, list(option_values[:count_options])))
+        params.update(edits.params(list(option_values[count_options:])))
         params.update(loras.params(card, lora_text))
         replaced = controls.prompt_option(card)
         if replaced is not None:  # the picked choice (e.g. "207 · golden retriever") is the prompt
@@ -135,19 +149,53 @@ def build(studio: Studio) -> TabForm:
     def shown(live: Any) -> tuple:
         return [(image, f"preview · step {live.step}/{live.total}") for image in live.images], gr.skip()
 
-    inputs = [model, prompt, negative, size, steps, cfg, seed, num_images, *controls.components, *loras.components]
+    inputs = [model, prompt, negative, size, steps, cfg, seed, num_images, *controls.components, *edits.components,
+              *loras.components]
     form = TabForm(modality="image", tab_id="image", model=model, inputs=inputs, read=read,
                    fields={"prompt": prompt, "negative_prompt": negative, "steps": steps, "cfg": cfg,
-                           "seed": seed, "num_images": num_images, **controls.widgets, "loras": loras.text},
+                           "seed": seed, "num_images": num_images, **controls.widgets, **edits.fields,
+                           "loras": loras.text},
                    model_updates=model_updates,
                    extra_fill=lambda params, model_id: _size_fill(studio, size, params, model_id),
                    outputs=[model, num_images, *model_outputs])
     model.input(model_updates, model, model_outputs, api_visibility="private")
+    edits.wire(size, model, lambda model_id: studio.cards.cards.get(model_id or ""))
+    picked = gr.State(0)
+
+    def pick(event: gr.SelectData) -> int:
+        return int(event.index) if isinstance(event.index, int) else 0
+
+    gallery.select(pick, None, picked, api_visibility="private", show_progress="hidden")
+
+    def send(shown: Any, index: int) -> dict:
+        path = shown_path(shown, index)
+        if path is None:
+            gr.Info("No picture to send yet: generate one first.")
+            return {}
+        return edits.send(path)
+
+    for button in (to_img2img, to_inpaint):
+        button.click(send, [gallery, picked], [edits.image, edits.section], api_visibility="private")
+    form.send_image = edits.send
+    form.send_outputs = [edits.image, edits.section]
     wire_generate(run, on_generate, [*inputs, presets.style], [gallery, status])
     wire_presets(studio, form, presets)
     form.present = present
     form.results = [gallery, status]
     return form
+
+
+def shown_path(shown: Any, index: int) -> str | None:
+    """The file of the `index`th picture a gr.Gallery shows (its value: (path, caption) pairs or dicts)."""
+    items = list(shown or [])
+    if not items:
+        return None
+    item = items[index] if 0 <= index < len(items) else items[0]
+    if isinstance(item, (tuple, list)):
+        item = item[0]
+    if isinstance(item, dict):
+        item = (item.get("image") or {}).get("path") if isinstance(item.get("image"), dict) else item.get("path")
+    return str(item) if item else None
 
 
 def _size_fill(studio: Studio, size: gr.Dropdown, params: dict[str, Any], model_id: str | None) -> dict:

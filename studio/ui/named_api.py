@@ -30,7 +30,7 @@ from .common import GENERATE, default_model, generate, styled_job
 from .forms import TabForm, style_key
 
 # Fields a client sends as uploads (gradio_client.handle_file), never as paths on this machine.
-IMAGE_FILES = ("image", "end_image", "reference_image")
+IMAGE_FILES = ("image", "end_image", "reference_image", "mask")
 VIDEO_FILES = ("video", "control_video")
 AUDIO_FILES = ("melody",)
 TEXT_FILES = ("camera",)  # a camera trajectory (.txt): its path as uploaded, read and checked by the job
@@ -75,7 +75,8 @@ def _component(name: str, annotation: Any, label: str) -> tuple[Any, Any]:
     hidden = {"visible": False, "label": label}
     kind = _base_type(annotation)
     if name in IMAGE_FILES:
-        return gr.Image(type="filepath", value=None, **hidden), str
+        # A mask keeps its alpha (a brush layer); the others are read as RGB by the job anyway.
+        return gr.Image(type="filepath", value=None, image_mode=None if name == "mask" else "RGB", **hidden), str
     if name in VIDEO_FILES:
         return gr.Video(value=None, **hidden), str
     if name in AUDIO_FILES:  # the upload's path as it is: nothing decoded before the job checks its size

@@ -124,12 +124,32 @@ class LuminaT2IPipeline(ModuleBundle):
         return velocity
 
     @torch.no_grad()
+    def encode_images(self, images: list[Image.Image]) -> torch.Tensor:
+        """Start pictures as latents: the SDXL VAE's mean (float32) times its factor, as the decode undoes."""
+        from ..flow_edit import pixels
+
+        x = pixels(images, self.device, torch.float32)
+        return self.vae.encode(x).latent_dist.mode() * VAE_FACTORS[self.args.vae]
+
+    def _edit_start(self, edit: Any, state: torch.Tensor, opts: T2IOptions) -> tuple[torch.Tensor, int, Any]:
+        """The start state, grid index and step blend of an edit (engines/flow_edit.py) on the [guided; other]
+        state: the start latents stand in both halves."""
+        from ..flow import sampling_grid
+        from ..flow_edit import edit_start, latent_mask
+
+        x1 = self.encode_images(edit.images).to(state.dtype)
+        x1 = torch.cat([x1.expand(len(state) // 2, -1, -1, -1)] * 2)
+        region = latent_mask(edit.mask, *state.shape[-2:], state.device, state.dtype) if edit.mask is not None else None
+        return edit_start(state, x1, sampling_grid(opts.steps, opts.shift), edit.strength, opts.steps, region)
+
+    @torch.no_grad()
     def __call__(self, *, prompt: str, negative_prompt: str, width: int, height: int, opts: T2IOptions,
                  generators: list[torch.Generator], on_step: Callable[[int, int], None] | None = None,
-                 on_latents: Callable[[int, int, torch.Tensor], None] | None = None
+                 edit: Any = None, on_latents: Callable[[int, int, torch.Tensor], None] | None = None
                  ) -> tuple[list[Image.Image], Integration]:
         """One picture per generator; on_step(time points reached, steps); on_latents(time point, steps,
-        the guided half's predicted clean latents), for a live preview."""
+        the guided half's predicted clean latents), for a live preview. `edit` (images, strength, mask):
+        start from those pictures (image to image, inpainting: engines/flow_edit.py)."""
         if width % SIZE_UNIT or height % SIZE_UNIT:
             raise InvalidInput(f"Lumina-T2I makes sizes in multiples of {SIZE_UNIT} (got {width}x{height})")
         count = len(generators)
@@ -141,11 +161,14 @@ class LuminaT2IPipeline(ModuleBundle):
             shape = (4, height // LATENT_STRIDE, width // LATENT_STRIDE)
             noise = torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device, dtype)
             state = torch.cat([noise, noise])
+            start, blend = 0, None
+            if edit is not None:
+                state, start, blend = self._edit_start(edit, state, opts)
             hook = (lambda done, total, _x: on_step(done, total)) if on_step is not None else None
             estimate = (lambda done, total, x0: on_latents(done, total, x0[:count])) if on_latents else None
             result = integrate(self.velocity(feats, mask, width, height, opts), state, solver=opts.solver,
-                               steps=opts.steps, shift=opts.shift, tolerance_lists=True, on_step=hook,
-                               on_estimate=estimate)
+                               steps=opts.steps, shift=opts.shift, tolerance_lists=True, on_step=hook, start=start,
+                               after_step=blend, on_estimate=estimate)
             latents = result.x[:count].float() / VAE_FACTORS[self.args.vae]
             # One image at a time: less decode memory, and image k is bit for bit what its seed makes alone.
             pixels = torch.cat([self.vae.decode(latents[i:i + 1]).sample for i in range(count)])

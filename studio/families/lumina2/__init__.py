@@ -3,7 +3,7 @@ flow-matching time shift as its option (the scheduler's own when unset), and ste
 its images. It also runs anagrams."""
 
 from ..registry import Family, register
-from ..shared_options import speed, time_shift
+from ..shared_options import IMAGE_EDITING, speed, time_shift
 
 FAMILY = register(Family(
     name="lumina2",
@@ -14,6 +14,7 @@ FAMILY = register(Family(
         speed("step caching by First Block Cache: balanced skips a step's later layers while the first layer's "
               "output moved < 5% since the last full pass, fast < 10%", tasks=("image",)),
     ),
+    inputs=IMAGE_EDITING,  # image to image, inpainting, outpainting, hires fix (docs/image_editing.md)
     run="studio.families.lumina2.run:run",
     builders={"tiny-lumina2": "studio.zoo.builtin_image:build_tiny_lumina2"},
 ))

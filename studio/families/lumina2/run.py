@@ -13,14 +13,18 @@ from ...runtime.step_cache import step_cache
 from ...tasks.anagram import run_anagram
 from ...tasks.base import StepCallback, TaskOutput
 from ...tasks.image import SAMPLER_NAMES, run_diffusers_image
+from ...tasks.image_edit import run_image
 
 
 def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -> TaskOutput:
     if task == "image":
-        used: dict[str, Any] = {}
-        with step_cache(pipeline, spec.option("speed"), "first_block", used, name_passes=True):
-            output = run_diffusers_image(pipeline, spec, on_step)
-        return TaskOutput(items=output.items, used={**output.used, **used})
+        def sample(job: Any, edit: Any, on_step: StepCallback) -> TaskOutput:
+            used: dict[str, Any] = {}
+            with step_cache(pipeline, job.option("speed"), "first_block", used, name_passes=True):
+                output = run_diffusers_image(pipeline, job, on_step, edit)
+            return TaskOutput(items=output.items, used={**output.used, **used})
+
+        return run_image(spec, card, on_step, sample)
     if task == "anagram":
         # The anagram sampler's two phases (engines/anagram.py) on Lumina-Image 2.0's own flow, which runs
         # at any size: the same velocities in both, Euler as its pipeline samples.

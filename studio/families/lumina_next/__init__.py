@@ -9,7 +9,7 @@ the authors on purpose: docs/lumina_next.md.
 
 from ...engines.solvers import SOLVER_LABELS, SOLVERS
 from ..registry import Family, Option, register
-from ..shared_options import time_shift
+from ..shared_options import IMAGE_EDITING, time_shift
 
 RUN = "studio.families.lumina_next.run"
 
@@ -50,6 +50,7 @@ FAMILY = register(Family(
                     "of a 2x2 grid gets its own cell: theirs repeats caption 2 and drops caption 3.)"),
     ),
     task_defaults={"anagram": ANAGRAM},
+    inputs=IMAGE_EDITING,  # image to image, inpainting, outpainting, hires fix (docs/image_editing.md)
     run=f"{RUN}:run",
     prepare="studio.families.lumina_next.checks:prepare",
     builders={"tiny-lumina-next": "studio.zoo.builtin_image:build_tiny_lumina_next"},

@@ -14,6 +14,7 @@ from ...runtime import preview
 from ...tasks.anagram import run_anagram
 from ...tasks.base import StepCallback, TaskOutput
 from ...tasks.image import SAMPLER_NAMES, seeded_generators
+from ...tasks.image_edit import run_image
 
 
 def sampling_options(spec: Any) -> LuminaNextOptions:
@@ -40,11 +41,14 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
     opts = sampling_options(spec)
     sampler = SAMPLER_NAMES[opts.solver]
     if task == "image":
-        images, result = lumina_next.sample(
-            pipeline, prompt=spec.prompt, negative_prompt=spec.negative_prompt, width=spec.width,
-            height=spec.height, num_images=spec.num_images, generator=seeded_generators(spec.seed, spec.num_images),
-            opts=opts, on_step=on_step, on_latents=preview.hook(pipeline.vae))
-        return TaskOutput(items=images, used=integration_used(sampler, result))
+        def sample(job: Any, edit: Any, on_step: StepCallback) -> TaskOutput:
+            images, result = lumina_next.sample(
+                pipeline, prompt=job.prompt, negative_prompt=job.negative_prompt, width=job.width,
+                height=job.height, num_images=job.num_images, generator=seeded_generators(job.seed, job.num_images),
+                opts=sampling_options(job), on_step=on_step, edit=edit, on_latents=preview.hook(pipeline.vae))
+            return TaskOutput(items=images, used=integration_used(sampler, result))
+
+        return run_image(spec, card, on_step, sample)
     if task == "compose":
         images, result = compose.sample(
             pipeline, captions=[c.strip() for c in spec.captions], negative_prompt=spec.negative_prompt,

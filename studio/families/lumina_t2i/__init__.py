@@ -9,7 +9,7 @@ are cards the model card requires. Where Studio differs from the authors on purp
 """
 
 from ..registry import Family, Option, register
-from ..shared_options import time_shift
+from ..shared_options import IMAGE_EDITING, time_shift
 
 ENGINE = "studio.engines.lumina_t2i"
 # The demo's solver choices, as torchdiffeq names them.
@@ -34,6 +34,7 @@ FAMILY = register(Family(
     defaults={"steps": 30, "cfg": 4.0},
     unused={"loras": "its native Flag-DiT has no LoRA loader (LoRAs load into Lumina-Image 2.0, Lumina-Next, "
                      "Wan 2.1 and CogVideoX models)"},
+    inputs=IMAGE_EDITING,  # image to image, inpainting, outpainting, hires fix (docs/image_editing.md)
     run="studio.families.lumina_t2i.run:run",
     load=f"{ENGINE}.pipeline:load_lumina_t2i",
     check_card=f"{ENGINE}.options:engine_options",

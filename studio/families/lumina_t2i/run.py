@@ -10,6 +10,7 @@ from ...errors import InvalidInput
 from ...runtime import preview
 from ...tasks.base import StepCallback, TaskOutput
 from ...tasks.image import SAMPLER_NAMES, seeded_generators
+from ...tasks.image_edit import run_image
 
 
 def prepare(card: Any, task: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -28,6 +29,10 @@ def prepare(card: Any, task: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -> TaskOutput:
+    return run_image(spec, card, on_step, lambda job, edit, on_step: sample(pipeline, job, edit, on_step))
+
+
+def sample(pipeline: Any, spec: Any, edit: Any, on_step: StepCallback) -> TaskOutput:
     from ...engines.lumina_t2i.pipeline import T2IOptions
 
     opts = T2IOptions(solver=spec.option("solver"), steps=spec.steps, shift=spec.option("shift"), cfg=spec.cfg,
@@ -35,6 +40,6 @@ def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -
     # A generator per image (seed, seed+1, …): image k of a batch is the one its seed makes alone.
     images, result = pipeline(prompt=spec.prompt, negative_prompt=spec.negative_prompt or "", width=spec.width,
                               height=spec.height, opts=opts, generators=seeded_generators(spec.seed, spec.num_images),
-                              on_step=on_step, on_latents=preview.hook(pipeline.vae))
+                              on_step=on_step, edit=edit, on_latents=preview.hook(pipeline.vae))
     return TaskOutput(items=images, used={"sampler": SAMPLER_NAMES[opts.solver],
                                           "model_evaluations": result.evaluations, "solver_steps": result.solver_steps})
