@@ -1,4 +1,4 @@
-"""`studio generate image|video|audio|music|compose|anagram`: one job headless, its outputs printed.
+"""`studio generate image|video|audio|music|compose|anagram|upscale`: one job headless, its outputs printed.
 
 Each subcommand's flags are read off its task's TaskSpec (a flag per field: `--frames`, `--seconds`,
 `--image FILE`, `--melody FILE`…; width and height as one `--size WxH`; a list field as a repeated
@@ -27,6 +27,7 @@ TASK_HELP = {
     "music": "text (and a melody clip, for melody models) to music",
     "compose": "one image from a grid of region captions",
     "anagram": "one picture that reads differently under each view",
+    "upscale": "an image made bigger by an upscaler (ESRGAN)",
 }
 EXAMPLES = {
     "image": 'studio generate image --model tiny-llamagen-c2i --class 207',
@@ -36,6 +37,7 @@ EXAMPLES = {
     "compose": 'studio generate compose --model tiny-lumina-next --grid 1x2 --caption "a moon" --caption "a tree"',
     "anagram": ('studio generate anagram --model tiny-lumina-next --prompt "an old man" --view identity '
                 '--prompt "a mountain" --view rotate_180'),
+    "upscale": "studio generate upscale --model tiny-esrgan --image picture.png --scale 2",
 }
 # Field pairs given as one AxB flag: (flag, how it is written).
 PAIRS = {("width", "height"): ("--size", "WIDTHxHEIGHT"),
@@ -49,7 +51,7 @@ HELP = {
     "grid_rows": "ROWSxCOLS of cells, 1x2 to 4x4 (default: one row, a cell per --caption)",
     "steps": "denoising steps", "cfg": "classifier-free guidance scale", "num_images": "images from one prompt",
     "frames": "frame count, 4k+1 (8k+1 for CogVideoX 1.0)", "fps": "frames per second",
-    "image": "start image file (image-to-video models)",
+    "image": "start image file (image-to-video models); the picture to upscale (upscale)",
     "end_image": "end frame file: the last frame to arrive at (Wan2.1-Fun InP)",
     "video": "input video file to restyle (video-to-video)",
     "strength": "how much of the input video is redrawn, (0, 1]",
@@ -63,6 +65,9 @@ HELP = {
     "prompts": "a reading of the picture (2 to 4, each with its --view)",
     "views": "the view the matching --prompt is read under (default: identity, rotate_180)",
     "style": "words put before every prompt, e.g. 'an oil painting of'",
+    "scale": "output scale, 1 to 8 (default: the upscaler's own; any other by a final Lanczos resize)",
+    "tile": "input pixels per tile side, so memory stays bounded (0: the whole image at once)",
+    "tile_overlap": "image pixels around each tile, so tiles join without seams",
 }
 # What `generate` fills when it is not given: compose's grid (one row), the anagram views.
 DEFAULT_VIEWS = ["identity", "rotate_180"]

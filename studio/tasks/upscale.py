@@ -31,11 +31,10 @@ def output_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def pixel_limits(card: ModelCard, scale: float) -> tuple[int, int]:
-    """(most input pixels, most output pixels) for this upscaler at `scale`: the output at most the
-    card's `max_size` squared (and never past what the studio decodes), the input what makes that."""
-    out_limit = min(MAX_DECODE_PIXELS, card.max_size ** 2)
-    return min(MAX_DECODE_PIXELS, int(out_limit / scale ** 2)), out_limit
+def pixel_limits(card: ModelCard) -> tuple[int, int]:
+    """(most input pixels, most output pixels) for this upscaler: the input what the studio decodes at
+    all, the output the card's `max_size` squared (and never past that either)."""
+    return MAX_DECODE_PIXELS, min(MAX_DECODE_PIXELS, card.max_size ** 2)
 
 
 def _open_checked(path: str | None, card: ModelCard, scale: float) -> Image.Image:
@@ -52,7 +51,7 @@ def _open_checked(path: str | None, card: ModelCard, scale: float) -> Image.Imag
     except Exception:
         raise InvalidInput(f"{file.name!r} is not an image the studio can read (use PNG, JPEG or WebP)") from None
     try:
-        in_limit, out_limit = pixel_limits(card, scale)
+        in_limit, out_limit = pixel_limits(card)
         check_pixels(*im.size, in_limit, f"the image {file.name!r}")
         width, height = output_size(*im.size, scale)
         if width * height > out_limit:

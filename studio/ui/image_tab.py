@@ -19,6 +19,7 @@ from .common import (card_note, default_model, generate, model_choices, only_tak
                      wire_generate)
 from .family_controls import FamilyControls
 from .results import captioned, job_summary, reuse_seed_button
+from .upscale_tab import send_button as send_to_upscale
 from .forms import TabForm, nearest_shape, preset_controls, size_text, wire_presets
 
 
@@ -74,6 +75,7 @@ def build(studio: Studio) -> TabForm:
             with gr.Row(equal_height=True):
                 status = gr.Markdown(elem_id="image-status")
                 reuse_seed_button("image", seed, gallery)
+                send_to_upscale("image", gallery)
 
     model_outputs = [note, size, steps, cfg, seed, prompt, negative, run, *controls.outputs]
 
