@@ -251,3 +251,29 @@ def test_upscaling_a_gallery_output(studio, source):
     again = _done(studio.run("upscale", {"model": "tiny-esrgan", "image": path}))
     assert (again.outputs[0].width, again.outputs[0].height) == (160, 112)
     assert read_png_metadata(again.outputs[0].path).raw["parameters"].count("Postprocess upscaler") == 2
+
+
+def test_upscale_image_takes_an_upload_and_submit_job_refuses_a_path(studio, source):
+    from gradio_client import Client, handle_file
+
+    from studio.ui.app import build_app
+    from studio.ui.launch import launch_options
+
+    from helpers import free_port
+
+    demo = build_app(studio)
+    demo.queue().launch(prevent_thread_lock=True, quiet=True,
+                        **launch_options(studio.settings.replace(port=free_port()), None))
+    try:
+        client = Client(demo.local_url, verbose=False)
+        named = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+        params = {p["parameter_name"]: p for p in named["/upscale_image"]["parameters"]}
+        assert not params["image"]["parameter_has_default"] and "prompt" not in params
+        result, status = client.predict(image=handle_file(str(source)), model="tiny-esrgan", scale=2,
+                                        api_name="/upscale_image")
+        assert "Done" in status and "80x56" in status, status
+        assert Image.open(result[0]["image"]).size == (80, 56)
+        with pytest.raises(Exception, match="image: send input files through /upscale_image, not as paths"):
+            client.predict("upscale", {"model": "tiny-esrgan", "image": str(source)}, api_name="/submit_job")
+    finally:
+        demo.close()

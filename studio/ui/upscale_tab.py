@@ -20,9 +20,16 @@ from .forms import TabForm
 from .results import job_summary
 
 TAB_ID = "upscale"
-# Send buttons placed by tabs built before this one: (button, the gallery it sends from, its picked index);
-# wired to this tab's image box by `wire_sends` once every tab exists.
-_pending: list[tuple[gr.Button, gr.Gallery, gr.State]] = []
+# Send buttons placed by tabs built before this one, by the Blocks being built: (button, the gallery it
+# sends from, its picked index); wired to this tab's image box by `wire_sends` once every tab exists.
+# (A tab built on its own, outside an app, leaves its buttons unwired: they are dropped with it.)
+_pending: dict[int, list[tuple[gr.Button, gr.Gallery, gr.State]]] = {}
+
+
+def _blocks_id() -> int:
+    from gradio.context import Context
+
+    return id(Context.root_block)
 
 
 def send_button(prefix: str, source: gr.Gallery) -> gr.Button:
@@ -34,7 +41,7 @@ def send_button(prefix: str, source: gr.Gallery) -> gr.Button:
         return int(event.index) if isinstance(event.index, int) else 0
 
     source.select(pick, None, picked, api_visibility="private", show_progress="hidden")
-    _pending.append((button, source, picked))
+    _pending.setdefault(_blocks_id(), []).append((button, source, picked))
     return button
 
 
@@ -139,6 +146,6 @@ def wire_sends(tabs: gr.Tabs, form: TabForm) -> None:
             return {}
         return {tabs: gr.Tabs(selected=TAB_ID), image: path}
 
-    while _pending:
-        button, source, picked = _pending.pop(0)
+    for button, source, picked in _pending.pop(_blocks_id(), []):
         button.click(send, [source, picked], [tabs, image], api_visibility="private")
+    _pending.clear()  # what other builds left (a tab built alone in a test) would never be wired
