@@ -185,7 +185,7 @@ def test_bad_inputs_are_refused_by_name_and_the_worker_lives_on(studio, tmp_path
     _refused(studio, {"image": str(cut)}, "damaged")
     # Refused from the header, before a pixel is decoded: x4 would be past the card's 2048x2048.
     big = tmp_path / "big.png"
-    Image.new("RGB", (3000, 3000)).save(big)
+    Image.new("1", (3000, 3000)).save(big)  # 1 bit a pixel: a small file with a big header
     _refused(studio, {"image": str(big)}, "would be 12000x12000", "at most 4.2 MP", "smaller scale")
     wide = _picture(tmp_path / "wide.png", 600, 400)
     _refused(studio, {"image": str(wide), "scale": 6}, "would be 3600x2400")
