@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # Tab (and preset file name) -> the task its presets fill.
 MODALITIES: dict[str, str] = {"image": "image", "video": "video", "audio": "audio", "music": "music",
-                              "compositional": "compose", "anagrams": "anagram", "upscale": "upscale"}
+                              "compositional": "compose", "anagrams": "anagram"}
 # Tabs whose task builds the prompt from another field (the cell captions, the readings): their presets have none.
 DERIVED_PROMPT: dict[str, str] = {"compositional": "captions", "anagrams": "prompts"}
 # What a preset never sets: the model and seed are the user's choice, the prompts are fields of their own.
