@@ -33,7 +33,7 @@ class UpscalerPipeline(ModuleBundle):
         return next(self.net.parameters()).dtype
 
 
-def _spandrel() -> Any:
+def spandrel_module() -> Any:
     """spandrel, or None where it is not installed or cannot import (it needs a torchvision that fits torch)."""
     try:
         import spandrel
@@ -59,7 +59,7 @@ def _with_spandrel(spandrel: Any, path: Path, dtype: torch.dtype) -> UpscalerPip
 def load(card: Any, folder: Path, required: dict[str, Path], dtype: torch.dtype) -> UpscalerPipeline:
     files = engine_options(card)
     path = Path(folder) / files.weights
-    spandrel = _spandrel()
+    spandrel = spandrel_module()
     if spandrel is not None:
         pipeline = _with_spandrel(spandrel, path, dtype)
     else:
