@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("builders", ("studio.zoo.builtin", "studio.zoo.builtin_image", "studio.zoo.builtin_video",
                   "studio.zoo.builtin_audio", "studio.zoo.builtin_llamagen", "studio.zoo.builtin_infinity",
                   "studio.zoo.builtin_lumina_t2i", "studio.zoo.builtin_lumina_audio", "studio.zoo.builtin_wan_fun",
-                  "studio.zoo.builtin_gguf", "studio.zoo.tiny_parts")),
+                  "studio.zoo.builtin_gguf", "studio.zoo.builtin_esrgan", "studio.zoo.tiny_parts")),
     ("runtime", ("studio.runtime",)),
     ("tasks", ("studio.tasks",)),
     ("families", ("studio.families.builtin", *(f"studio.families.{p.name}" for p in (PACKAGE / "families").iterdir()

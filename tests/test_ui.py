@@ -30,8 +30,8 @@ def tab_labels(demo: gr.Blocks) -> list[str]:
 
 def test_every_tab_exists(studio):
     demo = build_app(studio)
-    assert tab_labels(demo) == ["Image", "Video", "Audio", "Music", "Compositional", "Anagrams", "Queue", "Gallery",
-                                "Presets", "Models"]
+    assert tab_labels(demo) == ["Image", "Video", "Audio", "Music", "Compositional", "Anagrams", "Upscale", "Queue",
+                                "Gallery", "Presets", "Models"]
     texts = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and isinstance(b.value, str)]
     assert not any("Not available yet" in t for t in texts)
 
@@ -107,8 +107,11 @@ def test_every_generate_endpoint_takes_named_parameters_and_card_defaults_for_th
         assert [p["parameter_name"] for p in params if not p["parameter_has_default"]] in (["prompt"], ["captions"],
                                                                                            ["prompts"]), name
     # Internal plumbing (model pickers, timers, refreshes) is not part of the API.
+    # Upscaling makes nothing new: /upscale_image (tests/test_upscale.py), the image its one required field.
+    assert [p["parameter_name"] for p in named["/upscale_image"]["parameters"] if not p["parameter_has_default"]] == [
+        "image"]
     assert set(named) - set(generate) == {"/submit_job", "/job_status", "/cancel_job", "/queue_status",
-                                          "/pause_queue", "/resume_queue", "/list_history"}
+                                          "/pause_queue", "/resume_queue", "/list_history", "/upscale_image"}
     assert "shift" in [p["parameter_name"] for p in named["/generate_video"]["parameters"]]
     assert {"temperature", "top_k"} <= {p["parameter_name"] for p in named["/generate_music"]["parameters"]}
 

@@ -16,7 +16,9 @@ SHIPPED = REPO_ROOT / "model_zoo"
 # Engines the studio implements itself (DESIGN.md: a native engine only where neither library has one).
 NATIVE_ENGINES = {"llamagen", "infinity", "lumina-t2i", "lumina-audio",
                   # VideoX-Fun's Wan2.1-Fun checkpoints in their original layout, and their components.
-                  "wan-fun-inp", "wan-fun-control", "wan-fun-camera", "wan-fun"}
+                  "wan-fun-inp", "wan-fun-control", "wan-fun-camera", "wan-fun",
+                  # ESRGAN / Real-ESRGAN upscalers (studio.engines.esrgan).
+                  "rrdbnet"}
 
 # The image models that run today; they must stay runnable.
 RUNNABLE_TODAY = {"lumina-next-sft", "lumina-image-2", "tiny-lumina-next", "tiny-lumina2"}

@@ -1,4 +1,4 @@
-"""`studio generate image|video|audio|music|compose|anagram`: one job headless, its outputs printed.
+"""`studio generate image|video|audio|music|compose|anagram|upscale`: one job headless, its outputs printed.
 
 Each subcommand's flags are read off its task's TaskSpec (a flag per field: `--frames`, `--seconds`,
 `--image FILE`, `--melody FILE`…; width and height as one `--size WxH`; a list field as a repeated
@@ -27,6 +27,7 @@ TASK_HELP = {
     "music": "text (and a melody clip, for melody models) to music",
     "compose": "one image from a grid of region captions",
     "anagram": "one picture that reads differently under each view",
+    "upscale": "an image made bigger by an upscaler (ESRGAN)",
 }
 EXAMPLES = {
     "image": 'studio generate image --model tiny-llamagen-c2i --class 207',
@@ -36,6 +37,7 @@ EXAMPLES = {
     "compose": 'studio generate compose --model tiny-lumina-next --grid 1x2 --caption "a moon" --caption "a tree"',
     "anagram": ('studio generate anagram --model tiny-lumina-next --prompt "an old man" --view identity '
                 '--prompt "a mountain" --view rotate_180'),
+    "upscale": "studio generate upscale --model tiny-esrgan --image picture.png --scale 2",
 }
 # Field pairs given as one AxB flag: (flag, how it is written).
 PAIRS = {("width", "height"): ("--size", "WIDTHxHEIGHT"),
@@ -50,7 +52,7 @@ HELP = {
     "steps": "denoising steps", "cfg": "classifier-free guidance scale", "num_images": "images from one prompt",
     "frames": "frame count, 4k+1 (8k+1 for CogVideoX 1.0)", "fps": "frames per second",
     "image": "start image file (image-to-video models; image to image, inpainting and outpainting on the "
-             "Lumina families)",
+             "Lumina families); the picture to upscale (upscale)",
     "end_image": "end frame file: the last frame to arrive at (Wan2.1-Fun InP)",
     "video": "input video file to restyle (video-to-video)",
     "strength": "how much of the start image or input video is redrawn, (0, 1]",
@@ -73,6 +75,9 @@ HELP = {
     "style": "words put before every prompt, e.g. 'an oil painting of'",
     "loras": "a LoRA to load, NAME[:WEIGHT] (weight -4 to 4, default 1; repeat for several): a .safetensors "
              "file's stem in the LoRA folder (--lora-dir) or a downloaded LoRA card's id",
+    "scale": "output scale, 1 to 8 (default: the upscaler's own; any other by a final Lanczos resize)",
+    "tile": "input pixels per tile side, so memory stays bounded (0: the whole image at once)",
+    "tile_overlap": "image pixels around each tile, so tiles join without seams",
 }
 # What `generate` fills when it is not given: compose's grid (one row), the anagram views.
 DEFAULT_VIEWS = ["identity", "rotate_180"]

@@ -2,4 +2,4 @@
 studio is its package plus its name on this line."""
 
 from . import (audioldm2, cogvideox, diffusers, infinity, llama, llamagen, lumina2, lumina_next,  # noqa: F401
-               lumina_audio, lumina_t2i, musicgen, stable_audio, t5, wan)
+               lumina_audio, lumina_t2i, musicgen, stable_audio, t5, upscaler, wan)

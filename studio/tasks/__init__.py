@@ -9,10 +9,11 @@ from .audio import AudioTask
 from .compose import ComposeTask
 from .image import ImageTask
 from .music import MusicTask
+from .upscale import UpscaleTask
 from .video import VideoTask
 
 TASKS: dict[str, Task] = {task.name: task for task in (ImageTask(), ComposeTask(), AnagramTask(), VideoTask(),
-                                                       AudioTask(), MusicTask())}
+                                                       AudioTask(), MusicTask(), UpscaleTask())}
 
 # Tabs that exist in the UI but whose tasks land in later releases.
 PLANNED_TASKS: tuple[str, ...] = ()

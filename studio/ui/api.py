@@ -83,7 +83,7 @@ def register(studio: Studio) -> None:
         named = [name for name in FILE_PARAMS if params.get(name)]
         if named:
             # A path in an API call would name a file on this machine: only uploads (generate_video/_music) may.
-            where = "/generate_music" if task == "music" else "/generate_video"
+            where = {"music": "/generate_music", "upscale": "/upscale_image"}.get(task, "/generate_video")
             raise gr.Error(f"{', '.join(named)}: send input files through {where}, not as paths")
         job = studio.jobs.submit(task, params)
         return {"id": job.id, "status": job.status.value, "error": job.error}

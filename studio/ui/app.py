@@ -6,7 +6,7 @@ import gradio as gr
 
 from ..services import Studio
 from . import (anagram_tab, api, audio_tabs, compose_tab, gallery_tab, image_tab, models_tab, named_api,
-               presets_tab, queue_tab, video_tab)
+               presets_tab, queue_tab, upscale_tab, video_tab)
 from .appearance import TITLE, header_html
 
 CACHE_SWEEP = (3600, 24 * 3600)  # (every N seconds, files older than M seconds)
@@ -31,6 +31,8 @@ def build_app(studio: Studio) -> gr.Blocks:
                 forms.append(compose_tab.build(studio))
             with gr.Tab("Anagrams", id="anagrams"):
                 forms.append(anagram_tab.build(studio))
+            with gr.Tab("Upscale", id="upscale"):
+                forms.append(upscale_tab.build(studio))
             with gr.Tab("Queue", id="queue") as queue:
                 queue_tab.build(studio, tabs, queue)
             with gr.Tab("Gallery", id="gallery") as gallery:
@@ -39,6 +41,7 @@ def build_app(studio: Studio) -> gr.Blocks:
                 presets_tab.build(studio, presets, forms)
             with gr.Tab("Models", id="models"):
                 models_tab.build(studio, tabs, forms)
+        upscale_tab.wire_sends(tabs, next(f for f in forms if f.tab_id == "upscale"))  # the send buttons
         for form in forms:
             named_api.register(studio, form)
         api.register(studio)

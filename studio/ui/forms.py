@@ -79,7 +79,7 @@ class TabForm:
 
     @property
     def task(self) -> str:
-        return MODALITIES[self.modality]
+        return MODALITIES.get(self.modality, self.modality)  # a tab without presets (Upscale): its own task
 
     def fill(self, params: dict[str, Any], current_model: str | None = None) -> Updates:
         """Updates that put `params` on the form. A model in `params` is selected first and its card's

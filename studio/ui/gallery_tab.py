@@ -22,6 +22,7 @@ from ..tasks import TASKS
 from .common import GENERATE, follow_job
 from .family_controls import search_afresh
 from .forms import TabForm, fill_fitted, short_title
+from .upscale_tab import send_button as send_to_upscale
 
 # The status filter's choice, kept in the browser's localStorage so a reload keeps it (plain
 # localStorage, not gr.BrowserState, whose per-launch secret would lose it at every server restart).
@@ -102,6 +103,7 @@ def build(studio: Studio, tabs: gr.Tabs, tab: gr.Tab, forms: list[TabForm]) -> N
                 rerun = gr.Button("↻ Re-run", elem_id="gallery-rerun")
                 send = gr.Button("Send to tab", elem_id="gallery-send")
                 to_edit = gr.Button("Send to img2img / inpaint", elem_id="gallery-send-edit")
+                send_to_upscale("gallery", pictures)
                 star = gr.Button("☆ Favorite", elem_id="gallery-star")
                 delete = gr.Button("Delete", variant="stop", elem_id="gallery-delete")
             with gr.Row(visible=False) as confirm_row:

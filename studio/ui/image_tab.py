@@ -21,6 +21,7 @@ from .family_controls import FamilyControls
 from .lora_controls import LoraControls
 from .image_edit_panel import EditPanel
 from .results import captioned, job_summary, reuse_seed_button
+from .upscale_tab import send_button as send_to_upscale
 from .forms import TabForm, nearest_shape, preset_controls, size_text, wire_presets
 
 
@@ -84,6 +85,7 @@ def build(studio: Studio) -> TabForm:
                                        visible=edits.taken)
                 to_inpaint = gr.Button("Send to inpaint", size="sm", elem_id="image-send-inpaint",
                                        visible=edits.taken)
+                send_to_upscale("image", gallery)
 
     model_outputs = [note, size, steps, cfg, seed, prompt, negative, run, to_img2img, to_inpaint, *controls.outputs,
                      *edits.outputs, *loras.outputs]

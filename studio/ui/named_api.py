@@ -35,9 +35,11 @@ VIDEO_FILES = ("video", "control_video")
 AUDIO_FILES = ("melody",)
 TEXT_FILES = ("camera",)  # a camera trajectory (.txt): its path as uploaded, read and checked by the job
 # What a client must send per task; everything else may be left out.
-REQUIRED = {"compose": ("captions",), "anagram": ("prompts",)}
+REQUIRED = {"compose": ("captions",), "anagram": ("prompts",), "upscale": ("image",)}
 # Fields the studio derives itself (compositional and anagram jobs make their prompt from the cells).
-DERIVED = {"compose": ("prompt",), "anagram": ("prompt",)}
+DERIVED = {"compose": ("prompt",), "anagram": ("prompt",), "upscale": ("prompt",)}
+# Endpoints not named `/generate_<task>`: upscaling makes nothing new, it enlarges an upload.
+API_NAMES = {"upscale": "upscale_image"}
 # The Anagrams tab's first two views, for a client that sends two readings and no views.
 DEFAULT_VIEWS = ["identity", "rotate_180"]
 
@@ -167,5 +169,5 @@ def register(studio: Studio, form: TabForm) -> None:
     endpoint.__annotations__ = {p.name: p.python_type for p in params} | {"request": gr.Request}
     endpoint.__doc__ = (f"Generate ({task}) and wait for the outputs. Parameters are the job's fields by name; "
                         "any left out takes the model card's default (model: the tab's default model).")
-    trigger.click(endpoint, [p.component for p in params], form.results, api_name=f"generate_{task}",
-                  **GENERATE)
+    trigger.click(endpoint, [p.component for p in params], form.results,
+                  api_name=API_NAMES.get(task, f"generate_{task}"), **GENERATE)

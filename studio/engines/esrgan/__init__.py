@@ -1,0 +1,1 @@
+"""ESRGAN-type upscalers: the native RRDBNet (rrdbnet.py), tiled running (tiles.py), the card section (options.py)."""
