@@ -26,7 +26,9 @@ def run_cli(args, home, model_cache):
 
 class InProcess:
     """`studio ...` run by calling the CLI's main in this process (the same code a console script runs,
-    without a new interpreter importing torch each time); what it printed and its exit status."""
+    without a new interpreter importing torch each time); what it printed and its exit status (argparse's
+    SystemExit included, as the console script would exit with it). The console script itself, in a
+    process of its own, is test_generate_prints_job_seed_and_file's."""
 
     def __init__(self, capsys, monkeypatch, home, model_cache):
         self.capsys = capsys
@@ -37,7 +39,10 @@ class InProcess:
         from studio.cli import main
 
         self.capsys.readouterr()
-        code = main(args)
+        try:
+            code = main(args)
+        except SystemExit as exit_:
+            code = exit_.code
         out, err = self.capsys.readouterr()
         return subprocess.CompletedProcess(args, code, out, err)
 
@@ -64,22 +69,21 @@ def test_generate_prints_job_seed_and_file(tmp_path, model_cache):
         store.close()
 
 
-def test_generate_with_llamagen_by_class_name_and_its_sampling_flags(tmp_path, model_cache):
-    home = tmp_path / "home"
-    result = run_cli(["generate", "image", "--model", "tiny-llamagen-c2i", "--prompt", "tabby", "--temperature",
-                      "0.8", "--top-k", "16", "--top-p", "0.9", "--seed", "3"], home, model_cache)
+def test_generate_with_llamagen_by_class_name_and_its_sampling_flags(tmp_path, model_cache, capsys, monkeypatch):
+    studio = InProcess(capsys, monkeypatch, tmp_path / "home", model_cache)
+    result = studio(["generate", "image", "--model", "tiny-llamagen-c2i", "--prompt", "tabby", "--temperature",
+                     "0.8", "--top-k", "16", "--top-p", "0.9", "--seed", "3"])
     assert result.returncode == 0, result.stderr
     fields = read_png_metadata(Path(result.stdout.strip().splitlines()[2])).infotext.fields
     assert (fields["Class"], fields["Temperature"], fields["Top-k"], fields["Top-p"]) == ("281", "0.8", "16", "0.9")
-    refused = run_cli(["generate", "image", "--model", "tiny-llamagen-c2i", "--prompt", "x", "--class", "1000"],
-                      home, model_cache)
+    refused = studio(["generate", "image", "--model", "tiny-llamagen-c2i", "--prompt", "x", "--class", "1000"])
     assert refused.returncode == 1 and "class_id" in refused.stderr
 
 
-def test_bad_input_exits_non_zero_with_the_reason_and_records_it(tmp_path, model_cache):
+def test_bad_input_exits_non_zero_with_the_reason_and_records_it(tmp_path, model_cache, capsys, monkeypatch):
     home = tmp_path / "home"
-    result = run_cli(["generate", "image", "--model", "tiny-lumina-next", "--prompt", "x", "--steps", "0"],
-                     home, model_cache)
+    result = InProcess(capsys, monkeypatch, home, model_cache)(["generate", "image", "--model", "tiny-lumina-next",
+                                                               "--prompt", "x", "--steps", "0"])
     assert result.returncode == 1
     assert "steps" in result.stderr and "greater than or equal to 1" in result.stderr
     store = HistoryStore(home / "studio.db")
@@ -91,16 +95,16 @@ def test_bad_input_exits_non_zero_with_the_reason_and_records_it(tmp_path, model
     assert files_under(home / "outputs") == []
 
 
-def test_unknown_model_and_malformed_size(tmp_path, model_cache):
-    unknown = run_cli(["generate", "image", "--model", "nope", "--prompt", "x"], tmp_path, model_cache)
+def test_unknown_model_and_malformed_size(tmp_path, model_cache, capsys, monkeypatch):
+    studio = InProcess(capsys, monkeypatch, tmp_path, model_cache)
+    unknown = studio(["generate", "image", "--model", "nope", "--prompt", "x"])
     assert unknown.returncode == 1 and "Unknown model 'nope'" in unknown.stderr
-    malformed = run_cli(["generate", "image", "--model", "tiny-lumina2", "--prompt", "x", "--size", "big"],
-                        tmp_path, model_cache)
+    malformed = studio(["generate", "image", "--model", "tiny-lumina2", "--prompt", "x", "--size", "big"])
     assert malformed.returncode == 2 and "WIDTHxHEIGHT" in malformed.stderr
 
 
-def test_models_list_shows_the_cards(tmp_path, model_cache):
-    result = run_cli(["models", "list"], tmp_path, model_cache)
+def test_models_list_shows_the_cards(tmp_path, model_cache, capsys, monkeypatch):
+    result = InProcess(capsys, monkeypatch, tmp_path, model_cache)(["models", "list"])
     assert result.returncode == 0
     header, *rows = result.stdout.strip().splitlines()
     assert header.split() == ["ID", "TASKS", "STATUS", "ON", "DISK", "TITLE"]

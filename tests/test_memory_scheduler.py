@@ -180,19 +180,51 @@ def test_components_with_the_same_checkpoint_are_loaded_once(tmp_path, model_cac
     assert s.device_used() == Footprint.measure(a).total  # counted once
 
 
-@pytest.mark.parametrize("placement", list(Placement))
-def test_every_placement_gives_the_same_pixels(tmp_path, model_cache, placement):
+def _run_placed(home, model_cache, placement: str, task: str, params: dict, read) -> list:
+    """One job in a studio of its own (its own data folder) forced to `placement`: `read(its outputs)`."""
     from studio.settings import Settings
 
-    outputs = []
-    for name, forced in (("ref", "full"), ("under-test", placement.value)):
-        settings = Settings.load(env={}, home=tmp_path / name, model_cache=model_cache, placement=forced)
-        with Studio(settings) as studio:
-            job = studio.run("image", image_params(num_images=2))
-            assert job.status is JobStatus.DONE, job.error
-            assert studio.history.get_job(job.id).placement == forced
-            outputs.append([np.asarray(__import__("PIL.Image").Image.open(o.path)) for o in job.outputs])
-    for reference, candidate in zip(*outputs):
+    settings = Settings.load(env={}, home=home, model_cache=model_cache, placement=placement)
+    with Studio(settings) as studio:
+        job = studio.run(task, params)
+        assert job.status is JobStatus.DONE, job.error
+        assert studio.history.get_job(job.id).placement == placement
+        return read(job.outputs)
+
+
+def _read_images(outputs) -> list:
+    from PIL import Image
+
+    return [np.asarray(Image.open(o.path)) for o in outputs]
+
+
+def _read_sound(outputs):
+    import soundfile as sf
+
+    return sf.read(str(outputs[0].path))[0]
+
+
+MUSIC = {"model": "tiny-musicgen", "prompt": "piano", "seed": 1, "seconds": 1}
+
+
+@pytest.fixture(scope="module")
+def full_placement_images(tmp_path_factory, model_cache):
+    """The reference every placement is held to: the images of a `full` run (one run for the module)."""
+    return _run_placed(tmp_path_factory.mktemp("ref"), model_cache, "full", "image", image_params(num_images=2),
+                       _read_images)
+
+
+@pytest.fixture(scope="module")
+def full_placement_sound(tmp_path_factory, model_cache):
+    return _run_placed(tmp_path_factory.mktemp("ref"), model_cache, "full", "music", MUSIC, _read_sound)
+
+
+@pytest.mark.parametrize("placement", list(Placement))
+def test_every_placement_gives_the_same_pixels(tmp_path, model_cache, placement, full_placement_images):
+    candidates = _run_placed(tmp_path / "under-test", model_cache, placement.value, "image",
+                             image_params(num_images=2), _read_images)
+    assert len(candidates) == len(full_placement_images) == 2
+    for reference, candidate in zip(full_placement_images, candidates):
         assert np.array_equal(reference, candidate)
 
 
@@ -307,17 +339,7 @@ def test_stepping_down_from_group_offload_reloads_and_leaves_nothing_locked(tmp_
 
 
 @pytest.mark.parametrize("placement", [p for p in Placement if p is not Placement.FULL])
-def test_a_transformers_model_runs_the_same_under_every_placement(tmp_path, model_cache, placement):
-    import soundfile as sf
-
-    from studio.settings import Settings
-
-    sounds = []
-    for name, forced in (("ref", "full"), ("under-test", placement.value)):
-        settings = Settings.load(env={}, home=tmp_path / name, model_cache=model_cache, placement=forced)
-        with Studio(settings) as studio:
-            job = studio.run("music", {"model": "tiny-musicgen", "prompt": "piano", "seed": 1, "seconds": 1})
-            assert job.status is JobStatus.DONE, job.error
-            assert studio.history.get_job(job.id).placement == forced
-            sounds.append(sf.read(str(job.outputs[0].path))[0])
-    assert np.array_equal(*sounds)
+def test_a_transformers_model_runs_the_same_under_every_placement(tmp_path, model_cache, placement,
+                                                                 full_placement_sound):
+    candidate = _run_placed(tmp_path / "under-test", model_cache, placement.value, "music", MUSIC, _read_sound)
+    assert np.array_equal(full_placement_sound, candidate)

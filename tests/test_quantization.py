@@ -53,11 +53,13 @@ def _linear_weights(model: torch.nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
 
 
-@pytest.fixture
-def baseline(tmp_path, settings):
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory, model_cache):
     """The unquantized tiny Wan's poster frame and metadata, from a studio of its own (a second studio on
-    the same data folder would hand its jobs to the first, which owns the queue)."""
-    with Studio(Settings.load(env={}, home=tmp_path / "baseline", model_cache=settings.model_cache)) as studio:
+    the same data folder would hand its jobs to the first, which owns the queue); run once for the module,
+    as every test compares with the same clip."""
+    home = tmp_path_factory.mktemp("baseline")
+    with Studio(Settings.load(env={}, home=home, model_cache=model_cache)) as studio:
         job = studio.run("video", {"model": "tiny-wan", **VIDEO}, timeout=300)
         assert job.status is JobStatus.DONE, job.error
         return pixels(_poster(job)).astype(np.float64), read_png_metadata(_poster(job))
