@@ -107,3 +107,36 @@ def kept(recorded, given) -> bool:
     recorded, given = Path(recorded), Path(given)
     return (recorded.is_absolute() and recorded.parent.parent.name == "inputs" and recorded.name == given.name
             and recorded.read_bytes() == given.read_bytes())
+
+
+LORA_TRANSFORMERS = {"tiny-lumina2": "Lumina2Transformer2DModel", "tiny-lumina-next": "LuminaNextDiT2DModel",
+                     "tiny-wan": "WanTransformer3DModel", "tiny-cogvideox": "CogVideoXTransformer3DModel"}
+
+
+def make_lora(studio, model: str, name: str, seed: int = 0, layout: str = "diffusers", rank: int = 4,
+              targets=("to_q", "to_v")) -> str:
+    """A LoRA for the tiny model's transformer, written to the LoRA folder in `layout`: peft's state dict
+    (lora_A/lora_B under `transformer.`) or kohya's (lora_unet_*, lora_down/lora_up, alpha)."""
+    import diffusers
+    import torch
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+    from safetensors.torch import save_file
+
+    model_cls = getattr(diffusers, LORA_TRANSFORMERS[model])
+    transformer = model_cls.from_pretrained(snapshot(studio, model) / "transformer")
+    torch.manual_seed(seed)
+    config = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets), init_lora_weights=False)
+    inject_adapter_in_model(config, transformer)
+    state = get_peft_model_state_dict(transformer)
+    if layout == "diffusers":
+        tensors = {f"transformer.{k}": v.contiguous() for k, v in state.items()}
+    else:
+        tensors = {}
+        for key, value in state.items():
+            base, _, part = key.rpartition(".lora_")
+            stem = "lora_unet_" + base.replace(".", "_")
+            tensors[f"{stem}.lora_{'down' if part.startswith('A') else 'up'}.weight"] = value.contiguous()
+            tensors[f"{stem}.alpha"] = torch.tensor(float(rank))
+    studio.settings.lora_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(studio.settings.lora_dir / f"{name}.safetensors"))
+    return name

@@ -22,7 +22,8 @@ from .solvers import (ADAPTIVE_SOLVERS, ATOL, EVALS_PER_STEP, FIXED_SOLVERS, RTO
 
 Velocity = Callable[[torch.Tensor, float], torch.Tensor]  # (x, t) -> dx/dt
 StepHook = Callable[[int, int, torch.Tensor], None]  # (steps done, total steps, x)
-# (time point, total, x0): the predicted clean sample at a time point, x0 = x_t + (1 - t) v(x_t, t)
+# (time point, total, x0): the predicted clean sample at a time point, x0 = x_t + (1 - t) v(x_t, t). A hook
+# with a `due(point) -> bool` method is handed only the points it is due for (the others are not formed).
 EstimateHook = Callable[[int, int, torch.Tensor], None]
 
 ONE_THIRD, TWO_THIRDS = 1 / 3, 2 / 3
@@ -181,13 +182,15 @@ def integrate(v: Velocity, x: torch.Tensor, *, solver: str, steps: int, shift: f
     total = len(grid)
     if on_step is not None:
         on_step(1, total, x)
+    due = getattr(on_estimate, "due", lambda point: True)
     for i in range(len(grid) - 1):
-        velocity = counted if on_estimate is None else _Estimating(counted, i + 1, total, on_estimate)
+        wanted = on_estimate is not None and due(i + 1)
+        velocity = _Estimating(counted, i + 1, total, on_estimate) if wanted else counted
         x = step(solver, velocity, x, grid[i], grid[i + 1])
         if after_step is not None:
             x = after_step(x, grid[i + 1])
         if on_step is not None:
             on_step(i + 2, total, x)
-    if on_estimate is not None:
+    if on_estimate is not None and due(total):
         on_estimate(total, total, x)
     return Integration(x, counted.evaluations, len(grid) - 1)

@@ -26,6 +26,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -66,9 +67,10 @@ class Projection:
 
     def picture(self, latents: torch.Tensor) -> Image.Image:
         """One (C, H, W) latent as a picture at most PREVIEW_SIDE pixels on its longer side."""
-        z = latents.detach().to("cpu", torch.float32)
-        rgb = torch.einsum("rc,chw->hwr", self.matrix, z) + self.bias
-        pixels = ((rgb + 1.0) / 2.0).clamp(0.0, 1.0).mul(255).round().to(torch.uint8).numpy()
+        # In numpy: torch's thread pool costs tens of ms on tensors this small when the CPU is busy.
+        z = latents.detach().to("cpu", torch.float32).numpy()
+        rgb = np.tensordot(z, self.matrix.numpy(), axes=([0], [1])) + self.bias.numpy()  # (H, W, 3)
+        pixels = np.clip((rgb + 1.0) * 127.5, 0.0, 255.0).round().astype(np.uint8)
         image = Image.fromarray(pixels, "RGB")
         height, width = z.shape[-2] * self.scale, z.shape[-1] * self.scale
         fit = min(1.0, PREVIEW_SIDE / max(height, width))
@@ -225,10 +227,22 @@ def offer(step: int, total: int, latents: torch.Tensor, vae: Any, channels_dim: 
         previewer.offer(step, total, latents, vae, channels_dim)
 
 
+class _Hook:
+    """`offer` for one VAE as an engine's latents callback; `due(step)` lets the engine form its prediction
+    only at the steps that are previewed (engines/flow.integrate asks)."""
+
+    def __init__(self, previewer: Previewer, vae: Any) -> None:
+        self.previewer, self.vae = previewer, vae
+
+    def due(self, step: int) -> bool:
+        return self.previewer.due(step)
+
+    def __call__(self, step: int, total: int, latents: torch.Tensor) -> None:
+        self.previewer.offer(step, total, latents, self.vae)
+
+
 def hook(vae: Any) -> LatentHook | None:
     """`offer` for this VAE as an engine's latents callback, or None while previews are off (the engine
     then does not even form its prediction)."""
     previewer = _active.get()
-    if previewer is None:
-        return None
-    return lambda step, total, latents: previewer.offer(step, total, latents, vae)
+    return _Hook(previewer, vae) if previewer is not None else None

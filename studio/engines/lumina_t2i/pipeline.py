@@ -165,7 +165,7 @@ class LuminaT2IPipeline(ModuleBundle):
             if edit is not None:
                 state, start, blend = self._edit_start(edit, state, opts)
             hook = (lambda done, total, _x: on_step(done, total)) if on_step is not None else None
-            estimate = (lambda done, total, x0: on_latents(done, total, x0[:count])) if on_latents else None
+            estimate = _GuidedHalf(on_latents, count) if on_latents is not None else None
             result = integrate(self.velocity(feats, mask, width, height, opts), state, solver=opts.solver,
                                steps=opts.steps, shift=opts.shift, tolerance_lists=True, on_step=hook, start=start,
                                after_step=blend, on_estimate=estimate)
@@ -176,6 +176,17 @@ class LuminaT2IPipeline(ModuleBundle):
             self.offload_all()
         array = ((pixels + 1.0) / 2.0).clamp(0.0, 1.0).mul(255).byte().permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(np.ascontiguousarray(a)) for a in array], result
+
+
+class _GuidedHalf:
+    """An estimate hook (flow.integrate) handing on the guided half of the CFG state, due when its own is."""
+
+    def __init__(self, hook: Callable[[int, int, torch.Tensor], None], count: int) -> None:
+        self.hook, self.count = hook, count
+        self.due = getattr(hook, "due", lambda point: True)
+
+    def __call__(self, point: int, total: int, x0: torch.Tensor) -> None:
+        self.hook(point, total, x0[: self.count])
 
 
 def load_lumina_t2i(card: Any, folder: Any, required: dict[str, Any], dtype: torch.dtype) -> LuminaT2IPipeline:
