@@ -188,7 +188,7 @@ def run_image(spec: Any, card: ModelCard, on_step: StepCallback, sample: Sample)
     second = sample(spec.model_copy(update={"width": size[0], "height": size[1], "steps": spec.hires_steps}),
                     Edit(upscaled, spec.hires_strength), on_step)
     used = {**second.used, "first_pass": {k: v for k, v in first.used.items() if k != "infotext"},
-            "hires": {"size": f"{size[0]}x{size[1]}", "upscaler": "Lanczos"},
+            "hires": {"size": f"{size[0]}x{size[1]}", "resize": "Lanczos"},
             "infotext": {**(second.used.get("infotext") or {}), "Hires upscale": spec.hires_scale,
                          "Hires steps": spec.hires_steps, "Hires upscaler": "Lanczos",
                          "Denoising strength": spec.hires_strength}}
