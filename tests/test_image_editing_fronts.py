@@ -4,6 +4,7 @@ ImageEditor layers and the size it fills from a start image."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
@@ -26,6 +27,10 @@ def test_named_api_takes_image_and_mask_uploads(studio, tmp_path):
         _, status = client.predict(prompt="a tin robot", model="tiny-lumina-next", width=128, height=128, steps=3,
                                    seed=3, image=handle_file(start), mask=handle_file(mask), strength=1.0,
                                    api_name="/generate_image")
+        # A path in /submit_job would name a file on this machine: the mask, like the start image, is refused.
+        with pytest.raises(Exception, match="mask: send input files through /generate_image, not as paths"):
+            client.predict("image", {"model": "tiny-lumina-next", "prompt": "x", "mask": str(mask)},
+                           api_name="/submit_job")
     finally:
         demo.close()
     assert "Done" in status, status

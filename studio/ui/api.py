@@ -78,12 +78,14 @@ def register(studio: Studio) -> None:
     def submit_job(task: str, params: dict) -> dict:
         """Queue a job and return at once: {id, status, error}. Poll job_status for its progress and files.
         A class-conditional model takes `class_id` without a prompt (the class's label is the job's prompt).
-        Jobs that take input files (start image, input or control video; a melody clip) go through
-        generate_video (generate_music), which take them as uploads."""
+        Jobs that take input files (a start image or mask, an input or control video, a melody clip, a
+        picture to upscale) go through generate_image, generate_video, generate_music or upscale_image,
+        which take them as uploads."""
         named = [name for name in FILE_PARAMS if params.get(name)]
         if named:
-            # A path in an API call would name a file on this machine: only uploads (generate_video/_music) may.
-            where = {"music": "/generate_music", "upscale": "/upscale_image"}.get(task, "/generate_video")
+            # A path in an API call would name a file on this machine: only the upload endpoints take files.
+            where = {"music": "/generate_music", "upscale": "/upscale_image", "image": "/generate_image"}.get(
+                task, "/generate_video")
             raise gr.Error(f"{', '.join(named)}: send input files through {where}, not as paths")
         job = studio.jobs.submit(task, params)
         return {"id": job.id, "status": job.status.value, "error": job.error}

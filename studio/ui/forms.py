@@ -22,14 +22,15 @@ from ..errors import InvalidInput
 from ..families import FAMILIES
 from ..presets import MODALITIES, Preset, Style, apply_style
 from ..services import Studio
-from ..tasks import get_task
+from ..tasks import TASKS, get_task
 from ..tasks.base import FIELD_LABELS, is_set
 from ..zoo.cards import ModelCard
 from .family_controls import picker as search_picker
 
 NO_STYLE = ""
 # Parameters that name files on this machine: a preset never stores them (they would not exist elsewhere).
-FILE_PARAMS = ("image", "end_image", "video", "control_video", "reference_image", "melody", "camera")
+# Every field some task takes as a file (TaskSpec.FILES): uploads only, never a path a client names; shown by name.
+FILE_PARAMS = tuple(dict.fromkeys(name for task in TASKS.values() for name in task.spec_type.FILES))
 USER_CATEGORY = "My presets"
 
 Updates = dict[gr.components.Component, Any]
