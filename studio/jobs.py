@@ -94,8 +94,8 @@ class JobQueue:
         """Validate and enqueue a job. Invalid input gives a job that is already failed, with the reason."""
         try:
             task = get_task(task_name)
-            card = self._cards.get(str(params.get("model", "")))
-            spec = task.spec_type.parse(params).resolved(card)
+            parsed = task.spec_type.parse(params)  # its own faults first (unknown fields), then the model's
+            spec = parsed.resolved(card := self._cards.get(str(params.get("model", ""))))
             if getattr(spec, "loras", None):  # names, files and headers checked before the job queues
                 if self._loras is None:
                     raise InvalidInput("loras: this studio has no LoRA folder")

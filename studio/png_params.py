@@ -253,18 +253,20 @@ def _from_a1111(meta: PngMetadata) -> FoundParameters | None:
     return _from_infotext(text, "a1111") if text and text.strip() else None
 
 
-# A1111's LoRA tag in a prompt: <lora:name>, <lora:name:weight> (a third number, the UNet's own weight, is
-# A1111's; the text encoder's weight is the one kept, as Studio loads LoRAs into one model).
-_RE_LORA_TAG = re.compile(r"\s*<lora:([^:<>]+)(?::([^:<>]*))?(?::[^<>]*)?>")
+# A1111's LoRA tag in a prompt: <lora:name>, <lora:name:weight>, <lora:name:te:unet> (the text encoder's and
+# the UNet's weights; unet defaults to te). Studio loads LoRAs into the denoiser, the UNet's place: its weight
+# is the one kept.
+_RE_LORA_TAG = re.compile(r"\s*<lora:([^:<>]+)(?::([^:<>]*))?(?::([^:<>]*))?(?::[^<>]*)?>")
 
 
 def _lora_tags(prompt: str, found: "_Found") -> str:
     """The prompt less its `<lora:…>` tags, each put in params["loras"] (a weight that does not parse: in details)."""
     loras = []
     for match in _RE_LORA_TAG.finditer(prompt):
-        weight = 1.0 if not (match[2] or "").strip() else _float(match[2])
+        given = match[3] if (match[3] or "").strip() else match[2]
+        weight = 1.0 if not (given or "").strip() else _float(given)
         if weight is None:
-            found.detail(f"LoRA {match[1].strip()}", match[2])
+            found.detail(f"LoRA {match[1].strip()}", given)
         else:
             loras.append({"name": match[1].strip(), "weight": weight})
     if loras:

@@ -48,6 +48,7 @@ def _frozen_heap():
     gc.collect()
     gc.freeze()
     yield
+    gc.unfreeze()  # what died meanwhile in a cycle is collected at the next module's start
 
 
 @pytest.fixture(scope="session")

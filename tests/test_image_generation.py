@@ -107,6 +107,24 @@ def test_shift_changes_the_picture(studio):
     assert not np.array_equal(pixels(a.outputs[0].path), pixels(b.outputs[0].path))
 
 
+def test_one_jobs_shift_does_not_carry_into_the_next(studio):
+    """A model whose card sets no shift runs with its scheduler's own: after a job with a shift on the same
+    loaded pipeline, such a job gives the picture it gave before."""
+    from studio.tasks.image import ImageSpec, run_diffusers_image
+
+    card = studio.cards.get("tiny-lumina2")
+    spec = ImageSpec.parse(image_params(model="tiny-lumina2", width=64, height=64, steps=3)).resolved(card)
+    unset = spec.model_copy(update={"shift": None})
+    with studio.scheduler.acquire(card, 0) as lease:
+        def picture(job):
+            return np.asarray(run_diffusers_image(lease.pipeline, job, lambda *_: None).items[0])
+
+        first = picture(unset)
+        shifted = picture(spec.model_copy(update={"shift": 8.0}))
+        after = picture(unset)
+    assert not np.array_equal(first, shifted) and np.array_equal(first, after)
+
+
 def test_unicode_prompts_survive_into_the_file(studio):
     prompt = "一只在雪地里的狐狸 🦊, «quoted», colon: yes"
     job = studio.run("image", image_params(prompt=prompt))

@@ -210,7 +210,7 @@ def test_cli_named_api_and_a1111_text_take_loras(studio, tmp_path):
     Image.new("RGB", (8, 8)).save(path, pnginfo=info)
     found = read_parameters(path)
     assert found.prompt == "a cat, best"
-    assert found.params["loras"] == [{"name": "ink", "weight": 0.7}, {"name": "grain", "weight": 0.3}]
+    assert found.params["loras"] == [{"name": "ink", "weight": 0.7}, {"name": "grain", "weight": 1.0}]  # te 0.3, unet 1
 
 
 def test_the_adapter_math_and_its_removal_when_the_job_fails(tmp_path):
@@ -255,3 +255,21 @@ def test_the_adapter_math_and_its_removal_when_the_job_fails(tmp_path):
         assert list(net.modules()) == originals and not hasattr(net, "peft_config")
         assert torch.equal(net(x), plain)
     assert record["loras"] == [{"name": "k", "weight": 0.7, "hash": record["loras"][0]["hash"], "layers": 2}]
+
+
+def test_the_alpha_in_a_diffusers_saved_files_metadata_scales_the_lora(studio):
+    """diffusers saves a LoRA's peft config (lora_alpha) in the safetensors metadata: a LoRA of rank 4 with
+    lora_alpha 8 is the same LoRA with its up weights doubled."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    make_lora(studio, "tiny-lumina-next", "half")
+    folder = studio.settings.lora_dir
+    tensors = load_file(str(folder / "half.safetensors"))
+    save_file(tensors, str(folder / "meta.safetensors"),
+              metadata={"format": "pt", "lora_adapter_metadata": json.dumps({"r": 4, "lora_alpha": 8})})
+    save_file({k: v * 2 if "lora_B" in k else v for k, v in tensors.items()}, str(folder / "doubled.safetensors"))
+    plain, meta, doubled = (pixels(run(studio, "tiny-lumina-next", loras=name).outputs[0].path)
+                            for name in ("half", "meta", "doubled"))
+    assert np.array_equal(meta, doubled) and not np.array_equal(meta, plain)

@@ -179,7 +179,19 @@ def test_a_preview_that_fails_costs_the_job_nothing_but_its_previews(caplog):
             raise RuntimeError("cannot decode here")
 
     got = []
+    vae = Unreadable()
     with preview.previews(1, got.append):
         for step in (1, 2):
-            preview.offer(step, 2, torch.zeros(1, 4, 2, 2), Unreadable())
-    assert got == [] and "continues without previews" in caplog.text
+            preview.offer(step, 2, torch.zeros(1, 4, 2, 2), vae)
+    assert got == [] and caplog.text.count("continues without previews") == 1
+    with preview.previews(1, got.append):  # the next job: that VAE is not tried (nor logged) again
+        preview.offer(1, 2, torch.zeros(1, 4, 2, 2), vae)
+    assert got == [] and caplog.text.count("continues without previews") == 1
+
+
+def test_packed_latents_make_no_preview_and_no_noise(caplog):
+    """A pipeline whose latents are tokens (B, sequence, C: Flux-style packing) has no picture to show."""
+    got = []
+    with preview.previews(1, got.append):
+        preview.offer(1, 2, torch.zeros(1, 16, 64), object())
+    assert got == [] and caplog.text == ""

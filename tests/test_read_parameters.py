@@ -87,6 +87,14 @@ def test_a1111_png(tmp_path: Path) -> None:
                              "ADetailer prompt": "a face, smiling", "Version": "v1.10.1"}
 
 
+def test_a1111_lora_tags_keep_the_unets_weight(tmp_path: Path) -> None:
+    # <lora:name:te:unet>: the denoiser's (UNet's) weight is the one Studio loads; <lora:name> is weight 1.
+    text = "a fox <lora:style:0.3:0.9> in snow <lora:plain>\nSteps: 9, Seed: 5, Size: 64x64"
+    found = read_parameters(_png(tmp_path / "x.png", {"parameters": text}))
+    assert found.prompt == "a fox in snow"
+    assert found.params["loras"] == [{"name": "style", "weight": 0.9}, {"name": "plain", "weight": 1.0}]
+
+
 def test_a1111_malformed_numbers_stay_in_details(tmp_path: Path) -> None:
     text = "a cat\nSteps: many, Sampler: Euler, CFG scale: high, Seed: -1, Size: big"
     found = read_parameters(_png(tmp_path / "x.png", {"parameters": text}))

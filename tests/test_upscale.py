@@ -192,6 +192,8 @@ def test_bad_inputs_are_refused_by_name_and_the_worker_lives_on(studio, tmp_path
     big = tmp_path / "big.png"
     Image.new("1", (3000, 3000)).save(big)  # 1 bit a pixel: a small file with a big header
     _refused(studio, {"image": str(big)}, "would be 12000x12000", "at most 4.2 MP", "smaller scale")
+    # A scale below the model's own is a resize after it: the x4 picture must still fit (a 3.2 GB canvas on x4plus).
+    _refused(studio, {"image": str(big), "scale": 1}, "x4 would be 12000x12000")
     wide = _picture(tmp_path / "wide.png", 600, 400)
     _refused(studio, {"image": str(wide), "scale": 6}, "would be 3600x2400")
     _refused(studio, {"image": str(source), "scale": 9}, "scale")
@@ -247,7 +249,7 @@ def test_the_cli_upscales(settings, source, capsys):
 
 
 def test_upscaling_a_gallery_output(studio, source):
-    from studio.ui.upscale_tab import picked_path
+    from studio.ui.results import picked_path
 
     made = _done(studio.run("upscale", {"model": "tiny-esrgan", "image": str(source), "scale": 1}))
     record = studio.history.get_job(made.id)
@@ -283,3 +285,15 @@ def test_upscale_image_takes_an_upload_and_submit_job_refuses_a_path(studio, sou
             client.predict("upscale", {"model": "tiny-esrgan", "image": str(source)}, api_name="/submit_job")
     finally:
         demo.close()
+
+
+def test_a_picture_narrower_than_the_models_fold_is_padded_not_refused():
+    """x2 / x1 RRDBNets fold pixels (pixel_unshuffle) and pad the picture to a multiple of the fold: by
+    reflection, as Real-ESRGAN does, or, for a side too short to reflect, by its edge."""
+    def nearest_x2(x):
+        return x.repeat_interleave(2, -1).repeat_interleave(2, -2)
+
+    thin = Image.fromarray(np.arange(5, dtype=np.uint8).reshape(5, 1, 1).repeat(3, -1) * 10)  # 1 px wide
+    out = upscale(nearest_x2, thin, 2, tile=0, overlap=0, fold=2)
+    assert out.size == (2, 10)
+    assert np.array_equal(np.asarray(out)[::2, 0], np.asarray(thin)[:, 0])

@@ -6,7 +6,7 @@ needs the velocity itself, per view and prompt; these helpers give it with the p
 encoding (system prompt included), latents and VAE decoding.
 
 Image editing (`edit_call`) runs through the pipeline's own loop, as diffusers' img2img pipelines do it
-(`get_timesteps`): of its N sigmas, linspace(1, 1/N, N) shifted, the first N - int(N strength) are skipped
+(`get_timesteps`): of its N sigmas, linspace(1, 1/N, N) shifted, the first int(N - N strength) are skipped
 (the tail is passed as `sigmas`; the shift is per point, so it is the tail of the full schedule), the start
 latents are sigma0 z + (1 - sigma0) x1 (z the noise text to image draws, x1 the start image's latents), and
 for inpainting the step callback puts the kept region back at each step's sigma.

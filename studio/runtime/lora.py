@@ -57,6 +57,37 @@ def _read(lora: LoraFile) -> dict[str, Any]:
         raise InvalidInput(f"LoRA {lora.name!r}: {lora.path.name} is corrupt ({str(err)[:160]})") from None
 
 
+def _config_alphas(lora: LoraFile, pairs: dict[str, tuple[Any, Any, float | None]]
+                   ) -> dict[str, tuple[Any, Any, float | None]]:
+    """`pairs` with the alpha of the peft config diffusers saves in the file's metadata
+    (`lora_adapter_metadata`: lora_alpha, alpha_pattern) where a layer has no `.alpha` tensor of its own,
+    so a LoRA trained with alpha != rank loads at alpha / rank, as diffusers loads it."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(lora.path), framework="pt") as f:
+        raw = (f.metadata() or {}).get("lora_adapter_metadata")
+    try:
+        meta = json.loads(raw) if raw else {}
+    except ValueError:
+        meta = {}
+    if not isinstance(meta, dict):
+        return pairs
+    meta = {k.removeprefix("transformer."): v for k, v in meta.items()}  # a pipeline's save prefixes its model
+    if meta.get("use_dora") or meta.get("use_rslora"):
+        raise InvalidInput(f"LoRA {lora.name!r} is a DoRA / rsLoRA adapter; only plain LoRA layers are loaded")
+    alpha, patterns = meta.get("lora_alpha"), meta.get("alpha_pattern") or {}
+    if not isinstance(alpha, (int, float)) or not isinstance(patterns, dict):
+        return pairs
+
+    def alpha_of(base: str) -> float:  # peft's rule: a pattern matches the end of the module's name
+        hit = next((v for k, v in patterns.items() if re.match(rf"(.*\.)?({k})$", base)), None)
+        return float(hit if isinstance(hit, (int, float)) else alpha)
+
+    return {base: (a, b, own if own is not None else alpha_of(base)) for base, (a, b, own) in pairs.items()}
+
+
 def _convert(model: Any, state: dict[str, Any], name: str) -> dict[str, Any]:
     """`state` in the diffusers layout when diffusers' loader for this transformer knows its layout."""
     pipeline = CONVERTERS.get(type(model).__name__)
@@ -74,7 +105,11 @@ def _convert(model: Any, state: dict[str, Any], name: str) -> dict[str, Any]:
 
 def _pairs(model: Any, state: dict[str, Any], name: str) -> dict[str, tuple[Any, Any, float | None]]:
     """module name -> (A, B, alpha) of every LoRA layer, by the model's own module names."""
-    kohya = {module.replace(".", "_"): module for module, _ in model.named_modules() if module}
+    kohya: dict[str, str | None] = {}
+    for module, _ in model.named_modules():
+        if module:  # kohya's names are the module's with "_" for "."; two modules may give the same one
+            stem = module.replace(".", "_")
+            kohya[stem] = None if stem in kohya else module
     found: dict[str, dict[str, Any]] = {}
     for key, tensor in state.items():
         base, _, part = key.rpartition(".lora_")
@@ -100,7 +135,10 @@ def _pairs(model: Any, state: dict[str, Any], name: str) -> dict[str, tuple[Any,
         for prefix in KOHYA_PREFIXES:
             if base.startswith(prefix):
                 stem = base.removeprefix(prefix)
-                base = kohya.get(stem, stem)
+                if stem in kohya and kohya[stem] is None:
+                    raise InvalidInput(f"LoRA {name!r}: the kohya name {key[:80]!r} fits more than one layer of "
+                                       f"{type(model).__name__}; save it in the diffusers layout (lora_A/lora_B)")
+                base = kohya.get(stem) or stem
         found.setdefault(base, {})[slot] = tensor
     pairs = {}
     for base, parts in found.items():
@@ -135,7 +173,7 @@ def _check_fit(model: Any, pairs: dict[str, tuple[Any, Any, float | None]], name
                            f"match — is it for another model? Not matched: {shown}")
 
 
-def _inject(model: Any, adapter: str, pairs: dict[str, tuple[Any, Any, float | None]]) -> None:
+def _inject(model: Any, adapter: str, pairs: dict[str, tuple[Any, Any, float | None]], name: str) -> None:
     import torch
     from peft import LoraConfig, inject_adapter_in_model
 
@@ -153,6 +191,10 @@ def _inject(model: Any, adapter: str, pairs: dict[str, tuple[Any, Any, float | N
     with torch.no_grad():
         for base, (a, b, alpha) in pairs.items():
             layer = modules[base]
+            if layer.lora_A[adapter].weight.shape != a.shape:  # peft's rank_pattern matches name suffixes
+                raise InvalidInput(f"LoRA {name!r}: the layer {base[:80]!r} got rank "
+                                   f"{layer.lora_A[adapter].weight.shape[0]}, not its {a.shape[0]}: mixed ranks "
+                                   "whose layer names end alike cannot load")
             scale = (alpha / a.shape[0]) if alpha is not None else 1.0
             layer.lora_A[adapter].weight.copy_(a.float())
             layer.lora_B[adapter].weight.copy_(b.float() * scale)
@@ -201,7 +243,7 @@ def adapters(pipeline: Any, loras: list[tuple[LoraFile, float]], placement: str 
                            "give the studio more memory or set --placement model_offload")
     prepared = []
     for index, (lora, weight) in enumerate(loras):  # every file read and checked before any is injected
-        pairs = _pairs(model, _convert(model, _read(lora), lora.name), lora.name)
+        pairs = _config_alphas(lora, _pairs(model, _convert(model, _read(lora), lora.name), lora.name))
         _check_fit(model, pairs, lora.name)
         prepared.append((f"studio_lora_{index}", lora, weight, pairs))
     grads = {id(p): p.requires_grad for p in model.parameters()}
@@ -209,7 +251,7 @@ def adapters(pipeline: Any, loras: list[tuple[LoraFile, float]], placement: str 
     applied: list[Applied] = []
     try:
         for adapter, lora, weight, pairs in prepared:
-            _inject(model, adapter, pairs)
+            _inject(model, adapter, pairs, lora.name)
             applied.append(Applied(lora.name, weight, short_hash(lora.path), len(pairs)))
         _activate(model, {adapter: weight for adapter, _, weight, _ in prepared})
         if record is not None:

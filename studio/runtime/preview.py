@@ -150,6 +150,7 @@ def fit_projection(vae: Any) -> Projection:
 
 _fits: "weakref.WeakKeyDictionary[Any, Projection]" = weakref.WeakKeyDictionary()  # per loaded VAE
 _fits_by_weights: dict[tuple, Projection] = {}  # the same weights loaded again (a reload, another studio)
+_failed: "weakref.WeakSet[Any]" = weakref.WeakSet()  # VAEs whose preview failed once: not tried again
 
 
 @torch.no_grad()
@@ -194,6 +195,11 @@ class Previewer:
     def offer(self, step: int, total: int, latents: torch.Tensor, vae: Any, channels_dim: int = 1) -> None:
         if not self.due(step) or vae is None:
             return
+        if latents.dim() not in (4, 5) or vae in _failed:
+            # Packed latents (B, tokens, C) have no picture layout, and a VAE whose fit failed is not tried
+            # again: no preview, quietly.
+            self.every = 0
+            return
         try:
             projection = projection_for(vae, self.published)
             if latents.dim() == 5:  # video: the first latent frame, which is the clip's first frame
@@ -202,6 +208,10 @@ class Previewer:
         except Exception:  # a preview must never cost the job: no more previews for it, and say why
             log.exception("live preview failed; this job continues without previews")
             self.every = 0
+            try:
+                _failed.add(vae)
+            except TypeError:  # not weak-referenceable: it may be tried again
+                pass
             return
         self.sink(Preview(step, total, pictures))
 

@@ -179,9 +179,14 @@ def run_diffusers_image(pipeline: Any, spec: ImageSpec, on_step: StepCallback, e
     `edit` (a start image: Lumina-Image 2.0's image to image and inpainting) is made into the call's
     latents, sigmas and step blend by engines/lumina2_flow.edit_call."""
     shift = spec.option("shift")
+    # The scheduler as loaded, remembered on the pipeline: each job's is rebuilt from it, so one job's shift
+    # never leaks into the next (a job that leaves the shift unset gets the scheduler's own).
+    cls, loaded = pipeline.__dict__.setdefault("_studio_scheduler",
+                                               (type(pipeline.scheduler), pipeline.scheduler.config))
     if shift is not None:
-        # The scheduler is rebuilt per job so one job's shift never leaks into the next.
-        pipeline.scheduler = type(pipeline.scheduler).from_config(pipeline.scheduler.config, shift=shift)
+        pipeline.scheduler = cls.from_config(loaded, shift=shift)
+    elif pipeline.scheduler.config != loaded:
+        pipeline.scheduler = cls.from_config(loaded)
 
     extra: dict[str, Any] = {}
     blend, total = None, spec.steps

@@ -53,10 +53,12 @@ def _open_checked(path: str | None, card: ModelCard, scale: float) -> Image.Imag
     try:
         in_limit, out_limit = pixel_limits(card)
         check_pixels(*im.size, in_limit, f"the image {file.name!r}")
-        width, height = output_size(*im.size, scale)
+        # The network makes its native scale first (a smaller one is a resize after), so that is what must fit.
+        made = max(scale, float(card.engine.get("scale", scale)))
+        width, height = output_size(*im.size, made)
         if width * height > out_limit:
             side = int(out_limit ** 0.5)
-            raise MediaError(f"{file.name!r} x{scale:g} would be {width}x{height} ({width * height / 1e6:.0f} MP): "
+            raise MediaError(f"{file.name!r} x{made:g} would be {width}x{height} ({width * height / 1e6:.0f} MP): "
                              f"{card.title} makes at most {out_limit / 1e6:.1f} MP (about {side}x{side}); "
                              "pick a smaller scale or a smaller image")
     except MediaError as err:

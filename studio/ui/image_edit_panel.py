@@ -151,5 +151,6 @@ class EditPanel:
         self.image.change(on_image, [self.image, model], [self.editor, size], api_visibility="private")
 
     def send(self, path: str | None) -> dict[Any, Any]:
-        """Updates that put `path` in as the start image (Send to img2img / inpaint)."""
-        return {self.image: path, self.section: gr.update(open=True)}
+        """Updates that put `path` in as the start image (Send to img2img / inpaint), the hires fix off (it
+        upscales a text-to-image result and refuses a start image)."""
+        return {self.image: path, self.section: gr.update(open=True), self.hires_scale: 1.0}

@@ -20,7 +20,7 @@ from .common import (card_note, default_model, generate_live, model_choices, onl
 from .family_controls import FamilyControls
 from .lora_controls import LoraControls
 from .image_edit_panel import EditPanel
-from .results import captioned, job_summary, reuse_seed_button
+from .results import captioned, job_summary, picked_path, reuse_seed_button
 from .upscale_tab import send_button as send_to_upscale
 from .forms import TabForm, nearest_shape, preset_controls, size_text, wire_presets
 
@@ -170,34 +170,22 @@ def build(studio: Studio) -> TabForm:
     gallery.select(pick, None, picked, api_visibility="private", show_progress="hidden")
 
     def send(shown: Any, index: int) -> dict:
-        path = shown_path(shown, index)
+        path = picked_path(shown, index)
         if path is None:
             gr.Info("No picture to send yet: generate one first.")
             return {}
         return edits.send(path)
 
     for button in (to_img2img, to_inpaint):
-        button.click(send, [gallery, picked], [edits.image, edits.section], api_visibility="private")
+        button.click(send, [gallery, picked], [edits.image, edits.section, edits.hires_scale],
+                     api_visibility="private")
     form.send_image = edits.send
-    form.send_outputs = [edits.image, edits.section]
+    form.send_outputs = [edits.image, edits.section, edits.hires_scale]
     wire_generate(run, on_generate, [*inputs, presets.style], [gallery, status])
     wire_presets(studio, form, presets)
     form.present = present
     form.results = [gallery, status]
     return form
-
-
-def shown_path(shown: Any, index: int) -> str | None:
-    """The file of the `index`th picture a gr.Gallery shows (its value: (path, caption) pairs or dicts)."""
-    items = list(shown or [])
-    if not items:
-        return None
-    item = items[index] if 0 <= index < len(items) else items[0]
-    if isinstance(item, (tuple, list)):
-        item = item[0]
-    if isinstance(item, dict):
-        item = (item.get("image") or {}).get("path") if isinstance(item.get("image"), dict) else item.get("path")
-    return str(item) if item else None
 
 
 def _size_fill(studio: Studio, size: gr.Dropdown, params: dict[str, Any], model_id: str | None) -> dict:

@@ -1,5 +1,6 @@
 """What a tab shows of a finished job: the summary line (what was made, each seed), captions with
-each image's seed, and the "Reuse seed" button that puts a result's seed back in the form."""
+each image's seed, the "Reuse seed" button that puts a result's seed back in the form, and the file of a
+picked result (what "Send to" buttons send)."""
 
 from __future__ import annotations
 
@@ -89,3 +90,18 @@ def reuse_seed_button(task: str, seed: gr.Number, gallery: gr.Gallery | None = N
 
     button.click(reuse, [picked, seed], seed, api_visibility="private", show_progress="hidden", queue=False)
     return button
+
+
+def picked_path(items: Any, index: int) -> str | None:
+    """The file of item `index` (else the first) of a gallery's value, however Gradio hands it over."""
+    items = list(items or [])
+    if not items:
+        return None
+    item = items[index] if 0 <= index < len(items) else items[0]
+    if isinstance(item, (tuple, list)):
+        item = item[0]
+    if isinstance(item, dict):
+        inner = item.get("image", item)
+        item = inner.get("path") if isinstance(inner, dict) else inner
+    path = getattr(item, "path", item)
+    return str(path) if path else None

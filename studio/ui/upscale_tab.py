@@ -17,7 +17,7 @@ from ..services import Studio
 from ..tasks.upscale import MAX_SCALE, UpscaleSpec
 from .common import card_note, generate, model_header, only_taken, start_follows_model, stop_button, wire_generate
 from .forms import TabForm
-from .results import job_summary
+from .results import job_summary, picked_path
 
 TAB_ID = "upscale"
 # Send buttons placed by tabs built before this one, by the Blocks being built: (button, the gallery it
@@ -43,21 +43,6 @@ def send_button(prefix: str, source: gr.Gallery) -> gr.Button:
     source.select(pick, None, picked, api_visibility="private", show_progress="hidden")
     _pending.setdefault(_blocks_id(), []).append((button, source, picked))
     return button
-
-
-def picked_path(items: Any, index: int) -> str | None:
-    """The file of item `index` (else the first) of a gallery's value, however Gradio hands it over."""
-    items = list(items or [])
-    if not items:
-        return None
-    item = items[index] if 0 <= index < len(items) else items[0]
-    if isinstance(item, (tuple, list)):
-        item = item[0]
-    if isinstance(item, dict):
-        inner = item.get("image", item)
-        item = inner.get("path") if isinstance(inner, dict) else inner
-    path = getattr(item, "path", item)
-    return str(path) if path else None
 
 
 def _values(studio: Studio, model_id: str | None) -> dict[str, Any]:

@@ -10,23 +10,7 @@ import numpy as np
 from playwright.sync_api import expect
 
 from helpers import make_lora, pixels
-from ui_helpers import artifact, choose, set_number, text_box
-
-
-def paint_stroke(page) -> None:
-    """A short brush stroke across the middle of the mask editor's canvas."""
-    canvas = page.locator("#image-mask-editor canvas").first
-    expect(canvas).to_be_visible(timeout=30_000)
-    page.wait_for_timeout(1500)  # the editor draws its background
-    page.locator("#image-mask-editor").get_by_role("button", name="Brush").first.click()
-    box = canvas.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx - 30, cy)
-    page.mouse.down()
-    for step in range(1, 13):
-        page.mouse.move(cx - 30 + step * 5, cy + (step % 3), steps=2)
-    page.mouse.up()
-    page.wait_for_timeout(500)
+from ui_helpers import artifact, choose, paint_stroke, set_number, text_box, upscale_sent_picture
 
 
 def latest(studio):
@@ -66,12 +50,7 @@ def test_text_to_image_then_inpaint_then_upscale_with_a_lora_all_rerunnable(page
 
     # 3. Sent to upscale: four times the size.
     page.click("#image-send-upscale")
-    expect(page.get_by_role("tab", name="Upscale", exact=True)).to_have_attribute("aria-selected", "true")
-    expect(page.locator("#upscale-image img").first).to_have_attribute("src", re.compile(r"\S"))
-    page.locator("#upscale-model input").click()
-    page.locator("[role=listbox] [role=option]", has_text="Tiny ESRGAN").first.click()
-    page.click("#upscale-generate")
-    expect(page.locator("#upscale-status")).to_contain_text("Done", timeout=180_000)
+    upscale_sent_picture(page)
     upscaled = latest(studio)
     assert upscaled.task == "upscale" and upscaled.status.value == "done", upscaled.error
     big = pixels(studio.settings.outputs_dir / upscaled.assets[0].path)

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 from playwright.sync_api import expect
 
-from ui_helpers import artifact, choose, set_number, text_box
+from ui_helpers import artifact, choose, paint_stroke, set_number, text_box
 
 
 def test_paint_a_mask_and_inpaint(page, served, tmp_path):
@@ -22,18 +22,7 @@ def test_paint_a_mask_and_inpaint(page, served, tmp_path):
     page.locator("#image-edit").get_by_text("Image to image / Inpaint").first.click()
     page.locator("#image-init input[type=file]").set_input_files(str(start))
     expect(page.locator("#image-size input")).to_have_value("128x128", timeout=30_000)  # filled from the image
-    canvas = page.locator("#image-mask-editor canvas").first
-    expect(canvas).to_be_visible(timeout=30_000)
-    page.wait_for_timeout(1500)  # the editor draws its background
-    page.locator("#image-mask-editor").get_by_role("button", name="Brush").first.click()
-    box = canvas.bounding_box()
-    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx - 30, cy)
-    page.mouse.down()
-    for step in range(1, 13):
-        page.mouse.move(cx - 30 + step * 5, cy + (step % 3), steps=2)
-    page.mouse.up()
-    page.wait_for_timeout(500)
+    paint_stroke(page)
     text_box(page, "image-prompt").fill("a red door")
     set_number(page, "image-steps", 3)
     set_number(page, "image-strength", 1)

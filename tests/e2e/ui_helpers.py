@@ -37,3 +37,31 @@ def set_number(page, elem_id: str, value: float) -> None:
 def open_gallery(page) -> None:
     page.get_by_role("tab", name="Gallery").click()
     expect(page.locator("#gallery-info")).to_contain_text("Page 1 of")
+
+
+def paint_stroke(page) -> None:
+    """A short brush stroke across the middle of the Image tab's mask editor, as a user paints one."""
+    canvas = page.locator("#image-mask-editor canvas").first
+    expect(canvas).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(1500)  # the editor draws its background
+    page.locator("#image-mask-editor").get_by_role("button", name="Brush").first.click()
+    box = canvas.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 30, cy)
+    page.mouse.down()
+    for step in range(1, 13):
+        page.mouse.move(cx - 30 + step * 5, cy + (step % 3), steps=2)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+
+
+def upscale_sent_picture(page) -> None:
+    """In the Upscale tab a picture was just sent to: pick the tiny ESRGAN and upscale, until done."""
+    import re
+
+    expect(page.get_by_role("tab", name="Upscale", exact=True)).to_have_attribute("aria-selected", "true")
+    expect(page.locator("#upscale-image img").first).to_have_attribute("src", re.compile(r"\S"))
+    page.locator("#upscale-model input").click()
+    page.locator("[role=listbox] [role=option]", has_text="Tiny ESRGAN").first.click()
+    page.click("#upscale-generate")
+    expect(page.locator("#upscale-status")).to_contain_text("Done", timeout=180_000)

@@ -47,7 +47,9 @@ def upscale(forward: Forward, image: Image.Image, scale: int, *, tile: int, over
     height, width = pixels.shape[-2:]
     padded_h, padded_w = _round_up(height, fold), _round_up(width, fold)
     if (padded_h, padded_w) != (height, width):
-        pixels = F.pad(pixels, (0, padded_w - width, 0, padded_h - height), mode="reflect")
+        # Reflect, as Real-ESRGAN pads to the fold; a side too short to reflect repeats its edge instead.
+        short = min(height, width) <= max(padded_h - height, padded_w - width)
+        pixels = F.pad(pixels, (0, padded_w - width, 0, padded_h - height), mode="replicate" if short else "reflect")
     tile = _round_up(tile, fold) if tile > 0 else 0
     overlap = _round_up(max(overlap, 0), fold)
     canvas = np.zeros((padded_h * scale, padded_w * scale, 3), dtype=np.uint8)
