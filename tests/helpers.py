@@ -140,3 +140,14 @@ def make_lora(studio, model: str, name: str, seed: int = 0, layout: str = "diffu
     studio.settings.lora_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(studio.settings.lora_dir / f"{name}.safetensors"))
     return name
+
+
+def cli_generated_png(capsys, home: Path, model_cache: Path, *flags: str) -> Path:
+    """`studio generate image FLAGS` through the CLI's main in this process (the console script in a process
+    of its own: test_cli.py); the PNG it printed last. Fails with its stderr if it did not exit 0."""
+    from studio.cli import main
+
+    code = main(["generate", "image", "--home", str(home), "--model-cache", str(model_cache), *flags])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return Path(out.strip().splitlines()[-1])

@@ -21,7 +21,7 @@ from studio.job import Stage
 from studio.media import read_png_metadata
 from studio.runtime.loader import load_pipeline
 
-from helpers import pixels, snapshot
+from helpers import cli_generated_png, pixels, snapshot
 
 TINY = "tiny-infinity"
 
@@ -196,16 +196,9 @@ def test_runs_from_the_image_tab(studio):
 
 
 def test_runs_from_the_cli(tmp_path, model_cache, capsys):
-    """`studio generate image` with this model's flags, through the CLI's main in this process (the console
-    script in a process of its own: test_cli.py)."""
-    from studio.cli import main
-
-    code = main(["generate", "image", "--home", str(tmp_path / "home"), "--model-cache", str(model_cache),
-                 "--model", TINY, "--prompt", "a lamp",
-                 "--tau", "0.7", "--top-p", "0.9", "--size", "224x336", "--seed", "5"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    png = Path(out.strip().splitlines()[-1])
+    """`studio generate image` with this model's flags, through the CLI's main in this process."""
+    png = cli_generated_png(capsys, tmp_path / "home", model_cache, "--model", TINY, "--prompt", "a lamp",
+                            "--tau", "0.7", "--top-p", "0.9", "--size", "224x336", "--seed", "5")
     assert "Tau: 0.7" in read_png_metadata(png).raw["parameters"] and Image.open(png).size == (224, 336)
 
 

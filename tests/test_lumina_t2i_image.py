@@ -23,7 +23,7 @@ from studio.media import read_png_metadata
 from studio.runtime.loader import load_pipeline
 from studio.tasks.image import ImageSpec
 
-from helpers import pixels, snapshot
+from helpers import cli_generated_png, pixels, snapshot
 
 TINY = "tiny-lumina-t2i"
 ZOO = Path(__file__).parent.parent / "model_zoo"
@@ -267,15 +267,8 @@ def test_the_image_tab_shows_the_shared_lumina_controls_with_this_models_choices
 
 
 def test_runs_from_the_cli(tmp_path, model_cache, capsys):
-    """`studio generate image` with this model's flags, through the CLI's main in this process (the console
-    script in a process of its own: test_cli.py)."""
-    from studio.cli import main
-
-    code = main(["generate", "image", "--home", str(tmp_path / "home"), "--model-cache", str(model_cache),
-                 "--model", TINY, "--prompt", "a lamp",
-                 "--solver", "dopri5", "--ntk-scaling", "false", "--size", "208x208", "--seed", "5"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    png = Path(out.strip().splitlines()[-1])
+    """`studio generate image` with this model's flags, through the CLI's main in this process."""
+    png = cli_generated_png(capsys, tmp_path / "home", model_cache, "--model", TINY, "--prompt", "a lamp",
+                            "--solver", "dopri5", "--ntk-scaling", "false", "--size", "208x208", "--seed", "5")
     text = read_png_metadata(png).raw["parameters"]
     assert "Sampler: DOPRI5" in text and "NTK scaling: False" in text and Image.open(png).size == (208, 208)
