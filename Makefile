@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # The browser tests drive Debian's Chromium: Playwright's own browser download needs the internet.
 CHROMIUM ?= /usr/bin/chromium
+# The history tests also run on PostgreSQL: tests/pg.py starts a throw-away cluster with Debian's server.
+POSTGRES ?= /usr/lib/postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test lint bench install clean
@@ -31,7 +33,11 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: $(VENV)/.installed-test $(CHROMIUM)
+$(POSTGRES):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+
+test: $(VENV)/.installed-test $(CHROMIUM) $(POSTGRES)
 	$(PY) -m pytest
 
 # ruff comes with the test extra; its rules are in pyproject.toml ([tool.ruff]).
@@ -39,7 +45,7 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 
 bench: $(VENV)/.installed
-	$(PY) bench/image_overhead.py
+	$(PY) bench/run_all.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -201,4 +201,5 @@ def _manifest_entry(record: JobRecord, files: list[dict[str, object]]) -> dict[s
             "prompt": record.prompt, "negative_prompt": record.negative_prompt, "seed": record.seed,
             "params": record.params, "created_at": _iso(record.created_at), "finished_at": _iso(record.finished_at),
             "duration_s": record.duration_s, "placement": record.placement, "error": record.error,
+            "device": record.device, "worker": record.worker,
             "favorite": record.favorite, "files": files}

@@ -44,6 +44,7 @@ class Job:
     outputs: list[SavedFile] = field(default_factory=list)
     error: str | None = None
     started: float | None = None  # time.monotonic() when it started running
+    device: str = ""  # the device (or device group) its worker runs on, once claimed
     preview: "Preview | None" = None  # the latest live preview while it samples (runtime/preview.py)
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     _cancel: threading.Event = field(default_factory=threading.Event, repr=False)

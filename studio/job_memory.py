@@ -7,8 +7,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-import torch
-
 from .errors import StudioError
 from .history import HistoryStore
 from .job import Job, Stage
@@ -41,6 +39,8 @@ def run_with_memory(scheduler: MemoryScheduler, history: HistoryStore, job: Job,
 
 def _run(scheduler: MemoryScheduler, history: HistoryStore, job: Job, task: Any, card: Any,
          on_step: Callable[[int, int], None], on_stage: Callable[[Stage, str], None], loras: Any) -> Any:
+    import torch  # for its out-of-memory error: only once a job runs
+
     spec = job.spec
     files = loras.for_job(getattr(spec, "loras", None), card) if loras is not None else []
     working = task.working_bytes(spec, card) + sum(lora.data_bytes for lora, _ in files)

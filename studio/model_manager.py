@@ -8,16 +8,18 @@ never the job queue, which these commands leave to the studio that runs it.
 from __future__ import annotations
 
 import sys
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from .errors import StudioError
 from .history.installed import InstallStatus
 from .zoo.availability import is_available, missing_requirements
 from .runtime.quantize import estimate_gb
-from .services import Studio
 from .settings import Settings
 from .zoo.cards import ModelCard
 from .zoo.downloads import DownloadState, disk_bytes
+
+if TYPE_CHECKING:
+    from .services import Studio
 
 
 def human_bytes(n: float) -> str:
@@ -137,11 +139,40 @@ def _download(studio: Studio, card: ModelCard) -> int:
     return 0
 
 
+class Catalog:
+    """What `studio models list` and `info` read: the settings, the cards, the install records and the
+    download states, built as services.Studio builds them, without the job side (memory scheduler,
+    job queue, gallery), whose modules import torch: a listing starts in a fraction of the time.
+    It starts nothing; `status_text` and the listing take it where they take a Studio."""
+
+    def __init__(self, settings: Settings) -> None:
+        from .history import HistoryStore
+        from .history.installed import InstalledModels
+        from .zoo.cards import CardRegistry
+        from .zoo.downloads import DownloadManager
+
+        settings.ensure_dirs()
+        self.settings = settings
+        self.cards = CardRegistry.load([settings.model_zoo_dir, settings.user_cards_dir])
+        self.history = HistoryStore(settings.db_path)
+        self.downloads = DownloadManager(settings, self.cards, InstalledModels(self.history.engine))
+
+    def close(self) -> None:
+        self.downloads.stop()
+        self.history.close()
+
+
 def run_cli(action: str, model_id: str | None, settings: Settings) -> int:
     """One `studio models` command. None of them takes the job queue or starts its worker (a pending
     job waits for the studio that runs the queue); only `download` starts the download queue, and
-    only for its own model (interrupted downloads resume when the studio itself starts)."""
-    studio = Studio(settings)
+    only for its own model (interrupted downloads resume when the studio itself starts). `list` and
+    `info` only read, from a Catalog; `download` and `remove` go through the Studio."""
+    if action in ("list", "info"):
+        studio: Studio | Catalog = Catalog(settings)
+    else:
+        from .services import Studio
+
+        studio = Studio(settings)
     try:
         if action == "list":
             return _list(studio)

@@ -27,6 +27,29 @@ ATTENTION = ("sdpa", "native", "flash", "sage")
 QUANTIZATIONS = ("auto", "none", "int8", "fp8")
 
 
+LOST_JOBS = ("interrupt", "requeue")
+
+
+def _check_devices(devices: str) -> None:
+    """Each worker's device (or group, members joined by +) is one the studio knows; no GPU serves two."""
+    if devices == "auto":
+        return
+    seen: set[str] = set()
+    entries = [d.strip() for d in devices.split(",")]
+    if not all(entries):
+        raise InvalidInput(f"devices: an empty entry in {devices!r} (write cuda:0,cuda:1)")
+    for entry in entries:
+        for member in entry.split("+"):
+            member = "cuda:0" if member == "cuda" else member  # the same GPU as cuda:0
+            kind, _, index = member.partition(":")
+            if kind not in _DEVICES[1:] or (index and not index.isdigit()) or (kind == "cpu" and index):
+                raise InvalidInput(f"devices: {member!r} is not a device (cpu, cuda, cuda:N or mps)")
+            # CPU workers share the RAM (each with its own budget); a GPU is one worker's.
+            if member != "cpu" and member in seen:
+                raise InvalidInput(f"devices: {member} is named twice; each GPU belongs to one worker")
+            seen.add(member)
+
+
 def parse_quantization(value: str) -> tuple[str, dict[str, str]]:
     """`int8`, `wan2.1-t2v-14b=int8,cogvideox-5b=fp8` or both (`none,wan2.1-t2v-14b=int8`): the mode for
     every model and the per-model ones, each checked."""
@@ -82,10 +105,39 @@ class Settings:
     # The LoRA folder: its .safetensors files are the LoRAs a job names (zoo/loras.py); default <home>/loras.
     lora_dir: Path | None = None
     preview_every: int = 2  # a live preview of the prediction every N steps while sampling; 0 = off (docs/preview.md)
+    # One worker per entry, comma-separated: cuda:0,cuda:1 (a group of GPUs for one worker: cuda:0+cuda:1);
+    # "auto": the device setting when it names one, else every visible GPU, else the one best device.
+    devices: str = "auto"
+    # The queue and history: "" = the SQLite file <home>/studio.db; a postgresql:// URL for a database that
+    # workers on several hosts share (docs/several_machines.md).
+    database: str = field(default="", repr=False)
+    lease_s: float = 15.0  # a worker silent this long is dead; its running job is ended (or re-queued)
+    lost_jobs: str = "interrupt"  # what a dead worker's running job becomes: "interrupt" or "requeue"
+    run_worker: bool = True  # False: this process only submits and follows (`serve --no-worker`)
+    # Which workers share this process table (a dead one's pid is checked at once, not after its lease):
+    # "" = hostname + boot id; set it per container when containers share a hostname and a kernel.
+    host_id: str = ""
 
     @property
     def db_path(self) -> Path:
         return self.home / "studio.db"
+
+    @property
+    def db_target(self) -> Path | str:
+        """What the history opens: the database URL when one is set, else the SQLite file."""
+        return self.database or self.db_path
+
+    def worker_devices(self) -> list[str]:
+        """The device (or device group) of each worker this process runs, in order."""
+        if self.devices != "auto":
+            return [d.strip() for d in self.devices.split(",") if d.strip()]
+        if self.device not in ("auto", "cuda"):
+            return [self.device]
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+            return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        return [self.torch_device()]
 
     @property
     def user_cards_dir(self) -> Path:
@@ -121,6 +173,12 @@ class Settings:
             "max_upload_mb": env.get("STUDIO_MAX_UPLOAD_MB", cls.max_upload_mb),
             "lora_dir": Path(env["STUDIO_LORA_DIR"]) if env.get("STUDIO_LORA_DIR") else home / "loras",
             "preview_every": env.get("STUDIO_PREVIEW_EVERY", cls.preview_every),
+            "devices": env.get("STUDIO_DEVICES", cls.devices),
+            "database": env.get("STUDIO_DB_URL", cls.database),
+            "lease_s": env.get("STUDIO_LEASE_S", cls.lease_s),
+            "lost_jobs": env.get("STUDIO_LOST_JOBS", cls.lost_jobs),
+            "host_id": env.get("STUDIO_HOST_ID", cls.host_id),
+            "run_worker": env.get("STUDIO_NO_WORKER", "0").lower() not in ("1", "true", "yes", "on"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls._validated(values)
@@ -166,6 +224,21 @@ class Settings:
                                f"{values['preview_every']!r}") from None
         if values["preview_every"] < 0:
             raise InvalidInput("preview_every must be 0 (off) or more steps")
+        _check_devices(str(values.get("devices") or "auto"))
+        values["devices"] = str(values.get("devices") or "auto")
+        database = str(values.get("database") or "")
+        if database and not database.startswith(("postgresql://", "postgres://", "postgresql+psycopg://", "sqlite:///")):
+            raise InvalidInput("database must be a postgresql://user:password@host/name URL (or empty for the "
+                               "SQLite file in the data folder)")
+        values["database"] = database
+        try:
+            values["lease_s"] = float(values["lease_s"])
+        except (TypeError, ValueError):
+            raise InvalidInput(f"lease_s must be a number of seconds, got {values['lease_s']!r}") from None
+        if not 0.2 <= values["lease_s"] <= 3600:
+            raise InvalidInput("lease_s must be between 0.2 and 3600 seconds")
+        if values["lost_jobs"] not in LOST_JOBS:
+            raise InvalidInput(f"lost_jobs must be one of {', '.join(LOST_JOBS)}, got {values['lost_jobs']!r}")
         path_keys = ("home", "outputs_dir", "model_cache", "model_zoo_dir", "presets_dir", "lora_dir")
         paths = {k: Path(values[k]).expanduser().resolve() for k in path_keys}
         return cls(**{**values, **paths, "port": port, "device": device})

@@ -15,8 +15,10 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-# Every Studio reads the ~95 shipped model cards and preset files with yaml.safe_load (pure Python:
-# ~0.3 s a studio on 2 cores, most of a `studio` fixture's setup) and hundreds of tests make one. The
+import pg  # noqa: E402
+
+# Every Studio reads the shipped preset files with yaml.safe_load (pure Python; the model cards go through
+# libyaml's loader, zoo/cards.py) and hundreds of tests make one. The
 # same text is parsed once and each caller gets its own deep copy of the result: the same parser and the
 # same values (anchors still shared within a document), bad YAML still raises (failures are not kept).
 _safe_load = yaml.safe_load
@@ -52,6 +54,29 @@ def _frozen_heap():
 
 
 @pytest.fixture(scope="session")
+def pg_admin_url():
+    """The admin URL of the session's PostgreSQL server (tests/pg.py); skips (or fails, with
+    STUDIO_REQUIRE_PG=1) where there is none."""
+    yield from pg.pg_server()
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: str):
+    """A fresh, empty PostgreSQL database for this test: postgresql://user:pass@127.0.0.1:PORT/dbname."""
+    yield from pg.fresh_pg_url(pg_admin_url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path):
+    """The history database of a test run on both backends: a SQLite file under tmp_path, or a fresh
+    PostgreSQL database's URL (what HistoryStore and make_engine take)."""
+    if request.param == "sqlite":
+        yield tmp_path / "history.db"
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+@pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A Hugging Face cache holding the built-in tiny models (built once per test session)."""
     cache = tmp_path_factory.mktemp("hf-cache")
@@ -69,3 +94,4 @@ def settings(tmp_path: Path, model_cache: Path) -> Settings:
 def studio(settings: Settings):
     with Studio(settings) as running:
         yield running
+

@@ -151,3 +151,14 @@ def cli_generated_png(capsys, home: Path, model_cache: Path, *flags: str) -> Pat
     out, err = capsys.readouterr()
     assert code == 0, err
     return Path(out.strip().splitlines()[-1])
+
+
+class Clock:
+    """A clock for the memory scheduler's LRU that ticks once a reading: the order of use, never a tie."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        self.now += 1
+        return self.now

@@ -80,8 +80,10 @@ def test_changing_caption_k_changes_cross_attention_only_in_region_k(pipe):
         changed = list(captions)
         changed[k] = "a bright red sports car"
         delta = (cross(changed) - base).abs().sum(dim=(2, 3))[0]  # per image token
-        assert torch.all(delta[regions != k] == 0), f"caption {k + 1} leaked outside its cell"
         assert torch.all(delta[regions == k] > 0), f"caption {k + 1} did not reach its cell"
+        # Outside the cell nothing but rounding: exactly 0 on AVX2 CPUs; AVX-512 kernels block the attention
+        # sums by sequence length, so other cells move by ~1e-6 of what the changed cell moves.
+        assert delta[regions != k].max() <= 1e-4 * delta[regions == k].min(), f"caption {k + 1} leaked outside its cell"
 
 
 def compose_params(**extra):

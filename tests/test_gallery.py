@@ -4,7 +4,6 @@ delete with their files, and export a selection as a zip with a manifest."""
 import json
 import zipfile
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,8 +19,9 @@ from test_output_hashes import content_hash
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = HistoryStore(tmp_path / "history.db")
+def store(db_url):
+    """A store on each backend: a SQLite file, then a fresh PostgreSQL database (conftest.db_url)."""
+    s = HistoryStore(db_url)
     yield s
     s.close()
 

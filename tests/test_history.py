@@ -14,15 +14,16 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from studio.history import AssetRecord, HistoryStore, JobRecord, JobStatus
-from studio.history.db import current_revision, downgrade, migrate
-from studio.history.tables import Base, managed_by_orm
+from studio.history.db import HEAD_REVISION, MIGRATIONS_DIR, current_revision, downgrade, migrate
+from studio.history.tables import Base, managed_by_orm, orm_objects
 
-HEAD = "0004"
+HEAD = "0006"
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = HistoryStore(tmp_path / "history.db")
+def store(db_url):
+    """A store on each backend: a SQLite file, then a fresh PostgreSQL database (conftest.db_url)."""
+    s = HistoryStore(db_url)
     yield s
     s.close()
 
@@ -63,6 +64,29 @@ def _count(store: HistoryStore, table: str) -> int:
 # -- schema ---------------------------------------------------------------------------------
 
 
+def test_the_revision_a_start_up_skips_alembic_at_is_the_newest_migration() -> None:
+    """A history already at HEAD_REVISION is not migrated at start-up (Alembic is not even imported): a new
+    migration that forgot to move it would never run."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", MIGRATIONS_DIR.as_posix())
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION == HEAD
+
+
+def test_a_history_one_revision_behind_is_still_migrated_at_start_up(db_url) -> None:
+    HistoryStore(db_url).close()
+    store = HistoryStore(db_url)
+    downgrade(store.engine, "0004")
+    store.close()
+    reopened = HistoryStore(db_url)
+    try:
+        assert current_revision(reopened.engine) == HEAD
+    finally:
+        reopened.close()
+
+
 def test_empty_database_is_migrated_to_head_in_wal_mode(tmp_path: Path) -> None:
     db = tmp_path / "not" / "yet" / "there" / "history.db"
     store = HistoryStore(db)
@@ -80,8 +104,8 @@ def test_empty_database_is_migrated_to_head_in_wal_mode(tmp_path: Path) -> None:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_reopening_is_a_noop_upgrade_that_keeps_the_data(tmp_path: Path) -> None:
-    db = tmp_path / "history.db"
+def test_reopening_is_a_noop_upgrade_that_keeps_the_data(db_url) -> None:
+    db = db_url
     first = HistoryStore(db)
     job_id = _new_job(first, prompt="kept across restarts")
     first.close()
@@ -99,7 +123,8 @@ def test_reopening_is_a_noop_upgrade_that_keeps_the_data(tmp_path: Path) -> None
 
 def test_migrated_schema_matches_the_orm_tables(store: HistoryStore) -> None:
     with store.engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": managed_by_orm})
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": managed_by_orm,
+                                                     "include_object": orm_objects(conn.dialect.name)})
         assert compare_metadata(ctx, Base.metadata) == []
 
 
@@ -117,8 +142,8 @@ def test_downgrade_to_base_and_upgrade_again(store: HistoryStore) -> None:
     assert store.get_job(job_id) is not None
 
 
-def test_several_processes_opening_a_new_database_at_once(tmp_path: Path) -> None:
-    db = tmp_path / "history.db"
+def test_several_processes_opening_a_new_database_at_once(db_url) -> None:
+    db = db_url
     errors: list[BaseException] = []
     stores: list[HistoryStore] = []
     lock = threading.Lock()
@@ -249,6 +274,25 @@ def test_asset_paths_are_unique_and_relative(store: HistoryStore) -> None:
             )
     job = store.get_job(job_id)
     assert job is not None and len(job.assets) == 1
+
+
+def test_a_job_is_done_with_all_its_files_recorded_or_not_done_at_all(store: HistoryStore) -> None:
+    job_id = _new_job(store)
+    store.mark_running(job_id)
+    files = [dict(index=i, kind="image", path=f"{job_id}/{i}.png", mime="image/png", bytes=10 + i,
+                  sha256=f"{i:064x}", width=64, height=64) for i in range(2)]
+    taken = _new_job(store)
+    store.mark_running(taken)
+    _asset(store, taken, 0, width=64)
+    clash = dict(files[1], path=f"{taken}/0.png")  # a path another job already owns
+    with pytest.raises(ValueError, match="already recorded"):
+        store.mark_done(job_id, [files[0], clash])
+    half = store.get_job(job_id)
+    assert half is not None and half.status is JobStatus.RUNNING and not half.assets
+    store.mark_done(job_id, files)
+    done = store.get_job(job_id)
+    assert done is not None and done.status is JobStatus.DONE
+    assert [(a.index, a.path, a.bytes) for a in done.assets] == [(0, f"{job_id}/0.png", 10), (1, f"{job_id}/1.png", 11)]
 
 
 def test_failed_jobs_keep_their_error(store: HistoryStore) -> None:

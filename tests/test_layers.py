@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("foundation", ("studio", "studio.errors", "studio.settings", "studio.families", "studio.families.registry",
                     "studio.families.shared_options")),
     ("data", ("studio.zoo", "studio.history", "studio.media", "studio.media_av", "studio.presets",
-              "studio.png_params", "studio.preset_files", "studio.owner")),
+              "studio.png_params", "studio.preset_files", "studio.owner", "studio.wakeup")),
     ("engines", ("studio.engines",)),
     ("builders", ("studio.zoo.builtin", "studio.zoo.builtin_image", "studio.zoo.builtin_video",
                   "studio.zoo.builtin_audio", "studio.zoo.builtin_llamagen", "studio.zoo.builtin_infinity",
@@ -26,8 +26,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("tasks", ("studio.tasks",)),
     ("families", ("studio.families.builtin", *(f"studio.families.{p.name}" for p in (PACKAGE / "families").iterdir()
                                               if p.is_dir() and not p.name.startswith("_")))),
-    ("services", ("studio.job", "studio.job_memory", "studio.jobs", "studio.services", "studio.gallery",
-                  "studio.preset_checks", "studio.model_manager")),
+    ("services", ("studio.job", "studio.job_memory", "studio.job_saver", "studio.job_worker", "studio.device_worker",
+                  "studio.jobs",
+                  "studio.services", "studio.gallery", "studio.preset_checks", "studio.model_manager")),
     ("front ends", ("studio.ui", "studio.cli", "studio.__main__")),
 ]
 

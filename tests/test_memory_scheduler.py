@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import image_params
+from helpers import Clock, image_params
 
 from studio.history import JobStatus
 from studio.runtime.footprint import Footprint
@@ -39,15 +39,6 @@ def sizes(tmp_path_factory, model_cache):
 
     settings = Settings.load(env={}, home=tmp_path_factory.mktemp("h"), model_cache=model_cache)
     return {card.id: Footprint.measure(load_pipeline(card, settings)) for card in (NEXT, LUMINA2)}
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        self.now += 1
-        return self.now
 
 
 def scheduler(loader, **kwargs):

@@ -155,8 +155,9 @@ def test_a_style_of_ours_must_say_where_the_prompt_goes():
 
 
 @pytest.fixture
-def user(tmp_path: Path):
-    store = HistoryStore(tmp_path / "history.db")
+def user(db_url):
+    """The user's presets on each backend: a SQLite file, then a fresh PostgreSQL database."""
+    store = HistoryStore(db_url)
     yield UserPresets(store.engine, check=task_problem)
     store.close()
 

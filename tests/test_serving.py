@@ -216,7 +216,9 @@ def test_fifty_jobs_from_five_clients_are_all_accounted_for(served, studio):
         assert all((studio.settings.outputs_dir / a.path).is_file() for a in record.assets)
     starts = sorted(r.started_at for r in records)
     ends = sorted(r.finished_at for r in records)
-    assert all(ends[i] <= starts[i + 1] for i in range(49))  # one worker: never two jobs at once
+    # One worker: one job samples at a time. The saver writes a job's files while the next one samples,
+    # with one more waiting for it (studio/job_saver.py), so at most three rows are running at once.
+    assert all(ends[i] <= starts[i + 3] for i in range(47))
 
 
 def test_nothing_a_client_sends_makes_the_history_unreadable(served, studio):

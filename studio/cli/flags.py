@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..settings import Settings
-from ..zoo.cards import parse_size
 
 SETTINGS_KEYS = ("home", "outputs_dir", "model_cache", "device", "dtype", "vram_budget_gb", "ram_budget_gb",
                  "placement", "fp8", "quantization", "attention", "compile", "channels_last", "lora_dir",
-                 "preview_every")
+                 "preview_every", "devices", "database", "lease_s", "lost_jobs")
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +40,17 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
                         "(default: <home>/loras); env STUDIO_LORA_DIR")
     parser.add_argument("--compile", action="store_true", default=None, help="torch.compile the transformer")
     parser.add_argument("--channels-last", action="store_true", default=None, help="channels_last memory format")
+    parser.add_argument("--db", dest="database", metavar="URL",
+                        help="the queue and history database: a postgresql://user:password@host/name URL that "
+                             "workers on several machines share (default: the SQLite file in the data folder); "
+                             "env STUDIO_DB_URL")
+    parser.add_argument("--devices", help="one worker per entry: cuda:0,cuda:1 (a GPU group for one worker: "
+                        "cuda:0+cuda:1); default every visible GPU, else the CPU; env STUDIO_DEVICES")
+    parser.add_argument("--lease", dest="lease_s", type=float, metavar="SECONDS",
+                        help="a worker silent this long is dead and its running job is ended (default "
+                             f"{Settings.lease_s:g}); env STUDIO_LEASE_S")
+    parser.add_argument("--lost-jobs", choices=("interrupt", "requeue"),
+                        help="what a dead worker's running job becomes (default interrupt); env STUDIO_LOST_JOBS")
     parser.add_argument("--preview-every", type=int, metavar="N",
                         help="a live preview of the image being sampled every N steps, 0 = off "
                              f"(default {Settings.preview_every}); env STUDIO_PREVIEW_EVERY")
@@ -71,6 +81,8 @@ def typed(kind: type) -> Callable[[str], Any]:
 def pair(example: str) -> Callable[[str], tuple[int, int]]:
     """A parser for two whole numbers written AxB (`example` names them, e.g. 'WIDTHxHEIGHT')."""
     def parse(text: str) -> tuple[int, int]:
+        from ..zoo.cards import parse_size  # the cards' reader (YAML, pydantic): only once a size is given
+
         try:
             return parse_size(text)
         except ValueError:

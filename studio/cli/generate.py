@@ -15,7 +15,7 @@ import argparse
 import sys
 import types
 import typing
-from typing import Any, Literal
+from typing import Any, Collection, Literal
 
 from ..errors import InvalidInput
 from .flags import add_settings_flags, input_file, key_value, pair, settings_from, typed
@@ -143,36 +143,50 @@ def add_family_flags(parser: argparse.ArgumentParser, task: str, used: set[str] 
             named = option.type is str and bool(option.values)
             group.add_argument(*flags, dest=f"param.{option.name}", type=typed(option.type),
                                choices=option.values if named else None, metavar=None if named else flag.upper(),
-                               help=f"{option.label or option.name}" + (f": {option.help}" if option.help else ""))
+                               # argparse expands %-formats in help: a family's "< 5%" must stay text.
+                               help=(f"{option.label or option.name}" + (f": {option.help}" if option.help else ""))
+                               .replace("%", "%%"))
 
 
-def add_commands(commands: Any) -> None:
-    """`generate` and its subcommand per task."""
-    from ..tasks import TASKS
-
+def add_commands(commands: Any, tasks: Collection[str] | None = None) -> None:
+    """`generate` and its subcommand per task; only those in `tasks` (None: all) get their flags, read
+    off their specs, which imports the tasks (and torch). The others are listed by name and help line."""
     generate = commands.add_parser("generate", help="run one job headless and print its outputs")
     kinds = generate.add_subparsers(dest="task", required=True)
-    for task in sorted(TASKS, key=lambda t: list(TASK_HELP).index(t) if t in TASK_HELP else len(TASK_HELP)):
-        spec_type = TASKS[task].spec_type
+    names: list[str] = list(TASK_HELP)
+    if tasks is None or not set(tasks) <= set(TASK_HELP):  # flags to build, or a name to check
+        from ..tasks import TASKS
+
+        names = sorted(TASKS, key=lambda t: names.index(t) if t in names else len(names))
+    for task in names:
         parser = kinds.add_parser(task, help=TASK_HELP.get(task, task), epilog=f"example: {EXAMPLES[task]}"
                                   if task in EXAMPLES else None)
-        add_settings_flags(parser)
-        parser.add_argument("--model", required=True, help="model card id (see `studio models list`)")
-        used = {flag for action in parser._actions for flag in action.option_strings}
-        fields = _inputs(spec_type)
-        paired = {a: (b, *PAIRS[(a, b)]) for a, b in PAIRS if a in fields and b in fields}
-        for name in fields:
-            if name in paired:
-                other, flag, written = paired[name]
-                parser.add_argument(flag, dest=f"pair.{name}.{other}", type=pair(written), metavar=written,
-                                    help=HELP.get(name))
-                used.add(flag)
-            elif name not in {b for b, *_ in paired.values()}:
-                _add_field(parser, spec_type, name, used)
-        add_family_flags(parser, task, used)
-        parser.add_argument("--param", dest="extra", action="append", type=key_value, default=[],
-                            metavar="KEY=VALUE", help="any other field or option a model takes, by name (repeat); "
-                            "the value is read as JSON when it parses, else as text; it wins over a flag")
+        if tasks is None or task in tasks:
+            add_task_flags(parser, task)
+
+
+def add_task_flags(parser: argparse.ArgumentParser, task: str) -> None:
+    """One task's flags: the shared settings, the model, a flag per spec field and per family option."""
+    from ..tasks import TASKS
+
+    spec_type = TASKS[task].spec_type
+    add_settings_flags(parser)
+    parser.add_argument("--model", required=True, help="model card id (see `studio models list`)")
+    used = {flag for action in parser._actions for flag in action.option_strings}
+    fields = _inputs(spec_type)
+    paired = {a: (b, *PAIRS[(a, b)]) for a, b in PAIRS if a in fields and b in fields}
+    for name in fields:
+        if name in paired:
+            other, flag, written = paired[name]
+            parser.add_argument(flag, dest=f"pair.{name}.{other}", type=pair(written), metavar=written,
+                                help=HELP.get(name))
+            used.add(flag)
+        elif name not in {b for b, *_ in paired.values()}:
+            _add_field(parser, spec_type, name, used)
+    add_family_flags(parser, task, used)
+    parser.add_argument("--param", dest="extra", action="append", type=key_value, default=[],
+                        metavar="KEY=VALUE", help="any other field or option a model takes, by name (repeat); "
+                        "the value is read as JSON when it parses, else as text; it wins over a flag")
 
 
 def job_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -207,8 +221,11 @@ def run(args: argparse.Namespace) -> int:
     from ..services import Studio
 
     params = job_params(args)
-    with Studio(settings_from(args)) as studio:
+    studio = Studio(settings_from(args)).start_client()
+    try:
         job = studio.run(args.task, params)
+    finally:
+        studio.close()
     print(f"job {job.id}: {job.status.value}")
     if job.error:
         print(f"error: {job.error}", file=sys.stderr)

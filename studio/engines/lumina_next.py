@@ -19,6 +19,8 @@ original code (and diffusers) does; "plain" applies it to all channels.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,6 +31,13 @@ from .flow import Integration, integrate
 
 ROPE_MAX = 384  # the patch grid the RoPE table covers (diffusers and the original use 384x384)
 TEXT_TOKENS = 256  # Gemma tokens per text: the demo's max_length, diffusers' max_sequence_length
+# RoPE tables kept on their device, most recently used last. A job needs at most two (linear below
+# the watershed, NTK above); a few more let consecutive jobs at other sizes or scales keep theirs.
+# 0 turns the cache off: every call builds the full table on the CPU, as diffusers' pipeline does
+# (bench/lumina_next_rope.py compares the two).
+ROPE_CACHE_SIZE = 6
+_rope_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+_rope_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,50 @@ def rope_factors(t: float, scale: float, opts: LuminaNextOptions) -> tuple[float
     if opts.rope_scaling == "none" or scale <= 1.0:
         return 1.0, 1.0
     return (scale, 1.0) if t < opts.watershed else (1.0, scale)
+
+
+def rope_table(head_dim: int, table: int, grid: tuple[int, int], linear: float, ntk: float,
+               device: torch.device | str) -> torch.Tensor:
+    """The 2-D RoPE table (complex64) a `grid` = (rows, cols) of patch tokens reads, on `device`.
+
+    The model slices the first rows and columns of what it is given (LuminaPatchEmbed), so the
+    `table`-wide table is built on the CPU exactly as before (the same values to the bit: a table
+    built on a GPU could differ in the last place) and only the grid's corner is kept and moved,
+    once per key: on the 2B model at 1024x1024 that is 1.2 MiB instead of 40.5 MiB per call.
+    Every input the values depend on is in the key; cached tables are shared and never written to.
+    """
+    from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina
+
+    if ROPE_CACHE_SIZE <= 0:
+        return get_2d_rotary_pos_embed_lumina(head_dim, table, table, linear_factor=linear, ntk_factor=ntk)
+    device = torch.device(device)
+    key = (head_dim, table, tuple(grid), float(linear), float(ntk), device)
+    with _rope_lock:
+        hit = _rope_cache.get(key)
+        if hit is not None:
+            _rope_cache.move_to_end(key)
+            return hit
+    full = get_2d_rotary_pos_embed_lumina(head_dim, table, table, linear_factor=linear, ntk_factor=ntk)
+    # A copy of the corner, so that a view does not keep the full table's storage alive.
+    rope = full[:grid[0], :grid[1]].contiguous().to(device)
+    with _rope_lock:
+        _rope_cache[key] = rope
+        _rope_cache.move_to_end(key)
+        while len(_rope_cache) > max(ROPE_CACHE_SIZE, 0):
+            _rope_cache.popitem(last=False)
+    return rope
+
+
+def clear_rope_cache() -> None:
+    """Drop every cached RoPE table (their device memory goes with them)."""
+    with _rope_lock:
+        _rope_cache.clear()
+
+
+def token_grid(pipe: Any, x: torch.Tensor) -> tuple[int, int]:
+    """(rows, cols) of patch tokens for latents `x`, as the model's patch embedder counts them."""
+    patch = pipe.transformer.config.patch_size
+    return x.shape[-2] // patch, x.shape[-1] // patch
 
 
 def guided(pred: torch.Tensor, cfg: float, mode: str) -> torch.Tensor:
@@ -114,8 +167,6 @@ def make_velocity(pipe: Any, embeds: torch.Tensor, mask: torch.Tensor, width: in
 
     `rope_scale` overrides the RoPE scale the size implies, sqrt(W*H) / native (1.0: never scale).
     """
-    from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina
-
     device = pipe._execution_device
     use_cfg = opts.cfg > 1.0
     native = pipe.default_image_size
@@ -127,7 +178,8 @@ def make_velocity(pipe: Any, embeds: torch.Tensor, mask: torch.Tensor, width: in
         # The authors' model sees t in the state's dtype (torchdiffeq casts it), the watershed test too.
         t = float(torch.tensor(t, dtype=x.dtype))
         linear, ntk = rope_factors(t, scale, opts)
-        rope = get_2d_rotary_pos_embed_lumina(head_dim, ROPE_MAX, ROPE_MAX, linear_factor=linear, ntk_factor=ntk)
+        # On the latents' device: where the model would move it to on every call.
+        rope = rope_table(head_dim, ROPE_MAX, token_grid(pipe, x), linear, ntk, x.device)
         batch = torch.cat([x, x]) if use_cfg else x
         timestep = torch.full((batch.shape[0],), t, device=device, dtype=x.dtype)
         pred = pipe.transformer(hidden_states=batch, timestep=timestep, encoder_hidden_states=embeds,

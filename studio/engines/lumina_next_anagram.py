@@ -37,11 +37,15 @@ def refine_rope_scale(width: int, height: int, native: int, rope_scaling: str) -
     return side / native if rope_scaling != "none" and side > native else 1.0
 
 
-def fork_rope(head_dim: int, scale: float) -> torch.Tensor:
-    """The fork's 2-D RoPE table: NTK (theta · scale) whatever the timestep."""
-    from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina
+def fork_rope(head_dim: int, scale: float, grid: tuple[int, int] | None = None,
+              device: torch.device | str = "cpu") -> torch.Tensor:
+    """The fork's 2-D RoPE table: NTK (theta · scale) whatever the timestep. With a `grid` of patch
+    tokens, the part of it that grid reads, cached on `device` with the demo's (lumina_next.rope_table)."""
+    if grid is None:
+        from diffusers.models.embeddings import get_2d_rotary_pos_embed_lumina
 
-    return get_2d_rotary_pos_embed_lumina(head_dim, ROPE_TABLE, ROPE_TABLE, linear_factor=1.0, ntk_factor=scale)
+        return get_2d_rotary_pos_embed_lumina(head_dim, ROPE_TABLE, ROPE_TABLE, linear_factor=1.0, ntk_factor=scale)
+    return lumina_next.rope_table(head_dim, ROPE_TABLE, grid, 1.0, scale, device)
 
 
 def fork_softmax_scale(length: int, base_length: int | None, head_dim: int) -> float:
@@ -112,10 +116,11 @@ def fork_velocity(pipe: Any, embeds: torch.Tensor, mask: torch.Tensor, opts: Lum
     is given, its proportional attention."""
     device = pipe._execution_device
     use_cfg = opts.cfg > 1.0
-    rope = fork_rope(pipe.transformer.head_dim, rope_scale).to(device)  # the same at every t: made once
+    head_dim = pipe.transformer.head_dim
     attention_kwargs = {"base_sequence_length": base_length} if base_length is not None else {}
 
     def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
+        rope = fork_rope(head_dim, rope_scale, lumina_next.token_grid(pipe, x), x.device)  # the same at every t
         batch = torch.cat([x, x]) if use_cfg else x
         timestep = torch.full((batch.shape[0],), t, device=device, dtype=x.dtype)
         with fork_attention(pipe.transformer) if base_length is not None else nullcontext():

@@ -18,6 +18,8 @@ INT64 = 2**63
 
 def clip(text: Any, limit: int) -> str:
     value = text if isinstance(text, str) else repr(text)
+    # PostgreSQL text cannot hold a NUL character (SQLite can): the same visible mark on both.
+    value = value.replace("\x00", "\ufffd")
     return value if len(value) <= limit else value[:limit - 1] + "…"
 
 

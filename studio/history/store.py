@@ -7,120 +7,39 @@ bound to a session. Status changes follow the job's life and refuse impossible j
     pending -> running -> done
     pending | running -> failed | cancelled;  running -> interrupted (the app stopped mid-job)
 
-The gallery reads through `find_jobs`: filters, full-text search over prompts (the `jobs_fts`
-FTS5 table, written here in the same transaction as the job row) and one page at a time.
+Claims with routing and leases (running -> pending again for a job whose worker died) are the
+workers table's (workers.py). On PostgreSQL a status change locks its row first (FOR UPDATE), so two
+processes never both change one job.
+
+The gallery reads through `find_jobs`: filters, full-text search over prompts (on SQLite the
+`jobs_fts` FTS5 table, keyed by each job's `seq` and written here in the same transaction as the job
+row; on PostgreSQL a pg_trgm index on the prompt) and one page at a time, its rows and total from one
+statement (search.page_query).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import timedelta
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sqlalchemy import func, literal_column, select, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from ..errors import InvalidInput
 from .bounds import INT64, MAX_ERROR, MAX_NAME, MAX_TEXT, clip, storable
-from .db import make_engine, migrate, retry_when_locked, writer
-from .search import JobFilter, JobStatus, filter_conditions
+from .db import is_postgres, is_query_error, make_engine, migrate, retry_when_locked, writer
+from .records import AssetRecord, JobPage, JobRecord, asset_from_row, job_from_row, job_record
+from .search import JobFilter, JobStatus, count_from_filter_index, page_query
 from .tables import JOBS_FTS, Asset, Job, utcnow
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class AssetRecord:
-    """One output file of a job; `path` is POSIX and relative to the outputs dir."""
-
-    id: int
-    job_id: str
-    index: int
-    kind: str
-    path: str
-    mime: str
-    width: int | None
-    height: int | None
-    duration_s: float | None
-    bytes: int
-    sha256: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """A job as the history holds it, with its assets in output order. Timestamps are UTC."""
-
-    id: str
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    status: JobStatus
-    task: str
-    model_id: str
-    prompt: str
-    negative_prompt: str
-    params: dict[str, Any]
-    seed: int | None
-    error: str | None
-    duration_s: float | None
-    assets: tuple[AssetRecord, ...]
-    placement: str | None = None
-    favorite: bool = False
-
-
-@dataclass(frozen=True)
-class JobPage:
-    """One page of a filtered history, newest first, and how many jobs the filter matches in all."""
-
-    jobs: list[JobRecord]
-    total: int
-    offset: int
-    limit: int
-    filters: JobFilter = field(default_factory=JobFilter)
-
-
-def _asset_record(a: Asset) -> AssetRecord:
-    return AssetRecord(
-        id=a.id,
-        job_id=a.job_id,
-        index=a.index,
-        kind=a.kind,
-        path=a.path,
-        mime=a.mime,
-        width=a.width,
-        height=a.height,
-        duration_s=a.duration_s,
-        bytes=a.bytes,
-        sha256=a.sha256,
-        created_at=a.created_at,
-    )
-
-
-def _job_record(j: Job) -> JobRecord:
-    return JobRecord(
-        id=j.id,
-        created_at=j.created_at,
-        started_at=j.started_at,
-        finished_at=j.finished_at,
-        status=JobStatus(j.status),
-        task=j.task,
-        model_id=j.model_id,
-        prompt=j.prompt,
-        negative_prompt=j.negative_prompt,
-        params=dict(j.params or {}),
-        seed=j.seed,
-        error=j.error,
-        duration_s=j.duration_s,
-        assets=tuple(_asset_record(a) for a in sorted(j.assets, key=lambda a: a.index)),
-        placement=j.placement,
-        favorite=bool(j.favorite),
-    )
+_CLOCK_SLACK = timedelta(minutes=10)  # how far back a clock step is smoothed over (see create_job)
 
 
 def _check_relative_path(path: str) -> str:
@@ -131,11 +50,17 @@ def _check_relative_path(path: str) -> str:
     return p.as_posix()
 
 
+class NotOwned(ValueError):
+    """A worker tried to end a job that another worker runs now (the first was taken for dead meanwhile)."""
+
+
 class HistoryStore:
     """Records jobs and their output files in the history database, and reads them back."""
 
-    def __init__(self, db_path: Path) -> None:
-        self.engine = make_engine(Path(db_path))
+    def __init__(self, database: Path | str) -> None:
+        """`database`: the SQLite file, or a PostgreSQL URL (db.make_engine)."""
+        self.engine = make_engine(database)
+        self._fts = not is_postgres(self.engine)  # SQLite's jobs_fts; PostgreSQL's trigram index keeps itself
         # Opening the store always brings the schema to the newest revision.
         migrate(self.engine)
         self._writer = writer(self.engine)
@@ -146,14 +71,19 @@ class HistoryStore:
         return Session(self._writer, expire_on_commit=False)
 
     @staticmethod
-    def _job(s: Session, job_id: str, allowed: Iterable[JobStatus], action: str) -> Job:
-        job = s.get(Job, job_id)
+    def _job(s: Session, job_id: str, allowed: Iterable[JobStatus], action: str, worker: str | None = None) -> Job:
+        # Locked until the transaction ends (PostgreSQL; SQLite's writer holds the whole file): a worker
+        # that reaps a dead worker's job and a status change here never both win.
+        job = s.get(Job, job_id, with_for_update=True)
         if job is None:
             raise KeyError(f"no job with id {job_id!r} in the history")
         allowed = tuple(allowed)
         if JobStatus(job.status) not in allowed:
             wanted = " or ".join(a.value for a in allowed)
             raise ValueError(f"job {job_id} is {job.status}; it can only {action} when {wanted}")
+        if worker is not None and job.worker is not None and job.worker != worker:
+            # Its worker was taken for dead and the job re-queued and claimed elsewhere: not this one's to end.
+            raise NotOwned(f"job {job_id} is run by another worker now ({job.worker})")
         return job
 
     @retry_when_locked
@@ -175,9 +105,16 @@ class HistoryStore:
         request refused before it could queue must never be seen pending, or a worker could claim it."""
         job_id = job_id or uuid.uuid4().hex
         with self._write() as s, s.begin():
+            # Never dated before the newest job when the clock stepped back a little (NTP): creation order, seq
+            # order and created_at order stay one order, which lets search read its index newest first
+            # (search.py). A clock that was far ahead (a dead RTC battery) and is set right is believed, or
+            # every later job would carry that future date: search then lists them before the ones dated
+            # ahead, the gallery after.
+            newest = s.scalar(select(func.max(Job.created_at)))
+            now = utcnow()
             job = Job(
                 id=job_id,
-                created_at=utcnow(),
+                created_at=newest if newest is not None and now < newest <= now + _CLOCK_SLACK else now,
                 status=JobStatus.PENDING.value,
                 task=clip(task, MAX_NAME),
                 model_id=clip(model_id, MAX_NAME),
@@ -189,8 +126,10 @@ class HistoryStore:
             if refused is not None:
                 self._finish(job, JobStatus.FAILED, clip(refused, MAX_ERROR))
             s.add(job)
-            s.execute(text(f"INSERT INTO {JOBS_FTS} (job_id, prompt) VALUES (:id, :prompt)"),
-                      {"id": job_id, "prompt": clip(prompt, MAX_TEXT)})
+            s.flush()  # numbers the row: its seq is the FTS row's rowid
+            if self._fts:
+                s.execute(text(f"INSERT INTO {JOBS_FTS} (rowid, prompt) VALUES (:seq, :prompt)"),
+                          {"seq": job.seq, "prompt": job.prompt})
         return job_id
 
     @retry_when_locked
@@ -199,26 +138,26 @@ class HistoryStore:
         never take the same job); None when nothing is pending. This is the persistent queue's pop."""
         with self._write() as s, s.begin():
             job = s.scalars(select(Job).where(Job.status == JobStatus.PENDING.value)
-                            .order_by(Job.created_at, literal_column("jobs.rowid")).limit(1)).first()
+                            .order_by(Job.created_at, Job.seq).limit(1).with_for_update(skip_locked=True)).first()
             if job is None:
                 return None
             job.status = JobStatus.RUNNING.value
             job.started_at = utcnow()
             s.flush()
-            return _job_record(job)
+            return job_record(job)
 
     def pending_jobs(self, limit: int = 500) -> list[JobRecord]:
         """The jobs waiting to run, first in line first (one query, for the Queue panel)."""
         query = (select(Job).options(selectinload(Job.assets)).where(Job.status == JobStatus.PENDING.value)
-                 .order_by(Job.created_at, literal_column("jobs.rowid")).limit(limit))
+                 .order_by(Job.created_at, Job.seq).limit(limit))
         with Session(self.engine) as s, s.begin():
-            return [_job_record(j) for j in s.scalars(query)]
+            return [job_record(j) for j in s.scalars(query)]
 
     def pending_ids(self) -> list[str]:
         """The ids of the jobs waiting to run, first in line first."""
         with Session(self.engine) as s, s.begin():
             return list(s.scalars(select(Job.id).where(Job.status == JobStatus.PENDING.value)
-                                  .order_by(Job.created_at, literal_column("jobs.rowid"))))
+                                  .order_by(Job.created_at, Job.seq)))
 
     def recent_durations(self, task: str, model_id: str, limit: int = 20) -> list[float]:
         """How long the last `limit` finished jobs of this task and model ran, newest first (for ETAs)."""
@@ -252,28 +191,19 @@ class HistoryStore:
         duration_s: float | None = None,
     ) -> None:
         """Record an output file of a running (or just finished) job. Paths are unique."""
-        path = _check_relative_path(path)
         with self._write() as s, s.begin():
             self._job(s, job_id, [JobStatus.RUNNING, JobStatus.DONE], "get outputs")
-            s.add(
-                Asset(
-                    job_id=job_id,
-                    index=index,
-                    kind=kind,
-                    path=path,
-                    mime=mime,
-                    width=width,
-                    height=height,
-                    duration_s=duration_s,
-                    bytes=bytes,
-                    sha256=sha256,
-                    created_at=utcnow(),
-                )
-            )
-            try:
-                s.flush()
-            except IntegrityError as err:
-                raise ValueError(f"an asset with path {path!r} is already recorded") from err
+            self._add_asset(s, job_id, dict(index=index, kind=kind, path=path, mime=mime, bytes=bytes, sha256=sha256,
+                                            width=width, height=height, duration_s=duration_s))
+
+    @staticmethod
+    def _add_asset(s: Session, job_id: str, fields: Mapping[str, Any]) -> None:
+        path = _check_relative_path(fields["path"])
+        s.add(Asset(job_id=job_id, **{**fields, "path": path}, created_at=utcnow()))
+        try:
+            s.flush()
+        except IntegrityError as err:
+            raise ValueError(f"an asset with path {path!r} is already recorded") from err
 
     def _finish(self, job: Job, status: JobStatus, error: str | None = None) -> None:
         job.status = status.value
@@ -291,43 +221,52 @@ class HistoryStore:
             job.placement = placement
 
     @retry_when_locked
-    def mark_done(self, job_id: str) -> None:
-        """The running job finished: status done, finished_at now, duration_s measured."""
+    def mark_done(self, job_id: str, assets: Sequence[Mapping[str, Any]] = (), *, worker: str | None = None) -> None:
+        """The running job finished: its output files' rows (`assets`: add_asset's fields, each) and status
+        done, finished_at now, duration_s measured, in one transaction: the row never says done without
+        its files, nor lists files of a job that is not done."""
         with self._write() as s, s.begin():
-            self._finish(self._job(s, job_id, [JobStatus.RUNNING], "finish"), JobStatus.DONE)
+            job = self._job(s, job_id, [JobStatus.RUNNING], "finish", worker)
+            for fields in assets:
+                self._add_asset(s, job_id, fields)
+            self._finish(job, JobStatus.DONE)
 
     @retry_when_locked
-    def mark_failed(self, job_id: str, error: str) -> None:
+    def mark_failed(self, job_id: str, error: str, *, worker: str | None = None) -> None:
         """The job failed (before or while running); `error` is kept for the user to read."""
         with self._write() as s, s.begin():
-            job = self._job(s, job_id, [JobStatus.PENDING, JobStatus.RUNNING], "fail")
+            job = self._job(s, job_id, [JobStatus.PENDING, JobStatus.RUNNING], "fail", worker)
             self._finish(job, JobStatus.FAILED, clip(error, MAX_ERROR))
 
     @retry_when_locked
-    def mark_cancelled(self, job_id: str) -> None:
+    def mark_cancelled(self, job_id: str, *, worker: str | None = None) -> None:
         """The user cancelled the job, queued or running."""
         with self._write() as s, s.begin():
-            job = self._job(s, job_id, [JobStatus.PENDING, JobStatus.RUNNING], "be cancelled")
+            job = self._job(s, job_id, [JobStatus.PENDING, JobStatus.RUNNING], "be cancelled", worker)
             self._finish(job, JobStatus.CANCELLED)
 
     @retry_when_locked
     def cancel_pending(self, job_id: str) -> bool:
         """Cancel the job if it is still waiting in line; False if it is not (running, finished, unknown)."""
         with self._write() as s, s.begin():
-            job = s.get(Job, job_id)
+            job = s.get(Job, job_id, with_for_update=True)
             if job is None or job.status != JobStatus.PENDING.value:
                 return False
             self._finish(job, JobStatus.CANCELLED)
             return True
 
     @retry_when_locked
-    def interrupt_running(self) -> list[str]:
-        """Mark every job still 'running' as interrupted; for start-up after a crash or kill.
+    def interrupt_running(self, ids: Iterable[str] | None = None) -> list[str]:
+        """Mark every job still 'running' (or those of `ids` that are) as interrupted; for start-up after
+        a crash or kill, and a stop that gives up on a job.
 
         Returns the ids it changed. Pending jobs are left as they are (the queue decides).
         """
         with self._write() as s, s.begin():
-            jobs = s.scalars(select(Job).where(Job.status == JobStatus.RUNNING.value)).all()
+            running = select(Job).where(Job.status == JobStatus.RUNNING.value)
+            if ids is not None:
+                running = running.where(Job.id.in_(list(ids)))
+            jobs = s.scalars(running.with_for_update()).all()  # a row done meanwhile is left out
             for job in jobs:
                 self._finish(job, JobStatus.INTERRUPTED, "the studio stopped while this job ran")
             return [job.id for job in jobs]
@@ -339,9 +278,10 @@ class HistoryStore:
             job = s.get(Job, job_id, options=[selectinload(Job.assets)])
             if job is None:
                 raise KeyError(f"no job with id {job_id!r} in the history")
-            record = _job_record(job)
+            record = job_record(job)
             s.delete(job)
-            s.execute(text(f"DELETE FROM {JOBS_FTS} WHERE job_id = :id"), {"id": job_id})
+            if self._fts:
+                s.execute(text(f"DELETE FROM {JOBS_FTS} WHERE rowid = :seq"), {"seq": job.seq})
         return record
 
     @retry_when_locked
@@ -364,7 +304,7 @@ class HistoryStore:
         """The job with this id and its assets (ordered by index), or None."""
         with Session(self.engine) as s, s.begin():
             job = s.get(Job, job_id, options=[selectinload(Job.assets)])
-            return None if job is None else _job_record(job)
+            return None if job is None else job_record(job)
 
     def list_jobs(
         self,
@@ -380,23 +320,30 @@ class HistoryStore:
     def find_jobs(self, filters: JobFilter = JobFilter(), *, limit: int = 48, offset: int = 0) -> JobPage:
         """One page of the jobs that match `filters`, newest first, with the total count.
 
-        Only the page's rows (and their assets) are loaded; the (filter column, created_at) indexes
-        keep this a short index walk however long the history is (bench/gallery.py measures it)."""
+        One statement reads the page's rows and the total (search.page_query), a second the page's
+        assets; only a page past the end counts on its own. The (filter column, created_at) indexes and
+        the seq-keyed FTS index keep each a short walk however long the history is (bench/gallery.py)."""
         limit, offset = max(0, min(limit, 10_000)), max(0, min(offset, 2**62))  # SQLite integers are 64-bit
-        conditions = filter_conditions(filters)
-        # rowid breaks ties between jobs created within the same microsecond.
-        page = (select(Job).options(selectinload(Job.assets)).where(*conditions)
-                .order_by(Job.created_at.desc(), literal_column("jobs.rowid").desc()).limit(limit).offset(offset))
-        count = select(func.count()).select_from(Job).where(*conditions)
         try:
-            with Session(self.engine) as s, s.begin():
-                jobs = [_job_record(j) for j in s.scalars(page)]
-                total = s.scalar(count) or 0
-        except OperationalError as err:
-            if "locked" in str(err) or "busy" in str(err):
+            # Plain rows, not ORM objects; one read transaction, so the page and its assets agree.
+            with self.engine.connect() as conn, conn.begin():
+                page, count = page_query(filters, limit, offset, common=count_from_filter_index(conn, filters),
+                                         dialect=conn.dialect.name)
+                rows = conn.execute(page).mappings().all()
+                assets: dict[str, list[AssetRecord]] = {row["id"]: [] for row in rows}
+                if rows:
+                    total = rows[0]["total"]
+                    owned = select(Asset.__table__).where(Asset.job_id.in_(list(assets)))
+                    for asset in conn.execute(owned.order_by(Asset.job_id, Asset.index)).mappings():
+                        assets[asset["job_id"]].append(asset_from_row(asset))
+                else:  # past the end, or an empty page asked for: no row carries the total
+                    total = conn.execute(count).scalar_one() if offset or not limit else 0
+        except DBAPIError as err:
+            if not is_query_error(err):
                 raise
             # Whatever the search text was, it is the user's to fix; say so rather than fail.
             raise InvalidInput(f"this search could not be run ({err.orig}); try simpler words") from None
+        jobs = [job_from_row(row, tuple(assets[row["id"]])) for row in rows]
         return JobPage(jobs=jobs, total=total, offset=offset, limit=limit, filters=filters)
 
     def close(self) -> None:

@@ -7,6 +7,10 @@ are accepted (`use_safetensors=True`), so no checkpoint is ever unpickled.
 
 A component whose weight files are the very same blobs as one already loaded (the same Gemma text
 encoder in two repos, say) is passed in instead of loaded again, so it sits in memory once.
+
+The one exception to "in RAM": a scheduler that owns a device group asks for `device_map="balanced"` and a
+`max_memory` map (runtime/multi_gpu.py), and a diffusers card is then loaded straight onto the group's GPUs,
+each component whole on one of them, by diffusers itself. Such a pipeline shares no component.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from ..families import FAMILIES
 from ..settings import Settings
 from ..zoo.builtin import ensure_builtin
 from ..zoo.cards import CardRegistry, ModelCard
-from . import quantize
+from . import multi_gpu, quantize
 from .attention import apply_attention_backend, check_backend
 
 log = logging.getLogger(__name__)
@@ -201,11 +205,19 @@ def _gguf_transformer(card: ModelCard, repo_id: str, revision: str, settings: Se
 
 
 def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents | None = None,
-                  cards: CardRegistry | None = None) -> Any:
-    """The card's pipeline in RAM; `cards` resolves the component cards a native model requires."""
+                  cards: CardRegistry | None = None, *, device_map: str | None = None,
+                  max_memory: dict[int, int] | None = None) -> Any:
+    """The card's pipeline in RAM; `cards` resolves the component cards a native model requires. With
+    `device_map="balanced"` (and `max_memory`: GPU index -> bytes) a diffusers card is loaded spread over
+    those GPUs instead."""
     if not card.runnable:
         raise ModelNotAvailable(f"{card.title} is listed but the studio cannot run it yet")
+    if device_map is not None and (device_map != "balanced" or card.library != "diffusers"):
+        raise ModelNotAvailable(f"{card.title}: device_map={device_map!r} is only for diffusers pipelines "
+                                f"(\"balanced\"); this card is a {card.library} model")
     quiet_libraries()
+    if multi_gpu.is_group(settings.torch_device()):  # a group's worker: what runs on one GPU runs on its first
+        settings = settings.replace(device=multi_gpu.primary(settings.torch_device()))
     check_backend(settings.attention, settings.torch_device())  # a kernel that cannot run here: before any load
     repo_id, revision = resolve_source(card, settings)
     dtype = settings.torch_dtype(card.dtype)
@@ -235,6 +247,12 @@ def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents 
     if quantized or gguf:  # a quantized transformer is this card's alone: never shared either way
         reuse.pop("transformer", None)
         identities.pop("transformer", None)
+    spread: dict[str, Any] = {}
+    if device_map is not None:
+        # Each component is dispatched onto a GPU by accelerate's hooks: one shared with a RAM pipeline would be
+        # pulled from under it, so a balanced pipeline loads its own (and is not remembered for reuse either).
+        reuse, identities = {}, {}
+        spread = {"device_map": device_map, **({"max_memory": max_memory} if max_memory else {})}
     try:
         pipe = cls.from_pretrained(
             repo_id,
@@ -247,6 +265,7 @@ def load_pipeline(card: ModelCard, settings: Settings, shared: SharedComponents 
             **reuse,
             **quantized,
             **({"transformer": gguf[0]} if gguf else {}),
+            **spread,
         )
     except (OSError, ValueError) as err:
         # huggingface_hub's LocalEntryNotFoundError is an OSError; diffusers raises OSError or

@@ -68,7 +68,7 @@ def _job(studio: Studio, record: JobRecord, root: str = "") -> dict[str, Any]:
             "queue_ahead": studio.jobs.ahead(record.id) if record.status is JobStatus.PENDING else None,
             "stage": live.describe() if live and record.status is JobStatus.RUNNING else None,
             "step": live.step if live else None, "total_steps": live.total_steps if live else None,
-            "params": _params(record.params),
+            "params": _params(record.params), "device": record.device,
             "files": [file_entry(studio, a, root) for a in studio.gallery.outputs(record)]}
 
 

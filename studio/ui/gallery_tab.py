@@ -61,7 +61,9 @@ def describe(studio: Studio, job: JobRecord) -> str:
     when = job.created_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
     facts = [f"seed `{job.seed}`" if job.seed is not None else None, f"created {when}",
              f"ran {job.duration_s:.1f} s" if job.duration_s is not None else None,
-             f"placement {job.placement}" if job.placement else None, f"job `{job.id}`"]
+             f"placement {job.placement}" if job.placement else None,
+             f"on {html.escape(job.device)}" + (f" ({html.escape(job.worker.split(':')[0])})" if job.worker else "")
+             if job.device else None, f"job `{job.id}`"]
     lines.append(" · ".join(f for f in facts if f))
     return "  \n".join(lines)
 

@@ -17,6 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from ..errors import UnknownModel
 from ..families import check_card
 
+# libyaml's safe loader where PyYAML was built with it (its wheels are): the same documents, about ten
+# times faster than the pure-Python one, which every command that reads the ~95 cards feels.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 log = logging.getLogger(__name__)
 
 CARD_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -185,7 +189,7 @@ class CardRegistry:
 
     def _load_file(self, path: Path) -> None:
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
             if not isinstance(data, dict):
                 raise ValueError("a card must be a YAML mapping")
             card = ModelCard.model_validate(data)

@@ -43,6 +43,9 @@ def paint_stroke(page) -> None:
     """A short brush stroke across the middle of the Image tab's mask editor, as a user paints one."""
     canvas = page.locator("#image-mask-editor canvas").first
     expect(canvas).to_be_visible(timeout=30_000)
+    # A new start image sets the editor's value on the server (background, no layers): a stroke drawn
+    # before that update lands is wiped by it. While it runs the editor shows Gradio's progress bar.
+    expect(page.locator("#image-mask-editor .eta-bar:visible")).to_have_count(0, timeout=60_000)
     page.wait_for_timeout(1500)  # the editor draws its background
     page.locator("#image-mask-editor").get_by_role("button", name="Brush").first.click()
     box = canvas.bounding_box()
@@ -59,8 +62,10 @@ def upscale_sent_picture(page) -> None:
     """In the Upscale tab a picture was just sent to: pick the tiny ESRGAN and upscale, until done."""
     import re
 
-    expect(page.get_by_role("tab", name="Upscale", exact=True)).to_have_attribute("aria-selected", "true")
-    expect(page.locator("#upscale-image img").first).to_have_attribute("src", re.compile(r"\S"))
+    # The tab switch is the Send button's server round trip: on a loaded machine it takes seconds.
+    expect(page.get_by_role("tab", name="Upscale", exact=True)).to_have_attribute("aria-selected", "true",
+                                                                               timeout=30_000)
+    expect(page.locator("#upscale-image img").first).to_have_attribute("src", re.compile(r"\S"), timeout=30_000)
     page.locator("#upscale-model input").click()
     page.locator("[role=listbox] [role=option]", has_text="Tiny ESRGAN").first.click()
     page.click("#upscale-generate")

@@ -12,7 +12,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, engine_from_config, pool
 
-from studio.history.tables import Base, managed_by_orm
+from studio.history.tables import Base, managed_by_orm, orm_objects
 
 config = context.config
 target_metadata = Base.metadata
@@ -26,10 +26,11 @@ def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        # SQLite can't ALTER most things; batch mode recreates the table instead.
+        # SQLite can't ALTER most things; batch mode recreates the table instead (PostgreSQL ALTERs in place).
         render_as_batch=True,
         compare_type=True,
         include_name=managed_by_orm,
+        include_object=orm_objects(connection.dialect.name),
     )
 
 

@@ -15,6 +15,10 @@ from typing import Sequence, Union
 import sqlalchemy as sa
 from alembic import op
 
+# SQLite integers are 64-bit whatever the declared type (and this renders INTEGER there, as it always
+# did); PostgreSQL needs BIGINT for a seed or a size in bytes.
+BIG_INT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 revision: str = "0001"
 down_revision: Union[str, Sequence[str], None] = None
 branch_labels: Union[str, Sequence[str], None] = None
@@ -35,7 +39,7 @@ def upgrade() -> None:
         sa.Column("prompt", sa.Text(), nullable=False),
         sa.Column("negative_prompt", sa.Text(), nullable=False),
         sa.Column("params", sa.JSON(), nullable=False),
-        sa.Column("seed", sa.Integer(), nullable=True),
+        sa.Column("seed", BIG_INT, nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("duration_s", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
@@ -56,7 +60,7 @@ def upgrade() -> None:
         sa.Column("width", sa.Integer(), nullable=True),
         sa.Column("height", sa.Integer(), nullable=True),
         sa.Column("duration_s", sa.Float(), nullable=True),
-        sa.Column("bytes", sa.Integer(), nullable=False),
+        sa.Column("bytes", BIG_INT, nullable=False),
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_assets"),

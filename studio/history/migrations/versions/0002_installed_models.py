@@ -12,6 +12,9 @@ from typing import Sequence, Union
 import sqlalchemy as sa
 from alembic import op
 
+# INTEGER on SQLite (64-bit there anyway), BIGINT on PostgreSQL: a model is often over 2 GiB.
+BIG_INT = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 revision: str = "0002"
 down_revision: Union[str, Sequence[str], None] = "0001"
 branch_labels: Union[str, Sequence[str], None] = None
@@ -26,7 +29,7 @@ def upgrade() -> None:
         sa.Column("revision", sa.String(200), nullable=False),
         sa.Column("commit", sa.String(40), nullable=True),
         sa.Column("local_path", sa.String(1024), nullable=True),
-        sa.Column("bytes", sa.Integer(), nullable=False),
+        sa.Column("bytes", BIG_INT, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("installed_at", sa.DateTime(timezone=True), nullable=True),

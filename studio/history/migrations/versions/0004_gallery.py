@@ -9,6 +9,11 @@
   that recreates `jobs`); this migration indexes the jobs that exist already.
 - user_presets: presets and style templates the user saved or imported.
 
+On PostgreSQL there is no jobs_fts: the pg_trgm extension's GIN trigram index on jobs.prompt
+(ix_jobs_prompt_trgm) serves ILIKE '%word%' for each search word (search.py). That keeps the meaning of
+SQLite's trigram FTS5 search, a case-insensitive substring per word or phrase, CJK included; tsvector
+search would stem words and miss substrings, changing what the gallery's search finds.
+
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-22 00:00:02
@@ -28,10 +33,29 @@ branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
 FILTERS = {"task": "task", "model": "model_id", "status": "status", "favorite": "favorite"}
+PROMPT_TRGM = "ix_jobs_prompt_trgm"
+
+
+def _postgres() -> bool:
+    return op.get_bind().dialect.name == "postgresql"
+
+
+def _create_trigram_index() -> None:
+    """pg_trgm is a trusted extension (PostgreSQL 13+): the database's owner may create it. A savepoint, so
+    that a refusal can be reported in words instead of as an aborted transaction."""
+    bind = op.get_bind()
+    try:
+        with bind.begin_nested():
+            bind.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    except sa.exc.DBAPIError as err:
+        raise RuntimeError("the history needs PostgreSQL's pg_trgm extension (for full-text search): run "
+                           "CREATE EXTENSION pg_trgm in this database as its owner or a superuser, or install "
+                           f"the server's contrib package ({err.orig})") from None
+    op.create_index(PROMPT_TRGM, "jobs", ["prompt"], postgresql_using="gin", postgresql_ops={"prompt": "gin_trgm_ops"})
 
 
 def upgrade() -> None:
-    if sqlite3.sqlite_version_info < (3, 34, 0):
+    if not _postgres() and sqlite3.sqlite_version_info < (3, 34, 0):
         raise RuntimeError(f"the history needs SQLite 3.34 or newer (for full-text search); this Python has "
                            f"{sqlite3.sqlite_version}. Use a newer Python build, or install pysqlite3.")
     with op.batch_alter_table("jobs") as batch:
@@ -40,8 +64,11 @@ def upgrade() -> None:
         op.drop_index(f"ix_jobs_{column}", table_name="jobs")
     for name, column in FILTERS.items():
         op.create_index(f"ix_jobs_{name}_created", "jobs", [column, "created_at"])
-    op.execute("CREATE VIRTUAL TABLE jobs_fts USING fts5(job_id UNINDEXED, prompt, tokenize='trigram')")
-    op.execute("INSERT INTO jobs_fts (job_id, prompt) SELECT id, prompt FROM jobs")
+    if _postgres():
+        _create_trigram_index()
+    else:
+        op.execute("CREATE VIRTUAL TABLE jobs_fts USING fts5(job_id UNINDEXED, prompt, tokenize='trigram')")
+        op.execute("INSERT INTO jobs_fts (job_id, prompt) SELECT id, prompt FROM jobs")
 
     op.create_table(
         "user_presets",
@@ -62,7 +89,11 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_user_presets_kind", table_name="user_presets")
     op.drop_table("user_presets")
-    op.execute("DROP TABLE jobs_fts")
+    if _postgres():
+        # The extension stays: other databases' objects or users may rely on it, and it costs nothing.
+        op.drop_index(PROMPT_TRGM, table_name="jobs")
+    else:
+        op.execute("DROP TABLE jobs_fts")
     for name in FILTERS:
         op.drop_index(f"ix_jobs_{name}_created", table_name="jobs")
     for column in ("status", "task", "model_id"):
