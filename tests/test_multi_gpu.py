@@ -306,6 +306,9 @@ def _cp_rank(rank: int, port: int, out: Path) -> None:
     report.update(rank=rank, diff=(parallel - reference).abs().max().item(), tokens_in_attention=seen,
                   shape=list(parallel.shape))
     out.write_text(json.dumps(report))
+    # Both ranks done with every collective before either tears gloo down: a rank that destroys the group
+    # while its peer's all-gather is still in flight aborts the peer ("terminate called ...").
+    dist.barrier()
     dist.destroy_process_group()
 
 
