@@ -30,8 +30,10 @@ def test_every_shipped_card_loads():
     assert {"tiny-lumina-next", "tiny-lumina2", "lumina-next-sft", "lumina-image-2"} <= set(registry.cards)
     for card in registry.cards.values():
         assert card.title and card.license and card.memory_gb > 0
-        if card.tiny:
-            assert card.title.endswith("— test model")  # labelled honestly wherever the title shows
+        if card.mini:  # labelled honestly wherever the title shows
+            assert card.tiny and card.title.endswith("— trained on simple shapes")
+        elif card.tiny:
+            assert card.title.endswith("— test model")
 
 
 def test_real_cards_name_their_repos():

@@ -45,11 +45,12 @@ def test_gradios_temp_cache_is_swept(studio):
 def test_image_form_starts_from_the_models_card(studio):
     demo = build_app(studio)
     dropdowns = {b.elem_id or b.label: b for b in demo.blocks.values() if isinstance(b, gr.Dropdown)}
-    # No real model is downloaded here, so the built-in tiny one is preselected and labelled as such.
+    # No real model is downloaded here, so the built-in mini one (trained on simple shapes) is preselected.
     model = dropdowns["image-model"]
-    assert model.value in {"tiny-lumina-next", "tiny-lumina2"}
+    assert model.value == "mini-lumina-next"
     labels = dict((value, label) for label, value in model.choices)
-    assert "(not downloaded)" in labels["lumina-next-sft"] and "test model" in labels[model.value]
+    assert "(not downloaded)" in labels["lumina-next-sft"] and "trained on simple shapes" in labels[model.value]
+    assert "test model" in labels["tiny-lumina-next"]
     card = studio.cards.get(model.value)
     assert dropdowns["image-size"].value == f"{card.defaults['width']}x{card.defaults['height']}"
 

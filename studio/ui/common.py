@@ -41,7 +41,8 @@ def model_choices(studio: Studio, task: str) -> list[tuple[str, str]]:
 
 
 def default_model(studio: Studio, task: str) -> str | None:
-    """A real model that is present, else the first built-in tiny model, so a new install works offline.
+    """A real model that is present, else a built-in mini model (trained on simple shapes), else the first
+    built-in tiny model, so a new install works offline.
     Among those, one that runs from the prompt alone with the whole form comes first (text-to-video
     before image-to-video, a diffusion model before a class-conditional one, any clip length before one
     fixed length)."""
@@ -52,7 +53,8 @@ def default_model(studio: Studio, task: str) -> str | None:
     # Stable: the catalogue's order otherwise.
     cards.sort(key=lambda c: (not spec_type.needs_only_a_prompt(c), spec_type.fixed_shape(c)))
     real = [c for c in cards if not c.tiny]
-    chosen = (real or cards or studio.cards.for_task(task) or [None])[0]
+    minis = [c for c in cards if c.mini]  # trained on simple shapes: they follow a caption, random weights don't
+    chosen = (real or minis or cards or studio.cards.for_task(task) or [None])[0]
     return chosen.id if chosen else None
 
 
@@ -65,6 +67,9 @@ def card_note(card: ModelCard) -> str:
     note += f" · license {html.escape(card.license)}"
     if not card.runnable:
         note += " · ⏳ not yet runnable: the studio lists it but cannot run it yet — pick another model"
+    elif card.mini:
+        note += (" · mini, trained on simple shapes: it draws a caption such as \"a small red circle at the top left "
+                 "on a blue background\" (8 colours, 4 shapes, 9 places, 64x64) and knows no other words")
     elif card.tiny:
         note += " · ⚠️ random weights: what it makes is noise, for trying and testing the studio"
     return note

@@ -17,7 +17,7 @@ from .family_controls import FamilyControls
 from .results import job_summary, reuse_seed_button
 from .forms import TabForm, preset_controls, wire_presets
 
-CELL_SIZES = [128, 256, 384, 512, 768, 1024]
+CELL_SIZES = [64, 128, 256, 384, 512, 768, 1024]  # 64: the mini model's native size
 
 
 def layout_preview(rows: int, cols: int, captions: list[str], cell_w: int, cell_h: int) -> str:

@@ -105,6 +105,8 @@ class ModelCard(BaseModel):
     gated: bool = False
     homepage: str = ""
     tiny: bool = False
+    # A built-in model trained on the studio's simple scenes (studio/minis): tiny, yet it follows such captions.
+    mini: bool = False
     runnable: bool = True
     description: str = ""
     defaults: dict[str, Any] = Field(default_factory=dict)

@@ -12,11 +12,13 @@ _SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
 _WORD_PIECE_CHARS = "▁abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,!?'-"
 
 
-def tiny_gemma_tokenizer():
+def tiny_gemma_tokenizer(words: tuple[str, ...] = ()):
     """A Gemma-style tokenizer (SentencePiece-like BPE with byte fallback, `<bos>` prepended).
 
-    No merges: every character is a token or falls back to its UTF-8 bytes, so any text
-    (multilingual, emoji) encodes, exactly like Gemma's byte fallback does for rare characters.
+    Without `words`, no merges: every character is a token or falls back to its UTF-8 bytes, so any
+    text (multilingual, emoji) encodes, exactly like Gemma's byte fallback does for rare characters.
+    Each of `words` (lower-case ASCII) becomes one token ("▁red", or "red" first in the text), by merges
+    that build it a letter at a time, as a trained BPE's would; anything else still encodes by letters.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, processors
     from transformers import GemmaTokenizerFast
@@ -26,7 +28,16 @@ def tiny_gemma_tokenizer():
         vocab[f"<0x{byte:02X}>"] = len(vocab)
     for char in _WORD_PIECE_CHARS:
         vocab.setdefault(char, len(vocab))
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    merges: list[tuple[str, str]] = []
+    # Gemma adds no "▁" before the first word, so each word also merges bare. A merge ranks by its place in the
+    # list and BPE applies the best-ranked pair first, so the "▁" chains come first (a bare "an" must not split
+    # "▁orange") and longer bare words before shorter ones.
+    for piece in ["▁" + w for w in words] + sorted(words, key=len, reverse=True):
+        for end in range(2, len(piece) + 1):
+            if piece[:end] not in vocab:
+                vocab[piece[:end]] = len(vocab)
+                merges.append((piece[:end - 1], piece[end - 1]))
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
     tok.normalizer = normalizers.Replace(" ", "▁")
     bos = vocab["<bos>"]
     # Gemma prepends <bos>; without it an empty (negative) prompt has no tokens, and a fully

@@ -53,5 +53,6 @@ FAMILY = register(Family(
     inputs=IMAGE_EDITING,  # image to image, inpainting, outpainting, hires fix (docs/image_editing.md)
     run=f"{RUN}:run",
     prepare="studio.families.lumina_next.checks:prepare",
-    builders={"tiny-lumina-next": "studio.zoo.builtin_image:build_tiny_lumina_next"},
+    builders={"tiny-lumina-next": "studio.zoo.builtin_image:build_tiny_lumina_next",
+              "mini-lumina-next": "studio.zoo.builtin_mini:build_mini_lumina_next"},
 ))
