@@ -62,3 +62,19 @@ def test_tokenizer_handles_any_text():
         ids = tok(text).input_ids
         assert ids[0] == tok.bos_token_id  # Gemma's <bos>: an empty prompt still has one token
         assert tok.decode(ids, skip_special_tokens=True) == text
+
+
+def test_retrained_shipped_weights_get_a_snapshot_of_their_own(tmp_path):
+    """A mini model's weights live in the repository: when they are retrained, a cache built from the old ones
+    must not be taken for them."""
+    from studio.zoo.builtin import shipped_weights_digest
+
+    folder = tmp_path / "mini-x" / "transformer"
+    folder.mkdir(parents=True)
+    (folder / "weights.safetensors").write_bytes(b"old")
+    before = shipped_weights_digest("mini-x", tmp_path)
+    (folder / "weights.safetensors").write_bytes(b"new")
+    shipped_weights_digest.cache_clear()
+    assert shipped_weights_digest("mini-x", tmp_path) != before
+    assert shipped_weights_digest("tiny-x", tmp_path) == ""  # nothing shipped: the builder's revision as before
+    assert builtin_revision("mini-lumina-next") != builtin_revision("tiny-lumina-next")

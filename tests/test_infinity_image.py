@@ -187,6 +187,8 @@ def test_runs_from_the_image_tab(studio):
     assert updates[form.fields["tau"]]["visible"] is True and updates[form.fields["tau"]]["value"] == 0.5
     assert updates[form.fields["steps"]]["visible"] is False
     values = {component: getattr(component, "value", None) for component in form.inputs}
+    # What the browser shows once the model is picked (its size list and defaults), then what the user types.
+    values.update({c: u["value"] for c, u in updates.items() if isinstance(u, dict) and "value" in u and c in values})
     values.update({form.model: TINY, form.fields["prompt"]: "a lamp", form.fields["seed"]: 3,
                    form.fields["tau"]: 0.8})
     params = form.read(*[values[c] for c in form.inputs])

@@ -37,7 +37,7 @@ def test_a_caption_asks_for_what_the_scene_says_and_nothing_it_left_to_chance():
     for seed in range(300):
         scene = scenes.random_scene(seed)
         wanted = scenes.parse_caption(scene.caption)
-        said = {"size" if s == "size" else s for s in scene.said}
+        said = set(scene.said)
         expected = {name: getattr(scene, name) for name in said if not (name == "size" and scene.size == "medium")}
         if scene.shape is None:
             expected = {"background": scene.background}

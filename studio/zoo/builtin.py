@@ -11,6 +11,7 @@ checkpoint. Weights are random: outputs are noise-like pictures, which is all a 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shutil
 import uuid
@@ -25,6 +26,8 @@ from .tiny_parts import SEED
 BUILTIN_NAMESPACE = "studio-builtin"
 # Bump when a builder changes: a new revision is built next to the old one.
 BUILDER_VERSION = "3"
+# Weights trained here and shipped with the studio (the mini models), one folder per built-in model's name.
+SHIPPED_WEIGHTS = Path(__file__).resolve().parents[1] / "minis" / "weights"
 
 
 def builders() -> dict[str, Callable[[], object]]:
@@ -37,8 +40,22 @@ def builtin_repo_id(name: str) -> str:
 
 
 def builtin_revision(name: str) -> str:
-    """A commit-like hash that changes whenever the builder does."""
-    return hashlib.sha1(f"{name}:{BUILDER_VERSION}:{SEED}".encode()).hexdigest()
+    """A commit-like hash that changes whenever the builder does, or the weights it ships (a mini model's)."""
+    return hashlib.sha1(f"{name}:{BUILDER_VERSION}:{SEED}{shipped_weights_digest(name)}".encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def shipped_weights_digest(name: str, root: Path = SHIPPED_WEIGHTS) -> str:
+    """":" + sha1 of the files a built-in model ships in the repository (studio/minis/weights/NAME), "" when it
+    ships none: retrained weights get a snapshot of their own, never the cached one of the old weights."""
+    folder = root / name
+    if not folder.is_dir():
+        return ""
+    digest = hashlib.sha1()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return ":" + digest.hexdigest()
 
 
 def ensure_builtin(name: str, cache_dir: Path) -> tuple[str, str]:

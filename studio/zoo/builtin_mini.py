@@ -10,10 +10,10 @@ Face cache like any built-in model, so a job loads it through the same call as a
 
 from __future__ import annotations
 
-from pathlib import Path
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "minis" / "weights"
-MINI_LUMINA_NEXT = WEIGHTS / "mini-lumina-next"
+from .builtin import SHIPPED_WEIGHTS
+
+MINI_LUMINA_NEXT = SHIPPED_WEIGHTS / "mini-lumina-next"
 IMAGE_SIZE = 64  # native size: 8x8 latents, 4x4 patch tokens
 
 TEXT_CONFIG = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
