@@ -1,19 +1,22 @@
 """Train the built-in mini Lumina-Next on generated scenes and save it where the studio ships it.
 
-    python tools/train_mini_lumina.py [--out studio/minis/weights/mini-lumina-next] [--minutes 45]
+    python tools/train_mini_lumina.py [--out studio/minis/weights/mini-lumina-next] [--composite-share 0.2]
 
 Three stages, all on the CPU, seeded:
-1. the VAE (AutoencoderKL, 8x down, 4 channels: LuminaPipeline fixes the 8x) learns to rebuild scene
-   pictures (MSE, optionally L1, + a small KL; the SD VAEs' GAN and perceptual terms are left out: they
-   cost more than this budget). Its blur is what limits the model now: round trips keep colours and places but turn
-   small stars and squares into discs (training_log.json: vae_check);
+1. the VAE (AutoencoderKL, 8x down, 4 channels: LuminaPipeline fixes the 8x; no mid-block attention, so
+   a latent cell describes its own part of the picture) learns to rebuild scene pictures (MSE, optionally L1,
+   + a small KL; the SD VAEs' GAN and perceptual terms are left out: they cost more than this budget). Its
+   blur is what limits the model now: round trips keep colours and places but turn small stars and squares
+   into discs (training_log.json: vae_check);
 2. every training picture is encoded once (the posterior mean) and the latents' scaling factor is set to
    1 / their standard deviation, as SDXL's 0.13025 was;
 3. Next-DiT and the Gemma text encoder learn together with rectified flow, as Lumina-Next is trained:
    x_t = t x1 + (1 - t) x0 (t = 0 noise, x1 the latent), the target velocity x1 - x0, t logit-normal;
    captions dropped 10% of the time (the empty prompt), which CFG needs. Text features are Gemma's
    second-to-last hidden states and the RoPE table and proportional attention are the studio's sampling
-   path's (engines/lumina_next.py), so what is trained is what a job samples.
+   path's (engines/lumina_next.py), so what is trained is what a job samples. A share of the steps
+   (--composite-share) trains on two scenes side by side or stacked, each caption reaching only its own
+   cell as Compose conditions (engines/compose.py).
 
 Then held-out captions (seeds the training never saw) are sampled through engines/lumina_next.sample with the
 card's defaults and read back with the scenes' detector; the agreement per attribute goes into the log
@@ -34,7 +37,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from studio.engines.lumina_next import LuminaNextOptions, rope_table, sample  # noqa: E402
+from studio.engines.compose import regional_conditioning, token_regions  # noqa: E402
+from studio.engines.lumina_next import LuminaNextOptions, rope_table, sample, token_grid  # noqa: E402
 from studio.minis import scenes  # noqa: E402
 from studio.zoo.builtin_mini import IMAGE_SIZE, MINI_LUMINA_NEXT, untrained_mini_lumina_next  # noqa: E402
 
@@ -111,36 +115,102 @@ def tokenize(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch.input_ids, batch.attention_mask
 
 
+class Captions:
+    """Every training caption tokenised once (padded to the longest), and the empty caption padded alike."""
+
+    def __init__(self, tokenizer, captions: list[str]) -> None:
+        self.tokenizer, self.captions = tokenizer, captions
+        self.ids, self.mask = tokenize(tokenizer, captions)
+        empty_ids, empty_mask = tokenize(tokenizer, [""])
+        self.empty_ids = F.pad(empty_ids, (0, self.ids.shape[1] - empty_ids.shape[1]))
+        self.empty_mask = F.pad(empty_mask, (0, self.ids.shape[1] - empty_mask.shape[1]))
+
+    def batch(self, pick: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The picked captions, each dropped to the empty caption 10% of the time (what CFG needs)."""
+        ids, mask = self.ids[pick].clone(), self.mask[pick].clone()
+        drop = torch.rand(len(pick), generator=generator) < 0.1
+        ids[drop], mask[drop] = self.empty_ids, self.empty_mask
+        return ids, mask
+
+
+def features(text_encoder, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Gemma's second-to-last hidden states, as engines/lumina_next.encode_texts takes them."""
+    return text_encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states[-2]
+
+
+def noised(x1: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_t, t, target velocity) of rectified flow, t logit-normal(0, 1)."""
+    x0 = torch.randn(x1.shape, generator=generator)
+    t = torch.sigmoid(torch.randn(len(x1), generator=generator))
+    xt = t[:, None, None, None] * x1 + (1 - t[:, None, None, None]) * x0
+    return xt, t, x1 - x0
+
+
+def single_loss(pipe, latents: torch.Tensor, captions: Captions, batch: int, attention: dict,
+                generator: torch.Generator) -> torch.Tensor:
+    """Flow loss on `batch` single scenes at the native size."""
+    pick = torch.randint(0, len(latents), (batch,), generator=generator)
+    xt, t, target = noised(latents[pick], generator)
+    ids, mask = captions.batch(pick, generator)
+    rope = rope_table(pipe.transformer.head_dim, 384, token_grid(pipe, xt), 1.0, 1.0, "cpu")
+    pred = pipe.transformer(hidden_states=xt, timestep=t, encoder_hidden_states=features(pipe.text_encoder, ids, mask),
+                            encoder_mask=mask, image_rotary_emb=rope, cross_attention_kwargs=attention,
+                            return_dict=False)[0]
+    return F.mse_loss(pred.chunk(2, dim=1)[0], target)
+
+
+def composite_loss(pipe, latents: torch.Tensor, captions: Captions, batch: int, attention: dict,
+                   generator: torch.Generator) -> torch.Tensor:
+    """Flow loss on `batch` canvases of two scenes side by side (1x2) or one above the other (2x1), each
+    cell's caption reaching only its own cell: the Compose task's conditioning (engines/compose.py:
+    regional cross-attention, the joined captions in adaLN), with the canvas at the native RoPE as it
+    samples. The VAE has no attention, so two scenes' latents laid side by side are close to the latents
+    of the two pictures side by side. Without these, the model learns that a background is one colour over
+    the whole picture and blends the cells' colours."""
+    rows, cols = (1, 2) if torch.rand(1, generator=generator).item() < 0.5 else (2, 1)
+    a = torch.randint(0, len(latents), (batch,), generator=generator)
+    b = torch.randint(0, len(latents), (batch,), generator=generator)
+    x1 = torch.cat([latents[a], latents[b]], dim=-1 if cols == 2 else -2)
+    xt, t, target = noised(x1, generator)
+    (ids_a, mask_a), (ids_b, mask_b) = captions.batch(a, generator), captions.batch(b, generator)
+    feats = features(pipe.text_encoder, torch.cat([ids_a, ids_b]), torch.cat([mask_a, mask_b]))
+    length = ids_a.shape[1]
+    text = torch.cat([feats[:batch], feats[batch:]], dim=1)  # [cell 0's tokens | cell 1's tokens]
+    text_mask = torch.cat([mask_a, mask_b], dim=1).bool()
+    per_cell = torch.zeros(batch, 2, 2 * length, dtype=torch.bool)
+    per_cell[:, 0, :length], per_cell[:, 1, length:] = mask_a.bool(), mask_b.bool()
+    joined = [" ".join(c for c in (captions.captions[i] if m.any() else "", captions.captions[j] if n.any() else "")
+                       if c) for i, j, m, n in zip(a.tolist(), b.tolist(), mask_a, mask_b)]
+    joined_ids, joined_mask = tokenize(captions.tokenizer, joined)
+    joined_feats = features(pipe.text_encoder, joined_ids, joined_mask)
+    height, width = xt.shape[-2] * 8, xt.shape[-1] * 8
+    regions = token_regions(rows, cols, width, height)
+    rope = rope_table(pipe.transformer.head_dim, 384, token_grid(pipe, xt), 1.0, 1.0, "cpu")
+    with regional_conditioning(pipe.transformer, per_cell, regions, joined_feats, joined_mask):
+        pred = pipe.transformer(hidden_states=xt, timestep=t, encoder_hidden_states=text, encoder_mask=text_mask,
+                                image_rotary_emb=rope, cross_attention_kwargs=attention, return_dict=False)[0]
+    return F.mse_loss(pred.chunk(2, dim=1)[0], target)
+
+
 def train_dit(pipe, latents: torch.Tensor, captions: list[str], steps: int, batch: int, lr: float,
-              records: list, generator: torch.Generator) -> None:
+              records: list, generator: torch.Generator, composite_share: float = 0.0) -> None:
+    """Next-DiT and the text encoder together; `composite_share` of the steps train on two-cell canvases
+    (half as many canvases, so about as many tokens) instead of single scenes."""
     transformer, text_encoder = pipe.transformer, pipe.text_encoder
     params = list(transformer.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.03)
-    ids, mask = tokenize(pipe.tokenizer, captions)
-    empty_ids, empty_mask = tokenize(pipe.tokenizer, [""])
-    empty_ids = F.pad(empty_ids, (0, ids.shape[1] - empty_ids.shape[1]))
-    empty_mask = F.pad(empty_mask, (0, ids.shape[1] - empty_mask.shape[1]))
-    grid = (latents.shape[-2] // transformer.config.patch_size, latents.shape[-1] // transformer.config.patch_size)
-    rope = rope_table(transformer.head_dim, 384, grid, 1.0, 1.0, "cpu")
+    texts = Captions(pipe.tokenizer, captions)
     attention = {"base_sequence_length": (pipe.default_image_size // 16) ** 2}  # proportional attention, as sampled
     transformer.train()
     text_encoder.train()
     started = time.monotonic()
     ema = None
     for step in range(steps):
-        pick = torch.randint(0, len(latents), (batch,), generator=generator)
-        x1 = latents[pick]
-        x0 = torch.randn(x1.shape, generator=generator)
-        t = torch.sigmoid(torch.randn(batch, generator=generator))  # logit-normal(0, 1)
-        xt = t[:, None, None, None] * x1 + (1 - t[:, None, None, None]) * x0
-        b_ids, b_mask = ids[pick].clone(), mask[pick].clone()
-        drop = torch.rand(batch, generator=generator) < 0.1
-        b_ids[drop], b_mask[drop] = empty_ids, empty_mask
-        feats = text_encoder(input_ids=b_ids, attention_mask=b_mask, output_hidden_states=True).hidden_states[-2]
-        pred = transformer(hidden_states=xt, timestep=t, encoder_hidden_states=feats, encoder_mask=b_mask,
-                           image_rotary_emb=rope, cross_attention_kwargs=attention, return_dict=False)[0]
-        loss = F.mse_loss(pred.chunk(2, dim=1)[0], x1 - x0)
+        if composite_share and torch.rand(1, generator=generator).item() < composite_share:
+            loss = composite_loss(pipe, latents, texts, batch // 2, attention, generator)
+        else:
+            loss = single_loss(pipe, latents, texts, batch, attention, generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -186,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vae-l1", type=float, default=1.0, help="weight of an L1 term beside the VAE's MSE")
     ap.add_argument("--dit-steps", type=int, default=12000)
     ap.add_argument("--dit-batch", type=int, default=64)
+    ap.add_argument("--composite-share", type=float, default=0.2,
+                    help="share of the DiT steps on two-scene canvases with per-cell captions (Compose)")
     ap.add_argument("--eval", type=int, default=200, help="held-out captions sampled at the end")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     args = ap.parse_args(argv)
@@ -203,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     log({"stage": "latents", "count": len(latents), "scaling_factor": round(scaling, 5)}, records)
     captions = [scenes.random_scene(s).caption for s in range(args.scenes)]
     generator = torch.Generator().manual_seed(1)
-    train_dit(pipe, latents * scaling, captions, args.dit_steps, args.dit_batch, 1e-3, records, generator)
+    train_dit(pipe, latents * scaling, captions, args.dit_steps, args.dit_batch, 1e-3, records, generator,
+              composite_share=args.composite_share)
     trained_s = time.monotonic() - started
     result = held_out_agreement(pipe, args.eval, records)
     pipe.to(torch.float16)

@@ -24,7 +24,12 @@ TRANSFORMER_CONFIG = dict(sample_size=IMAGE_SIZE // 8, patch_size=2, in_channels
                           norm_eps=1e-5, learn_sigma=True, qk_norm=True, cross_attention_dim=64, scaling_factor=1.0)
 VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, down_block_types=["DownEncoderBlock2D"] * 4,
                   up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[16, 32, 32, 32], layers_per_block=1,
-                  norm_num_groups=8, sample_size=IMAGE_SIZE)
+                  norm_num_groups=8, sample_size=IMAGE_SIZE,
+                  # No self-attention in the VAE's mid blocks (SDXL's has it): with it every latent cell carries the
+                  # whole picture (the colour of a shape moved the latents of the far corner as much as its own),
+                  # so inpainting's kept region told the model what was under the mask, and two scenes' latents
+                  # side by side were not the latents of the two pictures side by side (Compose).
+                  mid_block_add_attention=False)
 
 
 def scene_tokenizer():
