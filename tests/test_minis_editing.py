@@ -71,9 +71,9 @@ def test_inpainting_redraws_the_masked_part_as_the_caption_says(studio, tmp_path
     start = save(tmp_path, "start.png", scenes.draw(START))
     mask = np.zeros((64, 64), dtype=np.uint8)
     mask[:40, :40] = 255
+    masked = save(tmp_path, "tl.png", Image.fromarray(mask))
     recolour = [scenes.read(edit(studio, start, "a red square at the top left on a white background", seed,
-                                 mask=save(tmp_path, "tl.png", Image.fromarray(mask)), strength=1.0))
-                for seed in SEEDS[:4]]
+                                 mask=masked, strength=1.0)) for seed in SEEDS[:4]]
     assert all((r.background, r.colour, r.place) == ("white", "red", "top left") for r in recolour), recolour
     assert sum(r.shape == "square" for r in recolour) >= 3, recolour
     # A shape added where the mask is, on a plain picture.
@@ -81,7 +81,7 @@ def test_inpainting_redraws_the_masked_part_as_the_caption_says(studio, tmp_path
                                                                  size=None, place=None)))
     mask = np.zeros((64, 64), dtype=np.uint8)
     mask[30:, 30:] = 255
+    masked = save(tmp_path, "br.png", Image.fromarray(mask))
     added = [scenes.read(edit(studio, plain, "a red circle at the bottom right on a blue background", seed,
-                              mask=save(tmp_path, "br.png", Image.fromarray(mask)), strength=1.0))
-             for seed in SEEDS[:4]]
+                              mask=masked, strength=1.0)) for seed in SEEDS[:4]]
     assert all((r.background, r.colour, r.place) == ("blue", "red", "bottom right") for r in added), added
