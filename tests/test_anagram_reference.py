@@ -19,7 +19,8 @@ from studio.tasks.image import ImageSpec
 from studio.zoo.cards import CardRegistry
 
 CARDS = CardRegistry.load([REPO_ROOT / "model_zoo"])
-NEXT, LUMINA2, SFT = (CARDS.get(c) for c in ("tiny-lumina-next", "tiny-lumina2", "lumina-next-sft"))
+NEXT, LUMINA2, SFT, MINI = (CARDS.get(c) for c in ("tiny-lumina-next", "tiny-lumina2", "lumina-next-sft",
+                                                    "mini-lumina-next"))
 NEGATIVE_CAP = ("blurry, ugly, duplicate, poorly drawn, deformed, mosaic, bad quality, bad detail, blurry-image, "
                 "jpeg artifacts, bad contrast, bad anatomy, watermark, extra detail, chaotic distribution of objects, "
                 "distortion")  # generate.py:23
@@ -209,6 +210,45 @@ def test_tiling_keeps_what_a_local_operation_gives_on_the_whole(height, width):
                           F.avg_pool2d(blur(x), 8))
     assert torch.allclose(anagram.tiled(lambda t: F.interpolate(t, scale_factor=8.0), x, core=8, pad=4, up=8),
                           F.interpolate(x, scale_factor=8.0))
+
+
+class RecordingVae:
+    """What vae_two_phase calls on a VAE, recording the shape of every pass."""
+
+    config = SimpleNamespace(scaling_factor=1.0, shift_factor=None)
+    dtype = torch.float32
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[int, ...]]] = []
+
+    def encode(self, x):
+        self.calls.append(("encode", tuple(x.shape)))
+        latents = torch.zeros(x.shape[0], 4, x.shape[2] // 8, x.shape[3] // 8)
+        return SimpleNamespace(latent_dist=SimpleNamespace(sample=lambda generator: latents))
+
+    def decode(self, z, return_dict=False):
+        self.calls.append(("decode", tuple(z.shape)))
+        return (torch.zeros(z.shape[0], 3, z.shape[2] * 8, z.shape[3] * 8),)
+
+
+@pytest.mark.parametrize("tiled", [True, False])
+def test_the_refine_phase_tiles_its_vae_passes_unless_turned_off(tiled):
+    vae = RecordingVae()
+    model = anagram.vae_two_phase(init=[], refine=[], latents=lambda w, h, g: torch.zeros(1, 4, h // 8, w // 8),
+                                  vae=vae, device="cpu", native=64, width=64, height=64, multiple=16, tiled=tiled)
+    assert model.encode(torch.zeros(1, 3, 64, 64), torch.Generator()).shape == (1, 4, 8, 8)
+    assert model.refine.decode(torch.zeros(1, 4, 8, 8)).shape == (1, 3, 64, 64)
+    if tiled:  # 16 cores of 16 px in 64 px tiles, 4 a call; the decode alike on the latents
+        assert vae.calls == [("encode", (4, 3, 64, 64))] * 4 + [("decode", (4, 4, 8, 8))] * 4
+    else:
+        assert vae.calls == [("encode", (1, 3, 64, 64)), ("decode", (1, 4, 8, 8))]
+
+
+def test_tiles_are_on_by_default_and_the_mini_card_turns_them_off():
+    assert resolved(NEXT).option("vae_tiles") is True and resolved(SFT).option("vae_tiles") is True
+    mini = resolved(MINI)
+    # Nor style nor negative for the mini: words it never saw.
+    assert (mini.option("vae_tiles"), mini.style, mini.negative_prompt) == (False, "", "")
 
 
 def test_the_init_phase_samples_at_the_training_area():

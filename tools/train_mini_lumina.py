@@ -1,6 +1,7 @@
 """Train the built-in mini Lumina-Next on generated scenes and save it where the studio ships it.
 
     python tools/train_mini_lumina.py [--out studio/minis/weights/mini-lumina-next] [--composite-share 0.2]
+    python tools/train_mini_lumina.py --decoder-only   # only stage 1b, on the weights in --out
 
 Three stages, all on the CPU, seeded:
 1. the VAE (AutoencoderKL, 8x down, 4 channels: LuminaPipeline fixes the 8x; no mid-block attention, so
@@ -8,6 +9,11 @@ Three stages, all on the CPU, seeded:
    + a small KL; the SD VAEs' GAN and perceptual terms are left out: they cost more than this budget). Its
    blur is what limits the model now: round trips keep colours and places but turn small stars and squares
    into discs (training_log.json: vae_check);
+1b. the decoder alone, the encoder frozen, on mosaics of one to four scenes' latents side by side (their
+   GroupNorm statistics are the whole canvas's, which a decoder trained on one scene at a time reads the
+   background's colour from: Compose grids came out in other colours). The shipped weights got this stage
+   with --decoder-only after the other stages had run (the log says so); it changes no latent, so a full run
+   trains the same DiT;
 2. every training picture is encoded once (the posterior mean) and the latents' scaling factor is set to
    1 / their standard deviation, as SDXL's 0.13025 was;
 3. Next-DiT and the Gemma text encoder learn together with rectified flow, as Lumina-Next is trained:
@@ -34,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -106,6 +113,73 @@ def encode_all(vae, seeds: range, chunk: int = 256) -> torch.Tensor:
     for start in range(seeds.start, seeds.stop, chunk):
         out.append(vae.encode(pictures(range(start, min(start + chunk, seeds.stop)))).latent_dist.mode())
     return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_pictures(vae, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    return torch.cat([vae.encode(part).latent_dist.mode() for part in x.split(chunk)])
+
+
+def grid(parts: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """(B, rows * cols, C, H, W) laid out row by row into (B, C, rows * H, cols * W)."""
+    b, _, c, h, w = parts.shape
+    return parts.view(b, rows, cols, c, h, w).permute(0, 3, 1, 4, 2, 5).reshape(b, c, rows * h, cols * w)
+
+
+# (rows, cols, canvases per step): 16 scenes a step, every other step single scenes, whose decoding the
+# stage must keep
+MOSAICS = ((1, 1, 16), (1, 2, 8), (1, 1, 16), (2, 1, 8), (1, 1, 16), (2, 2, 4))
+
+
+def train_decoder_on_mosaics(vae, steps: int, lr: float, records: list, pool: int = 4000, l1: float = 1.0) -> None:
+    """The decoder (the encoder frozen, so every latent the DiT learns from stays as it was) learns to decode
+    scenes' latents laid side by side into the scenes side by side. The VAE's GroupNorm takes its statistics
+    over the whole picture; trained on one background a picture, the decoder read the background's colour from
+    them, so a canvas of two backgrounds (a Compose grid, whose latents are two scenes' side by side) came out
+    in other colours: an orange | green canvas decoded as purple | red."""
+    seeds = range(HELD_OUT + 2 * 10**6, HELD_OUT + 2 * 10**6 + pool)
+    x = pictures(seeds)
+    z = encode_pictures(vae, x)
+    generator = torch.Generator().manual_seed(2)
+    params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    vae.train()
+    started = time.monotonic()
+    for step in range(steps):
+        rows, cols, count = MOSAICS[step % len(MOSAICS)]
+        pick = torch.randint(0, pool, (count, rows * cols), generator=generator)
+        target = grid(x[pick], rows, cols)
+        y = vae.decode(grid(z[pick], rows, cols)).sample
+        recon = F.mse_loss(y, target)
+        loss = recon + l1 * F.l1_loss(y, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == steps - 1:
+            log({"stage": "decoder", "step": step, "grid": f"{rows}x{cols}", "mse": round(recon.item(), 5),
+                 "s": round(time.monotonic() - started, 1)}, records)
+    vae.eval()
+
+
+@torch.no_grad()
+def mosaic_agreement(vae, count: int) -> dict:
+    """Two held-out scenes' latents side by side, decoded: the share of cells whose background, and whose
+    whole reading, is the scene's (the cells of a Compose grid are decoded this way)."""
+    seeds = list(range(HELD_OUT + 200, HELD_OUT + 200 + 2 * count))
+    x = pictures(seeds)
+    z = encode_pictures(vae, x)
+    y = vae.decode(torch.cat([z[0::2], z[1::2]], dim=-1)).sample
+    backgrounds = whole = 0
+    for i, canvas in enumerate(y):
+        for half, original in zip(canvas.chunk(2, dim=-1), (x[2 * i], x[2 * i + 1])):
+            a, b = scenes.read(to_pil(original)), scenes.read(to_pil(half))
+            backgrounds += a.background == b.background
+            whole += all(getattr(a, k) == getattr(b, k) for k in ("background", "colour", "shape", "size", "place"))
+    return {"cells": 2 * count, "background": round(backgrounds / (2 * count), 3),
+            "same_reading": round(whole / (2 * count), 3)}
 
 
 def tokenize(tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,37 +332,70 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dit-batch", type=int, default=64)
     ap.add_argument("--composite-share", type=float, default=0.2,
                     help="share of the DiT steps on two-scene canvases with per-cell captions (Compose)")
+    ap.add_argument("--decoder-steps", type=int, default=2000,
+                    help="steps of the decoder on mosaics of 1 to 4 scenes (the encoder frozen)")
+    ap.add_argument("--decoder-lr", type=float, default=2e-4)
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="start from the weights in --out and run only the decoder stage (then evaluate and save), "
+                         "keeping their training log: how the shipped weights got that stage")
     ap.add_argument("--eval", type=int, default=200, help="held-out captions sampled at the end")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    records: list = []
     started = time.monotonic()
-    pipe = untrained_mini_lumina_next(seed=0)
-    train_vae(pipe.vae, args.vae_steps, args.vae_batch, 2e-3, records, l1=args.vae_l1)
-    log({"stage": "vae_check", "same_reading": vae_agreement(pipe.vae, min(200, args.scenes))}, records)
-    latents = encode_all(pipe.vae, range(args.scenes))
-    scaling = 1.0 / latents.std().item()
-    pipe.vae.register_to_config(scaling_factor=round(scaling, 5))
-    log({"stage": "latents", "count": len(latents), "scaling_factor": round(scaling, 5)}, records)
-    captions = [scenes.random_scene(s).caption for s in range(args.scenes)]
-    generator = torch.Generator().manual_seed(1)
-    train_dit(pipe, latents * scaling, captions, args.dit_steps, args.dit_batch, 1e-3, records, generator,
-              composite_share=args.composite_share)
-    trained_s = time.monotonic() - started
+    if args.decoder_only:
+        pipe, records, earlier_s = resume(args.out)
+        decoder_stage(pipe.vae, args.decoder_steps, args.decoder_lr, records)
+    else:
+        records, earlier_s = [], 0.0
+        pipe = untrained_mini_lumina_next(seed=0)
+        train_vae(pipe.vae, args.vae_steps, args.vae_batch, 2e-3, records, l1=args.vae_l1)
+        log({"stage": "vae_check", "same_reading": vae_agreement(pipe.vae, min(200, args.scenes))}, records)
+        # The decoder stage leaves the encoder, hence every latent below, as it is; nor does it draw on torch's
+        # global generator: a full run and a run of the stages before it plus --decoder-only train the same DiT.
+        decoder_stage(pipe.vae, args.decoder_steps, args.decoder_lr, records)
+        latents = encode_all(pipe.vae, range(args.scenes))
+        scaling = 1.0 / latents.std().item()
+        pipe.vae.register_to_config(scaling_factor=round(scaling, 5))
+        log({"stage": "latents", "count": len(latents), "scaling_factor": round(scaling, 5)}, records)
+        captions = [scenes.random_scene(s).caption for s in range(args.scenes)]
+        generator = torch.Generator().manual_seed(1)
+        train_dit(pipe, latents * scaling, captions, args.dit_steps, args.dit_batch, 1e-3, records, generator,
+                  composite_share=args.composite_share)
+    trained_s = earlier_s + time.monotonic() - started
     result = held_out_agreement(pipe, args.eval, records)
     pipe.to(torch.float16)
     args.out.mkdir(parents=True, exist_ok=True)
-    pipe.save_pretrained(args.out, safe_serialization=True)
-    size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
+    if args.decoder_only:  # only the VAE's weights changed: the rest stays byte for byte as it was saved
+        save_file(pipe.vae.state_dict(), args.out / "vae" / "diffusion_pytorch_model.safetensors",
+                  metadata={"format": "pt"})  # as diffusers' save_pretrained writes it
+    else:
+        pipe.save_pretrained(args.out, safe_serialization=True)
+    size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file() and f.name != "training_log.json")
     summary = {"training_s": round(trained_s, 1), "weights_bytes": size, "held_out": result, "args": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}, "sampling": SAMPLING,
         "torch": torch.__version__, "threads": torch.get_num_threads()}
     (args.out / "training_log.json").write_text(json.dumps({"summary": summary, "log": records}, indent=1) + "\n")
     print(json.dumps(summary))
     return 0
+
+
+def decoder_stage(vae, steps: int, lr: float, records: list) -> None:
+    log({"stage": "mosaic_check", "before_decoder_stage": True, **mosaic_agreement(vae, 100)}, records)
+    train_decoder_on_mosaics(vae, steps, lr, records)
+    log({"stage": "mosaic_check", **mosaic_agreement(vae, 100)}, records)
+    log({"stage": "vae_check", "same_reading": vae_agreement(vae, 200)}, records)
+
+
+def resume(folder: Path):
+    """The pipeline saved in `folder` (in float32, to train on), its training log's records and training time."""
+    from diffusers import LuminaPipeline
+
+    earlier = json.loads((folder / "training_log.json").read_text())
+    pipe = LuminaPipeline.from_pretrained(folder, local_files_only=True).to(torch.float32)
+    return pipe, earlier["log"] + [{"stage": "resumed", "from": earlier["summary"]}], earlier["summary"]["training_s"]
 
 
 if __name__ == "__main__":

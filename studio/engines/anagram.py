@@ -279,11 +279,12 @@ def tiled_decode(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.
 
 def vae_two_phase(*, init: list[Velocity], refine: list[Velocity],
                   latents: Callable[[int, int, torch.Generator], torch.Tensor], vae: Any, device: Any, native: int,
-                  width: int, height: int, multiple: int) -> TwoPhase:
+                  width: int, height: int, multiple: int, tiled: bool = True) -> TwoPhase:
     """The two phases for a model that runs at any size and decodes through a diffusers AutoencoderKL:
     init at the training size (decoded whole, as the reference's preview), refine at width x height
-    (encoded and decoded in tiles). Latents are in the scaling the flow samples in: (z - shift) ·
-    scaling (shift 0 for the SDXL VAE, the Flux VAE's for Lumina-Image 2.0)."""
+    (encoded and decoded in tiles, as the reference does at every size; with `tiled` off, in one pass
+    each). Latents are in the scaling the flow samples in: (z - shift) · scaling (shift 0 for the SDXL
+    VAE, the Flux VAE's for Lumina-Image 2.0)."""
     scaling = vae.config.scaling_factor
     shift = getattr(vae.config, "shift_factor", None) or 0.0
 
@@ -292,7 +293,7 @@ def vae_two_phase(*, init: list[Velocity], refine: list[Velocity],
             posterior = vae.encode(tiles.to(device=device, dtype=vae.dtype)).latent_dist
             return (posterior.sample(generator=generator) - shift) * scaling
 
-        return tiled_encode(one, pixels, native)
+        return tiled_encode(one, pixels, native) if tiled else one(pixels)
 
     def decode(z: torch.Tensor) -> torch.Tensor:
         return vae.decode((z / scaling + shift).to(device=device, dtype=vae.dtype), return_dict=False)[0]
@@ -301,5 +302,5 @@ def vae_two_phase(*, init: list[Velocity], refine: list[Velocity],
     return TwoPhase(
         init=Flow(init, lambda generator: latents(init_width, init_height, generator), decode),
         refine=Flow(refine, lambda generator: latents(width, height, generator),
-                    lambda z: tiled_decode(decode, z, native)),
+                    (lambda z: tiled_decode(decode, z, native)) if tiled else decode),
         encode=encode_tiles, init_size=(init_width, init_height))

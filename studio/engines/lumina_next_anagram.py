@@ -134,8 +134,9 @@ def fork_velocity(pipe: Any, embeds: torch.Tensor, mask: torch.Tensor, opts: Lum
 
 
 def two_phase(pipe: Any, prompts: list[str], negative_prompt: str, width: int, height: int,
-              opts: LuminaNextOptions) -> anagram.TwoPhase:
-    """The anagram sampler's two phases on a LuminaPipeline: one velocity per reading in each."""
+              opts: LuminaNextOptions, vae_tiles: bool = True) -> anagram.TwoPhase:
+    """The anagram sampler's two phases on a LuminaPipeline: one velocity per reading in each; the
+    refine phase's VAE passes in tiles (the reference's) unless `vae_tiles` is off."""
     use_cfg = opts.cfg > 1.0
     texts = [lumina_next.encode(pipe, [prompt], negative_prompt, 1, use_cfg, names=[f"reading {i + 1}"])
              for i, prompt in enumerate(prompts)]
@@ -148,4 +149,4 @@ def two_phase(pipe: Any, prompts: list[str], negative_prompt: str, width: int, h
         refine=[fork_velocity(pipe, f, m, opts, rope_scale=scale, base_length=base) for f, m in texts],
         latents=lambda w, h, generator: lumina_next.initial_latents(pipe, 1, w, h, dtype, generator),
         vae=pipe.vae, device=pipe._execution_device, native=native, width=width, height=height,
-        multiple=pipe.vae_scale_factor * pipe.transformer.config.patch_size)
+        multiple=pipe.vae_scale_factor * pipe.transformer.config.patch_size, tiled=vae_tiles)

@@ -43,6 +43,11 @@ FAMILY = register(Family(
         Option("cfg_mode", str, "lumina", label="CFG form",
                choices=(("Lumina-Next (first 3 channels)", "lumina"), ("Plain", "plain")), widget="radio",
                infotext="CFG mode", advanced=True, group="Lumina sampling"),
+        Option("vae_tiles", bool, True, label="Tiled VAE passes", tasks=("anagram",), infotext="VAE tiles",
+               advanced=True, group="Lumina sampling",
+               help="On, as in the authors' anagram code: the refine phase encodes and decodes in tiles (a quarter "
+                    "of the native size each, with context around it and zeros past the picture's edges). Off: one "
+                    "pass over the whole picture, for a VAE that tiles and grey borders throw off (the mini model's)"),
         Option("canvas_rope_scaling", bool, False, label="Scale RoPE to the canvas", tasks=("compose",),
                infotext="Canvas RoPE scaling", advanced=True, group="Lumina sampling",
                help="Off, as in the authors' demo: the canvas keeps the native RoPE at any size. On: time-aware "

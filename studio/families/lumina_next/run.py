@@ -33,7 +33,8 @@ def integration_used(sampler: str, result: Integration) -> dict[str, Any]:
 def anagram_flow(pipeline: Any, spec: Any, opts: LuminaNextOptions) -> anagram.TwoPhase:
     """How the anagram sampler drives Lumina-Next: the anagram fork's two phases, a velocity per
     reading in each (engines/lumina_next_anagram.py)."""
-    return lumina_next_anagram.two_phase(pipeline, spec.styled(), spec.negative_prompt, spec.width, spec.height, opts)
+    return lumina_next_anagram.two_phase(pipeline, spec.styled(), spec.negative_prompt, spec.width, spec.height, opts,
+                                         vae_tiles=bool(spec.option("vae_tiles", True)))
 
 
 def run(task: str, pipeline: Any, spec: Any, card: Any, on_step: StepCallback) -> TaskOutput:
