@@ -108,16 +108,15 @@ def to_pil(x: torch.Tensor):
 
 
 @torch.no_grad()
-def encode_all(vae, seeds: range, chunk: int = 256) -> torch.Tensor:
-    out = []
-    for start in range(seeds.start, seeds.stop, chunk):
-        out.append(vae.encode(pictures(range(start, min(start + chunk, seeds.stop)))).latent_dist.mode())
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def encode_pictures(vae, x: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """The posterior means of pictures (N, 3, H, W), `chunk` at a time."""
     return torch.cat([vae.encode(part).latent_dist.mode() for part in x.split(chunk)])
+
+
+def encode_all(vae, seeds: range, chunk: int = 256) -> torch.Tensor:
+    """The posterior means of the scenes of `seeds`, drawn `chunk` at a time (40,000 pictures do not sit in memory)."""
+    return torch.cat([encode_pictures(vae, pictures(range(start, min(start + chunk, seeds.stop))))
+                      for start in range(seeds.start, seeds.stop, chunk)])
 
 
 def grid(parts: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
